@@ -1,0 +1,420 @@
+//! The CloudEvents 1.0 envelope every VOD event becomes, with its content-derived id.
+
+use std::{borrow::Cow, fmt, str::FromStr};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+use crate::error::{Error, Result};
+
+/// The CloudEvents specification version every envelope carries.
+pub const SPEC_VERSION: &str = "1.0";
+
+/// Content type of `data`: VOD events are JSON.
+const DATA_CONTENT_TYPE: &str = "application/json";
+
+/// A stable event id: the first 32 hex characters of a SHA-256 over the source and the event's
+/// canonical JSON. It is the same for every push retry and pull redelivery of one event, so
+/// consumers can drop duplicates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    /// Length of an id in hex characters.
+    pub const LEN: usize = 32;
+
+    /// Derives the id of an event from its source and canonical JSON bytes: hex SHA-256 of
+    /// `source`, one `\n` byte, then `canonical`, cut to [`EventId::LEN`] characters.
+    #[must_use]
+    pub fn derive(source: &str, canonical: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(source.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(canonical);
+        let digest = hasher.finalize();
+        Self(hex::encode(&digest[..Self::LEN / 2]))
+    }
+
+    /// The id as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for EventId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let valid =
+            s.len() == Self::LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(Error::InvalidEventId(s.to_owned()))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <Cow<'de, str>>::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How an event reached vodbridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ingress {
+    /// VOD POSTed it to a callback URL ("normal callback").
+    Push,
+    /// vodbridge pulled it with `PullEvents` ("reliable callback").
+    Pull,
+}
+
+impl Ingress {
+    /// `push` or `pull`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Push => "push",
+            Self::Pull => "pull",
+        }
+    }
+}
+
+impl FromStr for Ingress {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "push" => Ok(Self::Push),
+            "pull" => Ok(Self::Pull),
+            other => Err(Error::Decode(format!(
+                "vodingress must be push or pull, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// One event as a CloudEvents 1.0 envelope (see `schema/envelope.v1.json`).
+///
+/// `data` holds the provider's event JSON bytes as received (minus delivery-only members such as
+/// VOD's `EventHandle`, `Sign` and `T`); unknown fields pass through untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// CloudEvents `id`: content-derived, stable across redeliveries.
+    pub id: EventId,
+    /// CloudEvents `source`, e.g. `/tencentcloud/vod/1500000001`.
+    pub source: String,
+    /// CloudEvents `type`, e.g. `com.tencentcloud.vod.NewFileUpload`.
+    pub ty: String,
+    /// CloudEvents `subject`: the video's FileId when the event names one video.
+    pub subject: Option<String>,
+    /// CloudEvents `time`: the event's own finish/create time, else the time it was received.
+    pub time: OffsetDateTime,
+    /// CloudEvents `data`: the event JSON.
+    pub data: Bytes,
+    /// Extension `vodeventtype`: the provider's event type verbatim; routes match on it.
+    pub event_type: String,
+    /// Extension `vodsubappid`: the VOD sub-application, when known.
+    pub sub_app_id: Option<u64>,
+    /// Extension `vodingress`.
+    pub ingress: Ingress,
+    /// Extension `vodtaskid`: the VOD task id, when the event has one.
+    pub task_id: Option<String>,
+    /// Extension `partitionkey` (CloudEvents partitioning): FileId, else the event type.
+    pub partition_key: String,
+}
+
+/// Structured-mode wire form, used for both directions.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire<'a> {
+    specversion: Cow<'a, str>,
+    id: EventId,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    subject: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(borrow)]
+    datacontenttype: Cow<'a, str>,
+    #[serde(borrow)]
+    vodeventtype: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    vodsubappid: Option<Cow<'a, str>>,
+    vodingress: Ingress,
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    vodtaskid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    partitionkey: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    deadletterreason: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    deadletterdetail: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+impl Envelope {
+    /// The CloudEvents `time` as RFC 3339 text.
+    #[must_use]
+    pub fn time_rfc3339(&self) -> String {
+        // Formatting a valid OffsetDateTime as RFC 3339 fails only for years outside 0..=9999,
+        // which the normalizer never produces; fall back to the Unix epoch text then.
+        self.time
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+    }
+
+    /// `application/json`.
+    #[must_use]
+    pub const fn data_content_type(&self) -> &'static str {
+        DATA_CONTENT_TYPE
+    }
+
+    /// Every CloudEvents attribute and extension except `data` and `datacontenttype`, as
+    /// `(name, value)` text pairs in a fixed order: what binary-mode broker mappings put in
+    /// headers (with their own prefix: `ce_`, `cloudEvents_`, `ce-`).
+    #[must_use]
+    pub fn attributes(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+        let mut out = Vec::with_capacity(11);
+        out.push(("specversion", Cow::Borrowed(SPEC_VERSION)));
+        out.push(("id", Cow::Borrowed(self.id.as_str())));
+        out.push(("source", Cow::Borrowed(self.source.as_str())));
+        out.push(("type", Cow::Borrowed(self.ty.as_str())));
+        if let Some(subject) = &self.subject {
+            out.push(("subject", Cow::Borrowed(subject.as_str())));
+        }
+        out.push(("time", Cow::Owned(self.time_rfc3339())));
+        out.push(("vodeventtype", Cow::Borrowed(self.event_type.as_str())));
+        if let Some(sub_app_id) = self.sub_app_id {
+            out.push(("vodsubappid", Cow::Owned(sub_app_id.to_string())));
+        }
+        out.push(("vodingress", Cow::Borrowed(self.ingress.as_str())));
+        if let Some(task_id) = &self.task_id {
+            out.push(("vodtaskid", Cow::Borrowed(task_id.as_str())));
+        }
+        out.push(("partitionkey", Cow::Borrowed(self.partition_key.as_str())));
+        out
+    }
+
+    /// Encodes the envelope as one structured-mode CloudEvents JSON object (no trailing newline).
+    /// `dead_letter` adds the `deadletterreason` and `deadletterdetail` extensions.
+    #[must_use]
+    pub fn to_structured_json(&self, dead_letter: Option<(&str, &str)>) -> Vec<u8> {
+        let time = self.time_rfc3339();
+        let sub_app_id = self.sub_app_id.map(|id| Cow::Owned(id.to_string()));
+        // `data` was validated as JSON when the envelope was built; a failure here would be a bug
+        // in the normalizer, and the fallback still yields a valid document.
+        let null = null_raw();
+        let data: &RawValue = serde_json::from_slice(&self.data).unwrap_or(&null);
+        let wire = Wire {
+            specversion: Cow::Borrowed(SPEC_VERSION),
+            id: self.id.clone(),
+            source: Cow::Borrowed(&self.source),
+            ty: Cow::Borrowed(&self.ty),
+            subject: self.subject.as_deref().map(Cow::Borrowed),
+            time: Cow::Owned(time),
+            datacontenttype: Cow::Borrowed(DATA_CONTENT_TYPE),
+            vodeventtype: Cow::Borrowed(&self.event_type),
+            vodsubappid: sub_app_id,
+            vodingress: self.ingress,
+            vodtaskid: self.task_id.as_deref().map(Cow::Borrowed),
+            partitionkey: Cow::Borrowed(&self.partition_key),
+            deadletterreason: dead_letter.map(|(reason, _)| Cow::Borrowed(reason)),
+            deadletterdetail: dead_letter.map(|(_, detail)| Cow::Borrowed(detail)),
+            data,
+        };
+        // Serializing strings and a validated RawValue into a Vec cannot fail.
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+
+    /// Decodes a structured-mode CloudEvents JSON object produced by
+    /// [`Envelope::to_structured_json`]. Dead-letter extensions are accepted and ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] when the bytes are not such an object.
+    pub fn from_structured_json(bytes: &[u8]) -> Result<Self> {
+        let wire: Wire<'_> =
+            serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))?;
+        if wire.specversion != SPEC_VERSION {
+            return Err(Error::Decode(format!(
+                "unsupported specversion {:?}",
+                wire.specversion
+            )));
+        }
+        if wire.datacontenttype != DATA_CONTENT_TYPE {
+            return Err(Error::Decode(format!(
+                "unsupported datacontenttype {:?}",
+                wire.datacontenttype
+            )));
+        }
+        Ok(Self {
+            id: wire.id,
+            source: wire.source.into_owned(),
+            ty: wire.ty.into_owned(),
+            subject: wire.subject.map(Cow::into_owned),
+            time: parse_time(&wire.time)?,
+            data: Bytes::copy_from_slice(wire.data.get().as_bytes()),
+            event_type: wire.vodeventtype.into_owned(),
+            sub_app_id: wire
+                .vodsubappid
+                .as_deref()
+                .map(parse_sub_app_id)
+                .transpose()?,
+            ingress: wire.vodingress,
+            task_id: wire.vodtaskid.map(Cow::into_owned),
+            partition_key: wire.partitionkey.into_owned(),
+        })
+    }
+
+    /// Decodes a binary-mode message: `attribute` looks an attribute up by its bare name
+    /// (`id`, `type`, `vodeventtype`, ...; the caller strips its broker's header prefix), `data`
+    /// is the message body.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] when a required attribute is missing or malformed, or `data` is not JSON.
+    pub fn from_binary<'a>(
+        attribute: impl Fn(&str) -> Option<Cow<'a, str>>,
+        data: Bytes,
+    ) -> Result<Self> {
+        let required = |name: &str| {
+            attribute(name)
+                .ok_or_else(|| Error::Decode(format!("missing CloudEvents attribute {name:?}")))
+        };
+        let specversion = required("specversion")?;
+        if specversion != SPEC_VERSION {
+            return Err(Error::Decode(format!(
+                "unsupported specversion {specversion:?}"
+            )));
+        }
+        serde_json::from_slice::<&RawValue>(&data)
+            .map_err(|e| Error::Decode(format!("data is not JSON: {e}")))?;
+        Ok(Self {
+            id: required("id")?.parse()?,
+            source: required("source")?.into_owned(),
+            ty: required("type")?.into_owned(),
+            subject: attribute("subject").map(Cow::into_owned),
+            time: parse_time(&required("time")?)?,
+            data,
+            event_type: required("vodeventtype")?.into_owned(),
+            sub_app_id: attribute("vodsubappid")
+                .as_deref()
+                .map(parse_sub_app_id)
+                .transpose()?,
+            ingress: required("vodingress")?.parse()?,
+            task_id: attribute("vodtaskid").map(Cow::into_owned),
+            partition_key: required("partitionkey")?.into_owned(),
+        })
+    }
+}
+
+fn null_raw() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is valid JSON"))
+}
+
+fn parse_time(text: &str) -> Result<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|e| Error::Decode(format!("time {text:?}: {e}")))
+}
+
+fn parse_sub_app_id(text: &str) -> Result<u64> {
+    text.parse()
+        .map_err(|_| Error::Decode(format!("vodsubappid {text:?} is not an unsigned integer")))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Envelope {
+        let data = br#"{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":"1"}}"#;
+        Envelope {
+            id: EventId::derive("/tencentcloud/vod/1", data),
+            source: "/tencentcloud/vod/1".into(),
+            ty: "com.tencentcloud.vod.NewFileUpload".into(),
+            subject: Some("1".into()),
+            time: OffsetDateTime::from_unix_timestamp(1_740_816_000)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            data: Bytes::from_static(data),
+            event_type: "NewFileUpload".into(),
+            sub_app_id: Some(1_500_000_001),
+            ingress: Ingress::Push,
+            task_id: None,
+            partition_key: "1".into(),
+        }
+    }
+
+    #[test]
+    fn event_id_is_32_hex_and_parses_back() {
+        let id = EventId::derive("s", b"{}");
+        assert_eq!(id.as_str().len(), 32);
+        assert_eq!(id.as_str().parse::<EventId>().ok(), Some(id.clone()));
+        assert_ne!(id, EventId::derive("t", b"{}"), "source is part of the id");
+        assert!("ABC".parse::<EventId>().is_err());
+        assert!("G".repeat(32).parse::<EventId>().is_err());
+    }
+
+    #[test]
+    fn structured_json_round_trips_and_keeps_data_bytes() {
+        let env = sample();
+        let json = env.to_structured_json(None);
+        let back = Envelope::from_structured_json(&json).expect("decodes");
+        assert_eq!(back, env);
+        let text = String::from_utf8(json).expect("utf8");
+        assert!(
+            text.contains(
+                r#""data":{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":"1"}}"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#""vodsubappid":"1500000001""#), "{text}");
+        assert!(text.contains(r#""time":"2025-03-01T08:00:00Z""#), "{text}");
+    }
+
+    #[test]
+    fn binary_attributes_round_trip() {
+        let env = sample();
+        let attrs = env.attributes();
+        let lookup = |name: &str| {
+            attrs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let back = Envelope::from_binary(lookup, env.data.clone()).expect("decodes");
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn decoding_rejects_garbage() {
+        assert!(Envelope::from_structured_json(b"{}").is_err());
+        assert!(Envelope::from_structured_json(b"not json").is_err());
+        let env = sample();
+        let attrs = env.attributes();
+        let lookup = |name: &str| {
+            attrs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert!(Envelope::from_binary(lookup, Bytes::from_static(b"{oops")).is_err());
+    }
+}

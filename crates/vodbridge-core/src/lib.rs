@@ -1,0 +1,43 @@
+//! Broker- and provider-neutral heart of vodbridge: the envelope, the sink contract and the routing pipeline.
+//!
+//! # Brief overview
+//!
+//! Every event that enters vodbridge becomes one [`Envelope`] (a CloudEvents 1.0 event with a
+//! content-derived [`EventId`]). The [`Pipeline`] looks the envelope's event type up in its
+//! [`RouteTable`], publishes a [`Message`] to every routed [`Sink`] at once under one deadline,
+//! and merges the per-sink results into one [`Outcome`] where the worst result wins. A permanent
+//! failure ([`SinkError::Rejected`]) goes to the dead-letter destination when one is configured.
+//!
+//! The caller turns the outcome into the provider's answer in one place: only an outcome for which
+//! [`Outcome::is_handled`] is true may be acknowledged upstream (an HTTP 200, a `ConfirmEvents`).
+//!
+//! This crate knows no broker, no HTTP and no provider, so the acknowledgement rules can be tested
+//! without a network.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use vodbridge_core::{Outcome, SinkError, FailureReason};
+//!
+//! let ok = Outcome::Delivered;
+//! let transient = Outcome::from(SinkError::retryable(FailureReason::Timeout, "no ack in 4s"));
+//! // A transient failure anywhere means the event must come back: it is the worse outcome.
+//! assert!(!ok.clone().merge(transient).is_handled());
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod envelope;
+mod error;
+mod outcome;
+mod pipeline;
+mod route;
+mod sink;
+
+pub use envelope::{Envelope, EventId, Ingress, SPEC_VERSION};
+pub use error::{Error, Result};
+pub use outcome::Outcome;
+pub use pipeline::{DeliveryReport, Pipeline, SinkAttempt};
+pub use route::{
+    EventTypePattern, Resolution, Route, RouteAction, RouteContext, RouteTable, Target, Template,
+};
+pub use sink::{DeadLetterInfo, FailureReason, Message, PublishFuture, Sink, SinkError};

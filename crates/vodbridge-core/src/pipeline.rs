@@ -1,0 +1,572 @@
+//! The pipeline: route an envelope, publish to every target under one deadline, merge outcomes,
+//! dead-letter permanent failures.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures_util::future::join_all;
+use tokio::time::{timeout_at, Instant};
+
+use crate::{
+    envelope::Envelope,
+    error::{Error, Result},
+    outcome::Outcome,
+    route::{Resolution, RouteAction, RouteContext, RouteTable, Target},
+    sink::{DeadLetterInfo, FailureReason, Message, Sink, SinkError},
+};
+
+/// Routes envelopes to sinks and decides each event's [`Outcome`].
+///
+/// The pipeline holds no queue: `deliver` returns when every routed sink answered or the deadline
+/// passed, and the caller acknowledges the event upstream only if the outcome is handled.
+pub struct Pipeline {
+    /// Sinks by configured name.
+    sinks: HashMap<String, Arc<dyn Sink>>,
+    /// The routing table, first match wins.
+    routes: RouteTable,
+    /// Where permanently rejected (and unroutable) events go; `None` leaves them unacknowledged.
+    dead_letter: Option<Target>,
+}
+
+/// One publish attempt, for metrics and logs.
+pub struct SinkAttempt {
+    /// The sink that was asked.
+    pub sink: Arc<dyn Sink>,
+    /// The rendered destination.
+    pub destination: String,
+    /// What the sink answered (a missed deadline is a retryable timeout).
+    pub result: Result<(), SinkError>,
+    /// Time from the start of the publish to its answer.
+    pub elapsed: Duration,
+    /// True when this was the dead-letter publish.
+    pub dead_letter: bool,
+}
+
+/// Everything `deliver` learned about one event.
+pub struct DeliveryReport {
+    /// The merged outcome; acknowledge upstream only if [`Outcome::is_handled`].
+    pub outcome: Outcome,
+    /// Index of the route that matched, if any.
+    pub route: Option<usize>,
+    /// Every publish attempt, dead-letter included.
+    pub attempts: Vec<SinkAttempt>,
+}
+
+impl Pipeline {
+    /// Builds a pipeline and checks that every route and the dead-letter target name a sink.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownSink`] when a route (or the dead-letter target, reported as route
+    /// `usize::MAX`) names a sink that is not in `sinks`.
+    pub fn new(
+        sinks: Vec<Arc<dyn Sink>>,
+        routes: RouteTable,
+        dead_letter: Option<Target>,
+    ) -> Result<Self> {
+        let sinks: HashMap<String, Arc<dyn Sink>> = sinks
+            .into_iter()
+            .map(|s| (s.name().to_owned(), s))
+            .collect();
+        for (index, route) in routes.routes().iter().enumerate() {
+            if let RouteAction::Publish(targets) = &route.action {
+                if let Some(t) = targets.iter().find(|t| !sinks.contains_key(&t.sink)) {
+                    return Err(Error::UnknownSink {
+                        route: index,
+                        sink: t.sink.clone(),
+                    });
+                }
+            }
+        }
+        if let Some(t) = dead_letter
+            .as_ref()
+            .filter(|t| !sinks.contains_key(&t.sink))
+        {
+            return Err(Error::UnknownSink {
+                route: usize::MAX,
+                sink: t.sink.clone(),
+            });
+        }
+        Ok(Self {
+            sinks,
+            routes,
+            dead_letter,
+        })
+    }
+
+    /// The routing table.
+    #[must_use]
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The dead-letter target, if configured.
+    #[must_use]
+    pub fn dead_letter(&self) -> Option<&Target> {
+        self.dead_letter.as_ref()
+    }
+
+    /// Every sink, in no particular order.
+    pub fn sinks(&self) -> impl Iterator<Item = &Arc<dyn Sink>> {
+        self.sinks.values()
+    }
+
+    /// True when every sink reports healthy.
+    #[must_use]
+    pub fn is_healthy(&self) -> bool {
+        self.sinks.values().all(|s| s.is_healthy())
+    }
+
+    /// Delivers one envelope: publish to every routed target at once, wait for all answers or the
+    /// deadline, merge (worst wins), and dead-letter a permanent failure.
+    pub async fn deliver(
+        &self,
+        envelope: Arc<Envelope>,
+        context: RouteContext<'_>,
+        deadline: Instant,
+    ) -> DeliveryReport {
+        let (route, targets) = match self.routes.resolve(&envelope.event_type) {
+            Resolution::Drop(index) => {
+                return DeliveryReport {
+                    outcome: Outcome::Dropped,
+                    route: Some(index),
+                    attempts: Vec::new(),
+                }
+            }
+            Resolution::NoRoute => {
+                let outcome = Outcome::Rejected {
+                    reason: FailureReason::NoRoute,
+                    detail: format!("no route matches event type {:?}", envelope.event_type),
+                };
+                return self
+                    .dead_letter_if_rejected(envelope, context, deadline, None, outcome, Vec::new())
+                    .await;
+            }
+            Resolution::Publish(index, targets) => (index, targets),
+        };
+
+        let attempts: Vec<SinkAttempt> = join_all(targets.iter().map(|target| {
+            let message = Message {
+                destination: target.destination.render(&envelope, &context),
+                envelope: Arc::clone(&envelope),
+                dead_letter: None,
+            };
+            // `Pipeline::new` checked every target's sink exists.
+            let sink = self.sinks.get(&target.sink).map(Arc::clone);
+            async move {
+                match sink {
+                    Some(sink) => publish(sink, message, deadline, false).await,
+                    None => unreachable!("route targets are validated in Pipeline::new"),
+                }
+            }
+        }))
+        .await;
+
+        let outcome = attempts
+            .iter()
+            .map(|a| Outcome::from(a.result.clone()))
+            .fold(Outcome::Delivered, Outcome::merge);
+        self.dead_letter_if_rejected(envelope, context, deadline, Some(route), outcome, attempts)
+            .await
+    }
+
+    async fn dead_letter_if_rejected(
+        &self,
+        envelope: Arc<Envelope>,
+        context: RouteContext<'_>,
+        deadline: Instant,
+        route: Option<usize>,
+        outcome: Outcome,
+        mut attempts: Vec<SinkAttempt>,
+    ) -> DeliveryReport {
+        let (Outcome::Rejected { reason, detail }, Some(target)) = (&outcome, &self.dead_letter)
+        else {
+            return DeliveryReport {
+                outcome,
+                route,
+                attempts,
+            };
+        };
+        let Some(sink) = self.sinks.get(&target.sink).map(Arc::clone) else {
+            unreachable!("the dead-letter sink is validated in Pipeline::new");
+        };
+        let failed = attempts
+            .iter()
+            .find(|a| matches!(a.result, Err(SinkError::Rejected { .. })));
+        let message = Message {
+            destination: target.destination.render(&envelope, &context),
+            dead_letter: Some(DeadLetterInfo {
+                reason: *reason,
+                detail: detail.clone(),
+                failed_sink: failed.map(|a| a.sink.name().to_owned()).unwrap_or_default(),
+                failed_destination: failed.map(|a| a.destination.clone()).unwrap_or_default(),
+            }),
+            envelope,
+        };
+        let attempt = publish(sink, message, deadline, true).await;
+        let outcome = match &attempt.result {
+            Ok(()) => Outcome::DeadLettered { reason: *reason },
+            // The dead-letter destination failed too: the event stays unacknowledged. A transient
+            // failure there means it comes back and both steps are tried again.
+            Err(error) => outcome.merge(Outcome::from(error.clone())),
+        };
+        attempts.push(attempt);
+        DeliveryReport {
+            outcome,
+            route,
+            attempts,
+        }
+    }
+
+    /// Closes every sink (flushes buffers) and returns each sink's result.
+    pub async fn close(&self) -> Vec<(String, Result<(), SinkError>)> {
+        join_all(
+            self.sinks
+                .iter()
+                .map(|(name, sink)| async move { (name.clone(), sink.close().await) }),
+        )
+        .await
+    }
+}
+
+async fn publish(
+    sink: Arc<dyn Sink>,
+    message: Message,
+    deadline: Instant,
+    dead_letter: bool,
+) -> SinkAttempt {
+    let started = Instant::now();
+    let result = match timeout_at(deadline, sink.publish(&message)).await {
+        Ok(result) => result,
+        Err(_) => Err(SinkError::retryable(
+            FailureReason::Timeout,
+            "no acknowledgement before the deadline",
+        )),
+    };
+    SinkAttempt {
+        destination: message.destination,
+        result,
+        elapsed: started.elapsed(),
+        dead_letter,
+        sink,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::{
+        envelope::tests::sample, route::Route, sink::PublishFuture, EventTypePattern, Template,
+    };
+
+    /// A sink whose answer the test decides, recording what it was given.
+    struct Scripted {
+        name: &'static str,
+        answer: Box<dyn Fn() -> Result<(), SinkError> + Send + Sync>,
+        hang: bool,
+        gate: Option<Arc<Notify>>,
+        seen: Mutex<Vec<(String, Option<FailureReason>)>>,
+    }
+
+    impl Scripted {
+        fn new(
+            name: &'static str,
+            answer: impl Fn() -> Result<(), SinkError> + Send + Sync + 'static,
+        ) -> Arc<Self> {
+            Arc::new(Self {
+                name,
+                answer: Box::new(answer),
+                hang: false,
+                gate: None,
+                seen: Mutex::default(),
+            })
+        }
+        fn seen(&self) -> Vec<(String, Option<FailureReason>)> {
+            self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+    }
+
+    impl Sink for Scripted {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn kind(&self) -> &'static str {
+            "scripted"
+        }
+        fn publish<'a>(&'a self, message: &'a Message) -> PublishFuture<'a> {
+            Box::pin(async move {
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.push((
+                        message.destination.clone(),
+                        message.dead_letter.as_ref().map(|d| d.reason),
+                    ));
+                }
+                if let Some(gate) = &self.gate {
+                    gate.notified().await;
+                }
+                if self.hang {
+                    std::future::pending::<()>().await;
+                }
+                (self.answer)()
+            })
+        }
+    }
+
+    fn route(pattern: &str, sinks: &[&str]) -> Route {
+        Route {
+            patterns: vec![EventTypePattern::parse(pattern).expect("valid")],
+            action: RouteAction::Publish(
+                sinks
+                    .iter()
+                    .map(|s| Target {
+                        sink: (*s).into(),
+                        destination: Template::parse("t.{event_type}").expect("ok"),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn pipeline(sinks: Vec<Arc<dyn Sink>>, routes: Vec<Route>, dlq: Option<&str>) -> Pipeline {
+        let dlq = dlq.map(|s| Target {
+            sink: s.into(),
+            destination: Template::parse("dlq").expect("ok"),
+        });
+        Pipeline::new(
+            sinks,
+            RouteTable::new(routes, ["NewFileUpload"]).expect("valid"),
+            dlq,
+        )
+        .expect("valid")
+    }
+
+    fn ctx() -> RouteContext<'static> {
+        RouteContext { source: "default" }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(4)
+    }
+
+    #[tokio::test]
+    async fn fan_out_needs_every_ack() {
+        let a = Scripted::new("a", || Ok(()));
+        let b = Scripted::new("b", || {
+            Err(SinkError::retryable(FailureReason::Unavailable, "down"))
+        });
+        let p = pipeline(
+            vec![a.clone(), b.clone()],
+            vec![route("*", &["a", "b"])],
+            None,
+        );
+        let report = p.deliver(Arc::new(sample()), ctx(), soon()).await;
+        assert!(matches!(
+            report.outcome,
+            Outcome::Retryable {
+                reason: FailureReason::Unavailable,
+                ..
+            }
+        ));
+        assert_eq!(a.seen(), vec![("t.NewFileUpload".to_owned(), None)]);
+        assert_eq!(b.seen().len(), 1);
+        assert_eq!(report.attempts.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn all_acks_deliver() {
+        let a = Scripted::new("a", || Ok(()));
+        let b = Scripted::new("b", || Ok(()));
+        let p = pipeline(vec![a, b], vec![route("*", &["a", "b"])], None);
+        let report = p.deliver(Arc::new(sample()), ctx(), soon()).await;
+        assert_eq!(report.outcome, Outcome::Delivered);
+        assert_eq!(report.route, Some(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hanging_sink_times_out_as_retryable_at_the_deadline() {
+        let hang = Arc::new(Scripted {
+            name: "h",
+            answer: Box::new(|| Ok(())),
+            hang: true,
+            gate: None,
+            seen: Mutex::default(),
+        });
+        let p = pipeline(vec![hang], vec![route("*", &["h"])], Some("h"));
+        let start = Instant::now();
+        let report = p
+            .deliver(Arc::new(sample()), ctx(), start + Duration::from_secs(4))
+            .await;
+        assert!(
+            matches!(
+                report.outcome,
+                Outcome::Retryable {
+                    reason: FailureReason::Timeout,
+                    ..
+                }
+            ),
+            "{:?}",
+            report.outcome
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outcome_waits_for_the_ack() {
+        let gate = Arc::new(Notify::new());
+        let gated = Arc::new(Scripted {
+            name: "g",
+            answer: Box::new(|| Ok(())),
+            hang: false,
+            gate: Some(Arc::clone(&gate)),
+            seen: Mutex::default(),
+        });
+        let p = Arc::new(pipeline(vec![gated], vec![route("*", &["g"])], None));
+        let task = tokio::spawn({
+            let p = Arc::clone(&p);
+            async move {
+                p.deliver(
+                    Arc::new(sample()),
+                    ctx(),
+                    Instant::now() + Duration::from_secs(4),
+                )
+                .await
+                .outcome
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!task.is_finished(), "no outcome before the sink acked");
+        gate.notify_one();
+        assert_eq!(task.await.ok(), Some(Outcome::Delivered));
+    }
+
+    #[tokio::test]
+    async fn rejection_goes_to_dead_letter_with_reason() {
+        let k = Scripted::new("k", || {
+            Err(SinkError::rejected(FailureReason::TooLarge, "2 MB"))
+        });
+        let dlq = Scripted::new("dlq", || Ok(()));
+        let p = pipeline(vec![k, dlq.clone()], vec![route("*", &["k"])], Some("dlq"));
+        let report = p.deliver(Arc::new(sample()), ctx(), soon()).await;
+        assert_eq!(
+            report.outcome,
+            Outcome::DeadLettered {
+                reason: FailureReason::TooLarge
+            }
+        );
+        assert!(report.outcome.is_handled());
+        assert_eq!(
+            dlq.seen(),
+            vec![("dlq".to_owned(), Some(FailureReason::TooLarge))]
+        );
+        assert!(report.attempts.last().is_some_and(|a| a.dead_letter));
+    }
+
+    #[tokio::test]
+    async fn rejection_without_dead_letter_stays_unhandled() {
+        let k = Scripted::new("k", || {
+            Err(SinkError::rejected(FailureReason::TooLarge, "2 MB"))
+        });
+        let p = pipeline(vec![k], vec![route("*", &["k"])], None);
+        let report = p.deliver(Arc::new(sample()), ctx(), soon()).await;
+        assert!(matches!(
+            report.outcome,
+            Outcome::Rejected {
+                reason: FailureReason::TooLarge,
+                ..
+            }
+        ));
+        assert!(!report.outcome.is_handled());
+    }
+
+    #[tokio::test]
+    async fn transient_failure_elsewhere_defers_dead_lettering() {
+        let k = Scripted::new("k", || {
+            Err(SinkError::rejected(FailureReason::TooLarge, "big"))
+        });
+        let n = Scripted::new("n", || {
+            Err(SinkError::retryable(FailureReason::Unavailable, "down"))
+        });
+        let dlq = Scripted::new("dlq", || Ok(()));
+        let p = pipeline(
+            vec![k, n, dlq.clone()],
+            vec![route("*", &["k", "n"])],
+            Some("dlq"),
+        );
+        let report = p.deliver(Arc::new(sample()), ctx(), soon()).await;
+        assert!(matches!(report.outcome, Outcome::Retryable { .. }));
+        assert!(
+            dlq.seen().is_empty(),
+            "nothing dead-lettered while another sink must still get the event"
+        );
+    }
+
+    #[tokio::test]
+    async fn failing_dead_letter_keeps_event_unhandled() {
+        let k = Scripted::new("k", || {
+            Err(SinkError::rejected(FailureReason::Unroutable, "no queue"))
+        });
+        let dlq = Scripted::new("dlq", || {
+            Err(SinkError::retryable(FailureReason::Unavailable, "down"))
+        });
+        let p = pipeline(vec![k, dlq], vec![route("*", &["k"])], Some("dlq"));
+        let report = p.deliver(Arc::new(sample()), ctx(), soon()).await;
+        assert!(matches!(
+            report.outcome,
+            Outcome::Retryable {
+                reason: FailureReason::Unavailable,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn drop_and_no_route() {
+        let a = Scripted::new("a", || Ok(()));
+        let p = pipeline(
+            vec![a.clone()],
+            vec![Route {
+                patterns: vec![EventTypePattern::Exact("NewFileUpload".into())],
+                action: RouteAction::Drop,
+            }],
+            None,
+        );
+        assert_eq!(
+            p.deliver(Arc::new(sample()), ctx(), soon()).await.outcome,
+            Outcome::Dropped
+        );
+        let mut other = sample();
+        other.event_type = "FileDeleted".into();
+        let report = p.deliver(Arc::new(other.clone()), ctx(), soon()).await;
+        assert!(matches!(
+            report.outcome,
+            Outcome::Rejected {
+                reason: FailureReason::NoRoute,
+                ..
+            }
+        ));
+        let p = pipeline(
+            vec![a.clone()],
+            vec![route("NewFileUpload", &["a"])],
+            Some("a"),
+        );
+        let report = p.deliver(Arc::new(other), ctx(), soon()).await;
+        assert_eq!(
+            report.outcome,
+            Outcome::DeadLettered {
+                reason: FailureReason::NoRoute
+            }
+        );
+        assert!(a.seen().is_empty() || a.seen()[0].1 == Some(FailureReason::NoRoute));
+    }
+
+    #[test]
+    fn unknown_sinks_are_refused() {
+        let routes = RouteTable::new(vec![route("*", &["missing"])], []).expect("valid");
+        assert!(
+            matches!(Pipeline::new(vec![], routes, None), Err(Error::UnknownSink { sink, .. }) if sink == "missing")
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! Canonical JSON for event ids: a borrowed JSON tree, written with keys sorted, nulls dropped,
+//! no whitespace.
+
+use std::{borrow::Cow, fmt};
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// A JSON value that borrows its strings from the input where it can.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Node<'a> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Str(Cow<'a, str>),
+    Array(Vec<Node<'a>>),
+    Object(Vec<(Cow<'a, str>, Node<'a>)>),
+}
+
+impl<'a> Node<'a> {
+    /// The member `key` of an object (first occurrence).
+    pub(crate) fn get(&self, key: &str) -> Option<&Node<'a>> {
+        match self {
+            Self::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The member `key` of an object compared without ASCII case.
+    pub(crate) fn get_ignore_case(&self, key: &str) -> Option<&Node<'a>> {
+        match self {
+            Self::Object(members) => members
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// A string value, or a number written as its decimal text (ids such as FileId sometimes
+    /// arrive as numbers). Empty strings count as absent.
+    pub(crate) fn as_id(&self) -> Option<Cow<'a, str>> {
+        match self {
+            Self::Str(s) if !s.is_empty() => Some(s.clone()),
+            Self::U64(n) => Some(Cow::Owned(n.to_string())),
+            Self::I64(n) => Some(Cow::Owned(n.to_string())),
+            _ => None,
+        }
+    }
+
+    /// A string value.
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Writes the canonical form: object members sorted by key (byte order), null members
+    /// dropped at every depth, no whitespace, strings escaped as serde_json does.
+    pub(crate) fn write_canonical(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Null => out.extend_from_slice(b"null"),
+            Self::Bool(true) => out.extend_from_slice(b"true"),
+            Self::Bool(false) => out.extend_from_slice(b"false"),
+            Self::U64(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Self::I64(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Self::F64(f) => write_json(out, f),
+            Self::Str(s) => write_json(out, s.as_ref()),
+            Self::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write_canonical(out);
+                }
+                out.push(b']');
+            }
+            Self::Object(members) => {
+                write_object(out, members.iter().map(|(k, v)| (k.as_ref(), v)))
+            }
+        }
+    }
+}
+
+/// Writes an object from members in any order: sorted, nulls dropped.
+pub(crate) fn write_object<'n, 'a: 'n>(
+    out: &mut Vec<u8>,
+    members: impl Iterator<Item = (&'n str, &'n Node<'a>)>,
+) {
+    let mut sorted: Vec<(&str, &Node<'_>)> =
+        members.filter(|(_, v)| !matches!(v, Node::Null)).collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (key, value)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json(out, key);
+        out.push(b':');
+        value.write_canonical(out);
+    }
+    out.push(b'}');
+}
+
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Serializing a string or a float into a Vec cannot fail (non-finite floats become null).
+    let _ = serde_json::to_writer(out, value);
+}
+
+impl<'de> Deserialize<'de> for Node<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+    fn visit_none<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Bool(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Node<'de>, E> {
+        Ok(Node::U64(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Node<'de>, E> {
+        Ok(Node::I64(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Node<'de>, E> {
+        Ok(Node::F64(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            members.push((key.0, map.next_value()?));
+        }
+        Ok(Node::Object(members))
+    }
+}
+
+/// An object key that borrows from the input when it has no escapes.
+pub(crate) struct Key<'a>(pub(crate) Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(json: &str) -> String {
+        let node: Node<'_> = serde_json::from_str(json).expect("json");
+        let mut out = Vec::new();
+        node.write_canonical(&mut out);
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn sorts_drops_nulls_and_strips_whitespace() {
+        assert_eq!(
+            canon(
+                r#" { "b" : [1, null, {"z":null,"y":"\u00e9\n"}], "a": null, "A": -2.5e0, "c": {} } "#
+            ),
+            r#"{"A":-2.5,"b":[1,null,{"y":"é\n"}],"c":{}}"#
+        );
+    }
+
+    #[test]
+    fn escaped_keys_are_decoded() {
+        assert_eq!(canon(r#"{"\u0041":1,"B":true}"#), r#"{"A":1,"B":true}"#);
+    }
+}

@@ -1,0 +1,38 @@
+//! The Tencent crate's error type: bodies that are not VOD events, and callbacks that fail auth.
+
+/// Errors raised while reading VOD events and authenticating callbacks.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The body is not JSON.
+    #[error("body is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The body is JSON but not an object.
+    #[error("body is not a JSON object")]
+    NotAnObject,
+    /// The object has neither `EventType` nor a legacy `eventType`.
+    #[error("body has no EventType (nor a legacy v2.0 eventType)")]
+    MissingEventType,
+    /// `EventType` is present but not a non-empty string.
+    #[error("EventType must be a non-empty string")]
+    InvalidEventType,
+    /// Callback auth is configured but the callback carries no `Sign`/`T`.
+    #[error("callback carries no Sign and T")]
+    SignatureMissing,
+    /// `T` is not an integer.
+    #[error("callback T is not a Unix timestamp")]
+    InvalidTimestamp,
+    /// `Sign` does not equal MD5(SignKey + T).
+    #[error("callback Sign does not match")]
+    SignatureMismatch,
+    /// `T` (the expiry) has passed.
+    #[error("callback expired at T={expired_at} (now {now})")]
+    SignatureExpired {
+        /// The callback's `T`.
+        expired_at: i64,
+        /// The receiver's clock.
+        now: i64,
+    },
+}
+
+/// Result with this crate's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

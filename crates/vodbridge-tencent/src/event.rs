@@ -1,0 +1,336 @@
+//! Reading a VOD event body once and normalizing it into the CloudEvents envelope.
+
+use std::{borrow::Cow, fmt};
+
+use bytes::Bytes;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use vodbridge_core::{Envelope, EventId, Ingress};
+
+use crate::{
+    canonical::{write_object, Key, Node},
+    catalog,
+    error::{Error, Result},
+};
+
+/// CloudEvents `type` prefix; the VOD EventType follows verbatim.
+pub const TYPE_PREFIX: &str = "com.tencentcloud.vod.";
+
+/// CloudEvents `type` of legacy v2.0 callback bodies, passed through untouched.
+pub const LEGACY_TYPE: &str = "com.tencentcloud.vod.legacy";
+
+/// A VOD event body (`EventContent`, a normal-callback body, or a legacy v2.0 body) read once:
+/// its top-level members as raw JSON, plus the delivery-only fields `EventHandle`, `Sign`, `T`.
+///
+/// Parsing is lenient: unknown members, explicit nulls and unknown EventTypes are accepted.
+pub struct RawEvent<'a> {
+    /// The body as received.
+    body: &'a Bytes,
+    /// Top-level members in body order, values unparsed.
+    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// The EventType (or the legacy `eventType`).
+    event_type: Cow<'a, str>,
+    /// True for a legacy v2.0 body (`version`/`eventType`/`data`).
+    legacy: bool,
+}
+
+/// Top-level keys that describe one delivery, not the event: never part of the id or `data`.
+fn is_delivery_key(key: &str) -> bool {
+    key == "EventHandle" || key.eq_ignore_ascii_case("sign") || key.eq_ignore_ascii_case("t")
+}
+
+impl<'a> RawEvent<'a> {
+    /// Reads a body.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Json`] for invalid JSON, [`Error::NotAnObject`], [`Error::MissingEventType`]
+    /// when neither `EventType` nor a legacy `eventType` is present, [`Error::InvalidEventType`]
+    /// when it is not a non-empty string.
+    pub fn parse(body: &'a Bytes) -> Result<Self> {
+        let Members(members) = serde_json::from_slice(body).map_err(|e| {
+            if e.is_data() {
+                Error::NotAnObject
+            } else {
+                Error::Json(e)
+            }
+        })?;
+        let find = |key: &str| members.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
+        let (raw_type, legacy) = match find("EventType").filter(|v| v.get() != "null") {
+            Some(v) => (v, false),
+            None => (find("eventType").ok_or(Error::MissingEventType)?, true),
+        };
+        let event_type = match serde_json::from_str::<Node<'a>>(raw_type.get()) {
+            Ok(Node::Str(s)) if !s.trim().is_empty() => s,
+            _ => return Err(Error::InvalidEventType),
+        };
+        Ok(Self {
+            body,
+            members,
+            event_type,
+            legacy,
+        })
+    }
+
+    /// The VOD EventType (for a legacy body, its `eventType`).
+    #[must_use]
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// True for a legacy v2.0 body.
+    #[must_use]
+    pub const fn is_legacy(&self) -> bool {
+        self.legacy
+    }
+
+    fn delivery_member(&self, key: &str) -> Option<&'a RawValue> {
+        self.members
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| *v)
+    }
+
+    /// The `EventHandle` of a pulled event.
+    #[must_use]
+    pub fn event_handle(&self) -> Option<String> {
+        let raw = self.members.iter().find(|(k, _)| k == "EventHandle")?.1;
+        serde_json::from_str::<String>(raw.get()).ok()
+    }
+
+    /// The callback `Sign` carried in the body, if any (key matched without case).
+    #[must_use]
+    pub fn sign(&self) -> Option<String> {
+        serde_json::from_str::<String>(self.delivery_member("sign")?.get()).ok()
+    }
+
+    /// The callback `T` carried in the body, if any: `None` when absent, `Some(Err)` when it is
+    /// not an integer or numeric string.
+    #[must_use]
+    pub fn t(&self) -> Option<Result<i64>> {
+        let raw = self.delivery_member("t")?;
+        Some(match serde_json::from_str::<Node<'_>>(raw.get()) {
+            Ok(Node::U64(n)) => i64::try_from(n).map_err(|_| Error::InvalidTimestamp),
+            Ok(Node::I64(n)) => Ok(n),
+            Ok(Node::Str(s)) => s.trim().parse().map_err(|_| Error::InvalidTimestamp),
+            _ => Err(Error::InvalidTimestamp),
+        })
+    }
+
+    /// The members that make up the event (delivery-only members removed).
+    fn event_members(&self) -> impl Iterator<Item = &(Cow<'a, str>, &'a RawValue)> {
+        self.members.iter().filter(|(k, _)| !is_delivery_key(k))
+    }
+
+    /// `data` for the envelope: the body itself when it has no delivery-only member, else the
+    /// body's other members re-joined with their values byte-for-byte.
+    fn data(&self) -> Bytes {
+        if self.members.iter().all(|(k, _)| !is_delivery_key(k)) {
+            return self.body.clone();
+        }
+        let mut out = Vec::with_capacity(self.body.len());
+        out.push(b'{');
+        for (i, (key, value)) in self.event_members().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, key.as_ref());
+            out.push(b':');
+            out.extend_from_slice(value.get().as_bytes());
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+/// Top-level object members with unparsed values.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    members.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// Turns VOD events from one source into envelopes (design.md §2).
+#[derive(Debug, Clone)]
+pub struct Normalizer {
+    /// CloudEvents `source` of every envelope.
+    source: String,
+    /// The source's VOD sub-application, when configured.
+    sub_app_id: Option<u64>,
+    /// How this source receives events.
+    ingress: Ingress,
+}
+
+impl Normalizer {
+    /// A normalizer for one configured source. `source` is the CloudEvents `source`; see
+    /// [`Normalizer::default_source`].
+    #[must_use]
+    pub fn new(source: impl Into<String>, sub_app_id: Option<u64>, ingress: Ingress) -> Self {
+        Self {
+            source: source.into(),
+            sub_app_id,
+            ingress,
+        }
+    }
+
+    /// The default CloudEvents `source`: `/tencentcloud/vod/{SubAppId}`, or
+    /// `/tencentcloud/vod/{source name}` when the source has no SubAppId.
+    #[must_use]
+    pub fn default_source(sub_app_id: Option<u64>, source_name: &str) -> String {
+        match sub_app_id {
+            Some(id) => format!("/tencentcloud/vod/{id}"),
+            None => format!("/tencentcloud/vod/{source_name}"),
+        }
+    }
+
+    /// The CloudEvents `source` this normalizer stamps.
+    #[must_use]
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Builds the envelope of one event. `received_at` is used for `time` when the event carries
+    /// no usable finish/create time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Json`] if a member value cannot be read as JSON (cannot happen for a body that
+    /// [`RawEvent::parse`] accepted).
+    pub fn normalize(&self, event: &RawEvent<'_>, received_at: OffsetDateTime) -> Result<Envelope> {
+        let mut nodes: Vec<(&str, Node<'_>)> = Vec::with_capacity(event.members.len());
+        for (key, raw) in event.event_members() {
+            nodes.push((key.as_ref(), serde_json::from_str(raw.get())?));
+        }
+
+        let mut canonical = Vec::with_capacity(event.body.len());
+        write_object(&mut canonical, nodes.iter().map(|(k, v)| (*k, v)));
+        let id = EventId::derive(&self.source, &canonical);
+
+        let member = |key: &str| nodes.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+        let payload = if event.legacy {
+            member("data")
+        } else {
+            let preferred = catalog::payload_keys(&event.event_type).and_then(|keys| {
+                keys.iter()
+                    .find_map(|k| member(k).filter(|v| matches!(v, Node::Object(_))))
+            });
+            // Unknown types (and known ones under an unexpected key): the one object member.
+            preferred.or_else(|| {
+                nodes
+                    .iter()
+                    .find(|(k, v)| *k != "EventType" && matches!(v, Node::Object(_)))
+                    .map(|(_, v)| v)
+            })
+        };
+
+        let file_id = payload.and_then(|p| file_id(p, event.legacy));
+        let task_id = payload.and_then(|p| task_id(p, event.legacy));
+        let time = payload.and_then(event_time).unwrap_or(received_at);
+        let ty = if event.legacy {
+            LEGACY_TYPE.to_owned()
+        } else {
+            format!("{TYPE_PREFIX}{}", event.event_type)
+        };
+
+        Ok(Envelope {
+            id,
+            source: self.source.clone(),
+            ty,
+            partition_key: file_id
+                .clone()
+                .unwrap_or_else(|| event.event_type.to_string()),
+            subject: file_id,
+            time,
+            data: event.data(),
+            event_type: event.event_type.to_string(),
+            sub_app_id: self.sub_app_id,
+            ingress: self.ingress,
+            task_id,
+        })
+    }
+}
+
+/// The one video an event names: `FileId`, the edit output's `FileId`, or a one-element
+/// `FileIdSet`.
+fn file_id(payload: &Node<'_>, legacy: bool) -> Option<String> {
+    if legacy {
+        return payload
+            .get_ignore_case("fileId")
+            .and_then(Node::as_id)
+            .map(Cow::into_owned);
+    }
+    payload
+        .get("FileId")
+        .and_then(Node::as_id)
+        .or_else(|| {
+            payload
+                .get("Output")
+                .and_then(|o| o.get("FileId"))
+                .and_then(Node::as_id)
+        })
+        .or_else(|| match payload.get("FileIdSet") {
+            Some(Node::Array(ids)) if ids.len() == 1 => ids[0].as_id(),
+            _ => None,
+        })
+        .map(Cow::into_owned)
+}
+
+fn task_id(payload: &Node<'_>, legacy: bool) -> Option<String> {
+    let node = if legacy {
+        payload
+            .get_ignore_case("taskId")
+            .or_else(|| payload.get_ignore_case("vodTaskId"))
+    } else {
+        payload.get("TaskId")
+    };
+    node.and_then(Node::as_id).map(Cow::into_owned)
+}
+
+/// The event's own time: `FinishTime`, `CreateTime`, the media's `CreateTime`, or the latest
+/// sub-task `FinishTime` of a task flow. Invalid dates (`0000-00-00T00:00:00Z`) are skipped.
+fn event_time(payload: &Node<'_>) -> Option<OffsetDateTime> {
+    let parse = |node: Option<&Node<'_>>| {
+        node.and_then(Node::as_str)
+            .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+    };
+    parse(payload.get("FinishTime"))
+        .or_else(|| parse(payload.get("CreateTime")))
+        .or_else(|| {
+            parse(
+                payload
+                    .get("MediaBasicInfo")
+                    .and_then(|m| m.get("CreateTime")),
+            )
+        })
+        .or_else(|| match payload.get("MediaProcessResultSet") {
+            Some(Node::Array(results)) => results
+                .iter()
+                .filter_map(|r| match r {
+                    Node::Object(members) => members
+                        .iter()
+                        .filter_map(|(_, task)| parse(task.get("FinishTime")))
+                        .max(),
+                    _ => None,
+                })
+                .max(),
+            _ => None,
+        })
+}

@@ -1,0 +1,46 @@
+//! Tencent Cloud VOD on the vodbridge side: the event model, normalization into the envelope,
+//! and callback authentication.
+//!
+//! # Brief overview
+//!
+//! A body from VOD (a normal-callback POST, or one element of a `PullEvents` answer) is read once
+//! with [`RawEvent::parse`], which keeps the members unparsed and exposes the delivery-only
+//! fields (`EventHandle`, `Sign`, `T`). A [`Normalizer`], one per configured source, turns it into
+//! a [`vodbridge_core::Envelope`] with the content-derived id. [`SignKey`] checks a callback's
+//! `Sign`/`T`. Consumers decode an envelope's `data` with [`EventContent`] into a [`VodEvent`].
+//! [`catalog`] lists the EventTypes VOD documents; the set is open and unknown types pass through.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use time::OffsetDateTime;
+//! use vodbridge_core::Ingress;
+//! use vodbridge_tencent::{Normalizer, RawEvent};
+//!
+//! let body = Bytes::from_static(br#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["37"]}}"#);
+//! let event = RawEvent::parse(&body)?;
+//! let normalizer = Normalizer::new("/tencentcloud/vod/1500000001", Some(1500000001), Ingress::Push);
+//! let envelope = normalizer.normalize(&event, OffsetDateTime::now_utc())?;
+//! assert_eq!(envelope.ty, "com.tencentcloud.vod.FileDeleted");
+//! assert_eq!(envelope.subject.as_deref(), Some("37"));
+//! assert_eq!(envelope.data, body);
+//! # Ok::<(), vodbridge_tencent::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod callback_auth;
+mod canonical;
+pub mod catalog;
+mod error;
+mod event;
+mod model;
+
+pub use callback_auth::SignKey;
+pub use error::{Error, Result};
+pub use event::{Normalizer, RawEvent, LEGACY_TYPE, TYPE_PREFIX};
+pub use model::{
+    AudioStream, DeletePart, EditMediaFileInfo, EditMediaTask, EditMediaTaskInput,
+    EditMediaTaskOutput, EventContent, FileDeleteResultInfo, FileDeleteTask, FileUploadTask,
+    MediaBasicInfo, MediaMetaData, MediaSourceData, ProcedureTask, PullUploadTask, VideoStream,
+    VodEvent, WechatPublishTask,
+};
