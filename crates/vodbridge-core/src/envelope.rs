@@ -214,7 +214,8 @@ impl Envelope {
         out
     }
 
-    /// Encodes the envelope as one structured-mode CloudEvents JSON object (no trailing newline).
+    /// Encodes the envelope as one structured-mode CloudEvents JSON object on one line (no
+    /// trailing newline): `data` is embedded as received, minus line breaks between tokens.
     /// `dead_letter` adds the `deadletterreason` and `deadletterdetail` extensions.
     #[must_use]
     pub fn to_structured_json(&self, dead_letter: Option<(&str, &str)>) -> Vec<u8> {
@@ -222,8 +223,21 @@ impl Envelope {
         let sub_app_id = self.sub_app_id.map(|id| Cow::Owned(id.to_string()));
         // `data` was validated as JSON when the envelope was built; a failure here would be a bug
         // in the normalizer, and the fallback still yields a valid document.
+        // Line breaks outside strings are insignificant whitespace (inside strings JSON escapes
+        // them), so dropping them keeps `data` equal while making the event one line.
+        let single_line: Cow<'_, [u8]> = if self.data.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+            Cow::Owned(
+                self.data
+                    .iter()
+                    .copied()
+                    .filter(|b| !matches!(b, b'\n' | b'\r'))
+                    .collect(),
+            )
+        } else {
+            Cow::Borrowed(&self.data)
+        };
         let null = null_raw();
-        let data: &RawValue = serde_json::from_slice(&self.data).unwrap_or(&null);
+        let data: &RawValue = serde_json::from_slice(&single_line).unwrap_or(&null);
         let wire = Wire {
             specversion: Cow::Borrowed(SPEC_VERSION),
             id: self.id.clone(),
@@ -370,6 +384,17 @@ pub(crate) mod tests {
         assert_ne!(id, EventId::derive("t", b"{}"), "source is part of the id");
         assert!("ABC".parse::<EventId>().is_err());
         assert!("G".repeat(32).parse::<EventId>().is_err());
+    }
+
+    #[test]
+    fn structured_json_is_one_line_even_for_pretty_data() {
+        let mut env = sample();
+        env.data = Bytes::from_static(b"{\r\n  \"EventType\": \"X\\n\",\n  \"A\": [1,\n 2]\n}\n");
+        let json = env.to_structured_json(None);
+        assert!(!json.contains(&b'\n'), "{}", String::from_utf8_lossy(&json));
+        let back = Envelope::from_structured_json(&json).expect("decodes");
+        let parsed: serde_json::Value = serde_json::from_slice(&back.data).expect("json");
+        assert_eq!(parsed, serde_json::json!({"EventType": "X\n", "A": [1, 2]}));
     }
 
     #[test]

@@ -1,0 +1,142 @@
+//! Wiring and lifecycle: build sinks and pipeline, bind the listener, serve, drain on shutdown.
+
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use axum::Router;
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::sync::CancellationToken;
+use vodbridge_core::{Pipeline, Sink};
+
+use crate::{
+    config::Settings,
+    error::{Error, Result},
+    server::{self, AppState},
+    sinks,
+    telemetry::Metrics,
+};
+
+/// A built bridge: listener bound, sinks open, not yet serving.
+///
+/// `App::build(settings)` → [`App::local_addr`] → [`App::run_until`]`(shutdown)`; binding port 0
+/// lets tests run the real wiring side by side.
+pub struct App {
+    /// The bound listener (callbacks, metrics, health).
+    listener: TcpListener,
+    /// Shared handler state.
+    state: Arc<AppState>,
+    /// Time allowed for in-flight work after the shutdown signal.
+    drain_timeout: Duration,
+}
+
+impl App {
+    /// Builds sinks from the settings and binds the listener.
+    ///
+    /// # Errors
+    ///
+    /// A sink that cannot be opened, or an address that cannot be bound.
+    pub async fn build(settings: Settings) -> Result<Self> {
+        Self::build_with_sinks(settings, Vec::new()).await
+    }
+
+    /// Like [`App::build`], but a sink in `overrides` replaces the configured sink of the same
+    /// name (tests use it to put scripted sinks behind the real HTTP path).
+    ///
+    /// # Errors
+    ///
+    /// As [`App::build`].
+    pub async fn build_with_sinks(
+        settings: Settings,
+        overrides: Vec<Arc<dyn Sink>>,
+    ) -> Result<Self> {
+        let mut built: Vec<Arc<dyn Sink>> = Vec::with_capacity(settings.sinks.len());
+        for (name, config) in &settings.sinks {
+            match overrides.iter().find(|s| s.name() == name) {
+                Some(sink) => built.push(Arc::clone(sink)),
+                None => built.push(sinks::build(name, config)?),
+            }
+        }
+        let pipeline = Pipeline::new(built, settings.routes.clone(), settings.dead_letter.clone())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let addr = settings.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let state = Arc::new(AppState {
+            pipeline,
+            in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),
+            draining: false.into(),
+            metrics: Metrics::new()?,
+            publish_timeout: settings.publish_timeout(),
+            sources: settings.sources,
+            server: settings.server,
+        });
+        let drain_timeout = Duration::from_secs(state.server.drain_timeout_secs);
+        Ok(Self {
+            listener,
+            state,
+            drain_timeout,
+        })
+    }
+
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    ///
+    /// When the OS cannot report it.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener.local_addr().map_err(Error::Serve)
+    }
+
+    /// The router, for tests that call handlers without a socket.
+    pub fn router(&self) -> Router {
+        server::router(Arc::clone(&self.state))
+    }
+
+    /// Serves until `shutdown` resolves, then drains: readiness turns false, new callbacks get
+    /// 503, in-flight callbacks finish (at most the drain timeout), sinks are flushed and closed.
+    ///
+    /// # Errors
+    ///
+    /// When the server fails.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let addr = self.local_addr()?;
+        let stop_accepting = CancellationToken::new();
+        let router = self.router();
+        let serve = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let mut serve = std::pin::pin!(serve.into_future());
+        tracing::info!(local_addr = %addr, version = env!("CARGO_PKG_VERSION"), "Listening.");
+
+        tokio::select! {
+            result = &mut serve => return result.map_err(Error::Serve),
+            () = shutdown => {}
+        }
+        tracing::info!(
+            drain_timeout_secs = self.drain_timeout.as_secs(),
+            "Shutting down; draining in-flight callbacks."
+        );
+        self.state.draining.store(true, Ordering::Relaxed);
+        stop_accepting.cancel();
+        match tokio::time::timeout(self.drain_timeout, &mut serve).await {
+            Ok(result) => result.map_err(Error::Serve)?,
+            Err(_) => {
+                tracing::warn!("Drain timeout passed; unanswered callbacks will be retried by VOD.")
+            }
+        }
+        for (sink, result) in self.state.pipeline.close().await {
+            if let Err(error) = result {
+                tracing::warn!(sink, error = %error, "Closing sink failed.");
+            }
+        }
+        tracing::info!("Stopped.");
+        Ok(())
+    }
+}

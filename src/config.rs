@@ -1,0 +1,692 @@
+//! Configuration: the TOML file and `VODBRIDGE_…` environment as written, then validated into
+//! [`Settings`] the service runs on.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use vodbridge_core::{
+    EventTypePattern, Ingress, Resolution, Route, RouteAction, RouteTable, Target, Template,
+};
+use vodbridge_tencent::{catalog, Normalizer, SignKey};
+
+use crate::error::{Error, Result};
+
+/// Prefix of environment variables that override config keys; `__` separates levels, e.g.
+/// `VODBRIDGE_SERVER__LISTEN=127.0.0.1:9000`.
+pub const ENV_PREFIX: &str = "VODBRIDGE_";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP listener and request handling.
+    pub server: ServerConfig,
+    /// Logs.
+    pub telemetry: TelemetryConfig,
+    /// Where events come from, by name (the name is the callback path and a metric label).
+    /// Empty: one push source named `default` without auth.
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Where events go, by name. Empty: one `stdout` sink named `stdout`.
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// Event type patterns to sinks; the first matching route decides. Empty: every event to the
+    /// only sink (an error when there are several).
+    pub routes: Vec<RouteConfig>,
+    /// Where permanently rejected and unroutable events go. Unset: they stay unacknowledged,
+    /// are counted, and come back from VOD.
+    pub dead_letter: Option<TargetConfig>,
+}
+
+/// HTTP listener and request handling.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the callback, metrics and health listener.
+    pub listen: SocketAddr,
+    /// Largest callback body accepted; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// Callbacks handled at once; beyond it a callback gets 503 at once (back-pressure).
+    pub max_in_flight: usize,
+    /// Time a callback may wait for every routed sink's ack, inside VOD's 5 s timeout.
+    pub publish_timeout_ms: u64,
+    /// `Retry-After` on 503 answers.
+    pub retry_after_secs: u64,
+    /// On SIGTERM, time allowed for in-flight work to finish before exiting.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            body_limit_bytes: 1024 * 1024,
+            max_in_flight: 1024,
+            publish_timeout_ms: 4000,
+            retry_after_secs: 1,
+            drain_timeout_secs: 20,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `auto` (pretty on a terminal, JSON otherwise), `json` or `pretty`.
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `vodbridge=debug,info`; `RUST_LOG` wins when set.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Auto,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// One event source.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// VOD POSTs events to `/callback/{name}` ("normal callback").
+    Push(PushSourceConfig),
+}
+
+/// A push (normal callback) source.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSourceConfig {
+    /// The VOD sub-application whose `NotificationUrl` points here (a normal callback does not
+    /// say which sub-application sent it).
+    pub sub_app_id: Option<u64>,
+    /// CloudEvents `source`; default `/tencentcloud/vod/{sub_app_id}` (or `/tencentcloud/vod/{name}`).
+    pub cloudevents_source: Option<String>,
+    /// Callback authentication.
+    pub auth: CallbackAuthConfig,
+}
+
+/// How a push source authenticates callbacks. Every configured check must pass.
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbackAuthConfig {
+    /// VOD `SignKey` (set with `ModifyEventConfig`): callbacks must carry `Sign` = MD5(key + T)
+    /// and an unexpired `T`.
+    #[serde(skip_serializing)]
+    pub sign_key: Option<SecretString>,
+    /// File holding the `SignKey` (e.g. a mounted Kubernetes Secret); trailing whitespace ignored.
+    pub sign_key_file: Option<PathBuf>,
+    /// Seconds of clock difference tolerated past `T`.
+    pub sign_skew_secs: Option<i64>,
+    /// Shared secret the callback URL carries as `?token=` (or an `X-Vodbridge-Token` header).
+    #[serde(skip_serializing)]
+    pub token: Option<SecretString>,
+    /// File holding the token.
+    pub token_file: Option<PathBuf>,
+    /// Client networks allowed to call (CIDR); empty allows all.
+    pub allowed_ips: Vec<IpNet>,
+    /// Take the client address from the first `X-Forwarded-For` entry (only behind a proxy you
+    /// control).
+    pub trust_forwarded_for: bool,
+}
+
+impl fmt::Debug for CallbackAuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallbackAuthConfig")
+            .field("sign_key", &self.sign_key.as_ref().map(|_| "<redacted>"))
+            .field("sign_key_file", &self.sign_key_file)
+            .field("sign_skew_secs", &self.sign_skew_secs)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("allowed_ips", &self.allowed_ips)
+            .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .finish()
+    }
+}
+
+/// One sink.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Structured-mode CloudEvents as JSON Lines on standard output.
+    Stdout(StdoutSinkConfig),
+    /// Structured-mode CloudEvents as JSON Lines appended to a file.
+    File(FileSinkConfig),
+}
+
+impl SinkConfig {
+    /// The `type` word.
+    #[must_use]
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Stdout(_) => "stdout",
+            Self::File(_) => "file",
+        }
+    }
+}
+
+/// The stdout sink has no options; a publish is acknowledged once the line is flushed.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {}
+
+/// The file sink.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// File to append to (created if missing, parent directories included).
+    pub path: PathBuf,
+    /// When a publish is acknowledged: `always` after fsync (group commit), `never` after the
+    /// write reached the OS.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+}
+
+/// When the file sink acknowledges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fsync before acknowledging (lines written together share one fsync).
+    #[default]
+    Always,
+    /// Acknowledge once written to the OS; a machine crash can lose acknowledged lines.
+    Never,
+}
+
+/// One route.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Patterns: `NewFileUpload`, `Procedure*`, `*Complete`, `*`, or `@unknown` (types VOD's
+    /// model does not list).
+    pub event_types: Vec<String>,
+    /// Acknowledge matching events without publishing them.
+    #[serde(default)]
+    pub drop: bool,
+    /// Publish to every one of these (all must acknowledge).
+    #[serde(default)]
+    pub sinks: Vec<TargetConfig>,
+}
+
+/// A sink and destination.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Sink name.
+    pub sink: String,
+    /// Topic / routing key / subject template with `{event_type}`, `{source}`, `{sub_app_id}`;
+    /// empty means the sink's default (stdout and file ignore it).
+    #[serde(default)]
+    pub destination: String,
+}
+
+impl Config {
+    /// Reads the configuration: embedded defaults, then `path` (TOML) if given, then
+    /// `VODBRIDGE_…` environment variables.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the file and key at fault.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Self::default()));
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(Error::Config(format!(
+                    "config file {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
+        figment
+            .extract()
+            .map_err(|e| Error::Config(format_figment_error(e)))
+    }
+
+    /// Parses TOML text (with defaults, without the environment); for tests and tools.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the key at fault.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        Figment::from(Serialized::defaults(Self::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| Error::Config(format_figment_error(e)))
+    }
+}
+
+fn format_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Validated configuration: what the service runs on.
+#[derive(Debug)]
+pub struct Settings {
+    /// Listener and limits.
+    pub server: ServerConfig,
+    /// Logs.
+    pub telemetry: TelemetryConfig,
+    /// Sources, by name.
+    pub sources: BTreeMap<String, Source>,
+    /// Sink configs, by name (built into sinks by the app).
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// The routing table.
+    pub routes: RouteTable,
+    /// The dead-letter target.
+    pub dead_letter: Option<Target>,
+}
+
+/// A validated source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Configured name.
+    pub name: String,
+    /// Builds this source's envelopes.
+    pub normalizer: Normalizer,
+    /// How it receives events.
+    pub kind: SourceKind,
+}
+
+/// A validated source's ingress.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// Normal callbacks.
+    Push(CallbackAuth),
+}
+
+/// Validated callback authentication, secrets loaded.
+#[derive(Clone)]
+pub struct CallbackAuth {
+    /// VOD SignKey check.
+    pub sign_key: Option<SignKey>,
+    /// Seconds tolerated past `T`.
+    pub sign_skew_secs: i64,
+    /// Shared token.
+    pub token: Option<SecretString>,
+    /// Allowed client networks; empty allows all.
+    pub allowed_ips: Vec<IpNet>,
+    /// Use `X-Forwarded-For`.
+    pub trust_forwarded_for: bool,
+}
+
+impl fmt::Debug for CallbackAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl CallbackAuth {
+    /// A one-line description with secrets redacted.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let ips = if self.allowed_ips.is_empty() {
+            "any".to_owned()
+        } else {
+            self.allowed_ips
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!(
+            "sign_key={} token={} allowed_ips={ips}{}",
+            if self.sign_key.is_some() {
+                "<redacted>"
+            } else {
+                "none"
+            },
+            if self.token.is_some() {
+                "<redacted>"
+            } else {
+                "none"
+            },
+            if self.trust_forwarded_for {
+                " (X-Forwarded-For trusted)"
+            } else {
+                ""
+            },
+        )
+    }
+}
+
+/// Default tolerated clock difference past a callback's `T`.
+const DEFAULT_SIGN_SKEW_SECS: i64 = 60;
+
+impl Settings {
+    /// Validates a configuration: fills the embedded defaults, loads secret files, parses
+    /// patterns and templates, checks that routes name existing sinks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] with the key at fault.
+    pub fn from_config(mut config: Config) -> Result<Self> {
+        let server = &config.server;
+        if server.body_limit_bytes == 0
+            || server.max_in_flight == 0
+            || server.publish_timeout_ms == 0
+        {
+            return Err(Error::Config(
+                "server.body_limit_bytes, server.max_in_flight and server.publish_timeout_ms must be above 0".into(),
+            ));
+        }
+        if config.sources.is_empty() {
+            config.sources.insert(
+                "default".to_owned(),
+                SourceConfig::Push(PushSourceConfig::default()),
+            );
+        }
+        if config.sinks.is_empty() {
+            config
+                .sinks
+                .insert("stdout".to_owned(), SinkConfig::Stdout(StdoutSinkConfig {}));
+        }
+        if config.routes.is_empty() {
+            let mut names = config.sinks.keys();
+            match (names.next(), names.next()) {
+                (Some(only), None) => config.routes.push(RouteConfig {
+                    event_types: vec!["*".to_owned()],
+                    drop: false,
+                    sinks: vec![TargetConfig {
+                        sink: only.clone(),
+                        destination: String::new(),
+                    }],
+                }),
+                _ => {
+                    return Err(Error::Config(
+                        "several sinks are configured: `routes` must say which events go where"
+                            .into(),
+                    ))
+                }
+            }
+        }
+
+        let mut sources = BTreeMap::new();
+        for (name, source) in &config.sources {
+            validate_name("sources", name)?;
+            sources.insert(name.clone(), build_source(name, source)?);
+        }
+
+        for name in config.sinks.keys() {
+            validate_name("sinks", name)?;
+        }
+        let target = |key: &str, t: &TargetConfig| -> Result<Target> {
+            if !config.sinks.contains_key(&t.sink) {
+                return Err(Error::Config(format!(
+                    "{key}: sink {:?} is not configured under [sinks]",
+                    t.sink
+                )));
+            }
+            let destination = Template::parse(&t.destination)
+                .map_err(|e| Error::Config(format!("{key}: {e}")))?;
+            Ok(Target {
+                sink: t.sink.clone(),
+                destination,
+            })
+        };
+
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, route) in config.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            if route.event_types.is_empty() {
+                return Err(Error::Config(format!("{key}.event_types is empty")));
+            }
+            let patterns = route
+                .event_types
+                .iter()
+                .map(|p| {
+                    EventTypePattern::parse(p)
+                        .map_err(|e| Error::Config(format!("{key}.event_types: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let action = match (route.drop, route.sinks.is_empty()) {
+                (true, true) => RouteAction::Drop,
+                (true, false) => {
+                    return Err(Error::Config(format!("{key}: a drop route has no sinks")))
+                }
+                (false, true) => {
+                    return Err(Error::Config(format!(
+                        "{key}: give it sinks, or `drop = true`"
+                    )))
+                }
+                (false, false) => RouteAction::Publish(
+                    route
+                        .sinks
+                        .iter()
+                        .enumerate()
+                        .map(|(j, t)| target(&format!("{key}.sinks[{j}]"), t))
+                        .collect::<Result<_>>()?,
+                ),
+            };
+            routes.push(Route { patterns, action });
+        }
+        let routes = RouteTable::new(routes, catalog::known_event_types())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let dead_letter = config
+            .dead_letter
+            .as_ref()
+            .map(|t| target("dead_letter", t))
+            .transpose()?;
+
+        Ok(Self {
+            server: config.server,
+            telemetry: config.telemetry,
+            sources,
+            sinks: config.sinks,
+            routes,
+            dead_letter,
+        })
+    }
+
+    /// Publish deadline of a callback.
+    #[must_use]
+    pub const fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.publish_timeout_ms)
+    }
+
+    /// A human-readable account of the effective configuration, secrets redacted: what
+    /// `vodbridge check-config` prints.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "listen: {}", self.server.listen);
+        let _ = writeln!(out, "sources:");
+        for source in self.sources.values() {
+            match &source.kind {
+                SourceKind::Push(auth) => {
+                    let _ = writeln!(
+                        out,
+                        "  {name}: push at POST /callback/{name}, cloudevents source {src}, {auth}",
+                        name = source.name,
+                        src = source.normalizer.source(),
+                        auth = auth.describe()
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out, "sinks:");
+        for (name, sink) in &self.sinks {
+            let detail = match sink {
+                SinkConfig::Stdout(_) => String::new(),
+                SinkConfig::File(f) => format!(" path={} fsync={:?}", f.path.display(), f.fsync),
+            };
+            let _ = writeln!(out, "  {name}: {}{detail}", sink.kind());
+        }
+        let _ = writeln!(out, "routes (first match wins):");
+        for (i, route) in self.routes.routes().iter().enumerate() {
+            let patterns: Vec<String> = route.patterns.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "  {}. {} -> {}",
+                i + 1,
+                patterns.join(", "),
+                describe_action(&route.action)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "dead letter: {}",
+            self.dead_letter.as_ref().map_or_else(
+                || "none (rejected events stay unacknowledged)".to_owned(),
+                describe_target
+            )
+        );
+        let _ = writeln!(out, "effective routes by event type:");
+        let mut types: Vec<&str> = catalog::known_event_types().collect();
+        types.push("(any other type)");
+        for event_type in types {
+            let resolved = match self.routes.resolve(event_type) {
+                Resolution::Publish(i, targets) => {
+                    format!(
+                        "route {}: {}",
+                        i + 1,
+                        targets
+                            .iter()
+                            .map(describe_target)
+                            .collect::<Vec<_>>()
+                            .join(" + ")
+                    )
+                }
+                Resolution::Drop(i) => format!("route {}: drop", i + 1),
+                Resolution::NoRoute => {
+                    "NO ROUTE: events stay unacknowledged (or go to the dead letter)".to_owned()
+                }
+            };
+            let _ = writeln!(out, "  {event_type:<45} {resolved}");
+        }
+        if !self.routes.is_total() {
+            let _ = writeln!(
+                out,
+                "warning: some event types match no route; add a `*` route"
+            );
+        }
+        out
+    }
+}
+
+fn describe_action(action: &RouteAction) -> String {
+    match action {
+        RouteAction::Drop => "drop".to_owned(),
+        RouteAction::Publish(targets) => targets
+            .iter()
+            .map(describe_target)
+            .collect::<Vec<_>>()
+            .join(" + "),
+    }
+}
+
+fn describe_target(target: &Target) -> String {
+    if target.destination.as_str().is_empty() {
+        target.sink.clone()
+    } else {
+        format!("{}:{}", target.sink, target.destination.as_str())
+    }
+}
+
+fn validate_name(section: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{section}.{name}: names use a-z, 0-9, - and _ (at most 64)"
+        )))
+    }
+}
+
+fn build_source(name: &str, source: &SourceConfig) -> Result<Source> {
+    match source {
+        SourceConfig::Push(push) => {
+            let key = format!("sources.{name}.auth");
+            let auth = &push.auth;
+            let sign_key = secret(
+                &format!("{key}.sign_key"),
+                auth.sign_key.as_ref(),
+                auth.sign_key_file.as_deref(),
+            )?;
+            if let Some(k) = &sign_key {
+                if k.len() > 32 || !k.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(Error::Config(format!(
+                        "{key}.sign_key: VOD SignKeys are 1 to 32 letters and digits"
+                    )));
+                }
+            }
+            let token = secret(
+                &format!("{key}.token"),
+                auth.token.as_ref(),
+                auth.token_file.as_deref(),
+            )?;
+            let cloudevents_source = push
+                .cloudevents_source
+                .clone()
+                .unwrap_or_else(|| Normalizer::default_source(push.sub_app_id, name));
+            Ok(Source {
+                name: name.to_owned(),
+                normalizer: Normalizer::new(cloudevents_source, push.sub_app_id, Ingress::Push),
+                kind: SourceKind::Push(CallbackAuth {
+                    sign_key: sign_key.map(SignKey::new),
+                    sign_skew_secs: auth.sign_skew_secs.unwrap_or(DEFAULT_SIGN_SKEW_SECS),
+                    token: token.map(SecretString::from),
+                    allowed_ips: auth.allowed_ips.clone(),
+                    trust_forwarded_for: auth.trust_forwarded_for,
+                }),
+            })
+        }
+    }
+}
+
+/// A secret given inline or as a file (not both); returns the plain value.
+fn secret(key: &str, inline: Option<&SecretString>, file: Option<&Path>) -> Result<Option<String>> {
+    let value = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Config(format!(
+                "{key}: give the value or `{key}_file`, not both"
+            )))
+        }
+        (Some(v), None) => v.expose_secret().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{key}_file {}: {e}", path.display())))?
+            .trim_end()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if value.is_empty() {
+        return Err(Error::Config(format!("{key} is empty")));
+    }
+    Ok(Some(value))
+}

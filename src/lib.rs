@@ -1,0 +1,28 @@
+//! vodbridge, the service: carries Tencent Cloud VOD event notifications into message brokers.
+//!
+//! # Brief overview
+//!
+//! [`config::Config`] is read from TOML and `VODBRIDGE_…` environment variables and validated
+//! into [`config::Settings`]. [`App`] builds the sinks and the [`vodbridge_core::Pipeline`],
+//! binds one HTTP listener and serves:
+//!
+//! - `POST /callback/{source}`: VOD's normal callback (push). The body is read once, checked
+//!   (IP allow-list, token, `Sign`/`T`), normalized into an envelope, and delivered; the answer
+//!   is 200 only after every routed sink acknowledged.
+//! - `/metrics`, `/healthz`, `/readyz`: Prometheus text, liveness, readiness.
+//!
+//! On shutdown, [`App::run_until`] turns readiness false, stops accepting, lets in-flight
+//! callbacks finish within the drain timeout, then flushes and closes the sinks.
+#![forbid(unsafe_code)]
+
+mod app;
+pub mod config;
+mod error;
+mod push;
+mod server;
+pub mod sinks;
+pub mod telemetry;
+
+pub use app::App;
+pub use error::{Error, Result};
+pub use push::{EVENT_ID_HEADER, TOKEN_HEADER};

@@ -1,0 +1,331 @@
+//! Push ingress: `POST /callback/{source}` answers VOD only after every routed sink acknowledged.
+
+use std::{
+    collections::HashMap,
+    fmt::Display,
+    net::{IpAddr, SocketAddr},
+    sync::{atomic::Ordering, Arc},
+};
+
+use axum::{
+    extract::{ConnectInfo, Path, Query, Request, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use vodbridge_core::{EventId, Ingress, Outcome, RouteContext};
+use vodbridge_tencent::RawEvent;
+
+use crate::{
+    config::{CallbackAuth, SourceKind},
+    server::AppState,
+    telemetry::event_type_label,
+};
+
+/// Header carrying the envelope id in answers, for correlating VOD's request with the logs.
+pub const EVENT_ID_HEADER: &str = "x-vodbridge-event-id";
+/// Header that may carry the shared callback token instead of `?token=`.
+pub const TOKEN_HEADER: &str = "x-vodbridge-token";
+
+/// A refused callback: status, a stable code word, and a message for the caller.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Display) -> Self {
+        Self {
+            status,
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Handles one normal callback.
+pub(crate) async fn callback(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
+    let Some(source) = state.sources.get(&name) else {
+        // An unknown name is not used as a label: senders must not create series.
+        return refuse(
+            &state,
+            "unknown",
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                "unknown_source",
+                format!("no push source named {name:?}"),
+            ),
+        );
+    };
+    let SourceKind::Push(auth) = &source.kind;
+    match handle(&state, &name, auth, source, request).await {
+        Ok(response) => response,
+        Err(refusal) => refuse(&state, &name, refusal),
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    name: &str,
+    auth: &CallbackAuth,
+    source: &crate::config::Source,
+    request: Request,
+) -> Result<Response, Refusal> {
+    let retry_after = state.server.retry_after_secs;
+    if state.draining.load(Ordering::Relaxed) {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the bridge is shutting down",
+        ));
+    }
+    // Shed load at once rather than queue past VOD's 5 s timeout.
+    let Ok(_permit) = Arc::clone(&state.in_flight).try_acquire_owned() else {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "saturated",
+            "too many callbacks in flight",
+        ));
+    };
+    let deadline = Instant::now() + state.publish_timeout;
+
+    check_client(auth, &request)?;
+    let query: HashMap<String, String> = Query::try_from_uri(request.uri())
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    check_token(auth, &query, request.headers())?;
+    let body = read_body(request, state.server.body_limit_bytes).await?;
+
+    let event =
+        RawEvent::parse(&body).map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_body", e))?;
+    check_sign(auth, &event, &query)?;
+    let received_at = OffsetDateTime::now_utc();
+    let envelope = source
+        .normalizer
+        .normalize(&event, received_at)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_body", e))?;
+    let envelope = Arc::new(envelope);
+
+    let metrics = &state.metrics;
+    metrics
+        .events_received
+        .with_label_values(&[name, "push", event_type_label(&envelope.event_type)])
+        .inc();
+    let in_flight = metrics
+        .in_flight
+        .with_label_values(&[Ingress::Push.as_str()]);
+    in_flight.inc();
+    let report = state
+        .pipeline
+        .deliver(
+            Arc::clone(&envelope),
+            RouteContext { source: name },
+            deadline,
+        )
+        .await;
+    in_flight.dec();
+    metrics.record_delivery(name, &envelope, &report);
+
+    if report.outcome.is_handled() {
+        metrics.confirmed.with_label_values(&[name]).inc();
+        tracing::debug!(source = name, event_id = %envelope.id, event_type = %envelope.event_type, outcome = report.outcome.as_str(), "Callback handled.");
+    } else {
+        tracing::warn!(source = name, event_id = %envelope.id, event_type = %envelope.event_type, outcome = ?report.outcome, "Callback not acknowledged; VOD may retry.");
+    }
+    Ok(outcome_response(&report.outcome, &envelope.id, retry_after))
+}
+
+/// The one place an outcome becomes an HTTP answer: 200 only for a handled event.
+fn outcome_response(outcome: &Outcome, id: &EventId, retry_after: u64) -> Response {
+    let id_header = HeaderValue::from_str(id.as_str()).ok();
+    let mut response = match outcome {
+        Outcome::Delivered | Outcome::Dropped | Outcome::DeadLettered { .. } => {
+            StatusCode::OK.into_response()
+        }
+        Outcome::Retryable { reason, detail } => error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            reason.as_str(),
+            detail,
+            Some(retry_after),
+        ),
+        Outcome::Rejected { reason, detail } => error_body(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            reason.as_str(),
+            detail,
+            None,
+        ),
+    };
+    if let Some(value) = id_header {
+        response.headers_mut().insert(EVENT_ID_HEADER, value);
+    }
+    response
+}
+
+fn refuse(state: &AppState, source_label: &str, refusal: Refusal) -> Response {
+    state
+        .metrics
+        .callback_rejected
+        .with_label_values(&[source_label, refusal.status.as_str()])
+        .inc();
+    tracing::info!(source = source_label, status = refusal.status.as_u16(), code = refusal.code, detail = %refusal.message, "Callback refused.");
+    let retry_after = (refusal.status == StatusCode::SERVICE_UNAVAILABLE)
+        .then_some(state.server.retry_after_secs);
+    error_body(refusal.status, refusal.code, &refusal.message, retry_after)
+}
+
+fn error_body(status: StatusCode, code: &str, message: &str, retry_after: Option<u64>) -> Response {
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+fn client_ip(auth: &CallbackAuth, request: &Request) -> Option<IpAddr> {
+    if auth.trust_forwarded_for {
+        let forwarded = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}
+
+fn check_client(auth: &CallbackAuth, request: &Request) -> Result<(), Refusal> {
+    if auth.allowed_ips.is_empty() {
+        return Ok(());
+    }
+    let ip = client_ip(auth, request).map(|ip| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    });
+    match ip {
+        Some(ip) if auth.allowed_ips.iter().any(|net| net.contains(&ip)) => Ok(()),
+        Some(ip) => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            format!("client {ip} is not allowed"),
+        )),
+        None => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            "client address unknown",
+        )),
+    }
+}
+
+fn check_token(
+    auth: &CallbackAuth,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<(), Refusal> {
+    let Some(expected) = &auth.token else {
+        return Ok(());
+    };
+    let given = query
+        .get("token")
+        .map(String::as_str)
+        .or_else(|| headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()))
+        .unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_token",
+            "missing or wrong callback token",
+        ))
+    }
+}
+
+fn check_sign(
+    auth: &CallbackAuth,
+    event: &RawEvent<'_>,
+    query: &HashMap<String, String>,
+) -> Result<(), Refusal> {
+    let Some(key) = &auth.sign_key else {
+        return Ok(());
+    };
+    let unauthorized =
+        |e: vodbridge_tencent::Error| Refusal::new(StatusCode::UNAUTHORIZED, "bad_signature", e);
+    let from_query = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let sign = event.sign().or_else(|| from_query("sign"));
+    let t = match event.t() {
+        Some(t) => Some(t),
+        None => from_query("t").map(|t| {
+            t.trim()
+                .parse()
+                .map_err(|_| vodbridge_tencent::Error::InvalidTimestamp)
+        }),
+    };
+    let (Some(sign), Some(t)) = (sign, t) else {
+        return Err(unauthorized(vodbridge_tencent::Error::SignatureMissing));
+    };
+    let t = t.map_err(unauthorized)?;
+    key.verify(
+        &sign,
+        t,
+        OffsetDateTime::now_utc().unix_timestamp(),
+        auth.sign_skew_secs,
+    )
+    .map_err(unauthorized)
+}
+
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, Refusal> {
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("body exceeds {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|e| {
+            let is_limit = std::error::Error::source(&e)
+                .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if is_limit {
+                too_large()
+            } else {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("cannot read body: {e}"),
+                )
+            }
+        })
+}

@@ -1,0 +1,177 @@
+//! The `vodbridge` binary as a user runs it: defaults, a real curl POST, metrics, SIGTERM, and
+//! `check-config`.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use vodbridge_core::Envelope;
+
+use crate::helpers::metric;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vodbridge");
+
+fn fixture_path(name: &str) -> String {
+    format!(
+        "{}/crates/vodbridge-tencent/tests/fixtures/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn run_on_defaults_answers_curl_and_prints_the_envelope() {
+    let mut child = Command::new(BIN)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    // The JSON log line "Listening." names the bound address.
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let started = Instant::now();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).expect("read") > 0,
+            "exited before listening"
+        );
+        let log: serde_json::Value =
+            serde_json::from_str(&line).expect("logs are JSON when not on a terminal");
+        if log["message"] == "Listening." {
+            break log["local_addr"].as_str().expect("addr").to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no Listening line"
+        );
+    };
+
+    let status = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "--data-binary",
+        &format!("@{}", fixture_path("ProcedureStateChanged")),
+        &format!("http://{addr}/callback/default"),
+    ]);
+    assert_eq!(status, "200");
+    let metrics = curl(&[&format!("http://{addr}/metrics")]);
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vodbridge_events_received_total{event_type="ProcedureStateChanged",ingress="push",source="default"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, r#"vodbridge_published_total{sink="stdout"}"#),
+        Some(1.0)
+    );
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout carries envelopes only: {stdout}");
+    let envelope = Envelope::from_structured_json(lines[0].as_bytes()).expect("an envelope");
+    assert_eq!(envelope.ty, "com.tencentcloud.vod.ProcedureStateChanged");
+    assert_eq!(envelope.subject.as_deref(), Some("3704211140000000001"));
+    assert_eq!(envelope.source, "/tencentcloud/vod/default");
+}
+
+#[test]
+fn check_config_prints_effective_routes_with_secrets_redacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        r#"
+[sources.app1]
+mode = "push"
+sub_app_id = 1500000001
+[sources.app1.auth]
+sign_key = "TopSecret42"
+[sinks.events]
+type = "file"
+path = "/tmp/never-opened-by-check-config.jsonl"
+[[routes]]
+event_types = ["NewFileUpload"]
+sinks = [{ sink = "events", destination = "vod.{event_type}" }]
+"#,
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", &config.display().to_string()])
+        .env("VODBRIDGE_SERVER__LISTEN", "127.0.0.1:9999")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("listen: 127.0.0.1:9999"),
+        "environment overrides the file: {stdout}"
+    );
+    assert!(
+        stdout.contains("NewFileUpload") && stdout.contains("events:vod.{event_type}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FileDeleted") && stdout.contains("NO ROUTE"),
+        "unrouted types are flagged: {stdout}"
+    );
+    assert!(
+        stdout.contains("sign_key=<redacted>") && !stdout.contains("TopSecret42"),
+        "{stdout}"
+    );
+    assert!(
+        !std::path::Path::new("/tmp/never-opened-by-check-config.jsonl").exists(),
+        "starts nothing"
+    );
+
+    std::fs::write(&config, "[server]\nlisten = 5\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", &config.display().to_string()])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("listen"), "{stderr}");
+    let out = Command::new(BIN)
+        .args(["check-config", "/nonexistent.toml"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
+}

@@ -1,0 +1,93 @@
+//! Configuration: the example file, embedded defaults, validation errors that name the key.
+
+use vodbridge::config::{Config, Settings, SourceKind};
+
+fn example_text() -> String {
+    let path = format!(
+        "{}/config/vodbridge.example.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path).expect("example config")
+}
+
+fn error_of(toml: &str) -> String {
+    match Config::from_toml(toml).and_then(Settings::from_config) {
+        Ok(_) => panic!("expected an error for:\n{toml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn example_config_is_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("sign-key");
+    std::fs::write(&key_file, "abcXYZ123\n").expect("write");
+    let text = example_text().replace(
+        "/etc/vodbridge/secrets/app1-sign-key",
+        &key_file.display().to_string(),
+    );
+    let settings =
+        Settings::from_config(Config::from_toml(&text).expect("parses")).expect("validates");
+    assert_eq!(settings.sources.len(), 1);
+    let SourceKind::Push(auth) = &settings.sources["app1"].kind;
+    assert!(auth.sign_key.is_some(), "the key file was read");
+    assert_eq!(settings.sinks.len(), 3);
+    assert_eq!(settings.routes.routes().len(), 3);
+    assert!(settings.dead_letter.is_some());
+    let described = settings.describe();
+    assert!(
+        described.contains("vod.{sub_app_id}.{event_type}"),
+        "{described}"
+    );
+    assert!(!described.contains("abcXYZ123"), "secrets never printed");
+    assert!(
+        !format!("{settings:?}").contains("abcXYZ123"),
+        "secrets never in Debug"
+    );
+}
+
+#[test]
+fn empty_config_is_the_embedded_default() {
+    let settings =
+        Settings::from_config(Config::from_toml("").expect("parses")).expect("validates");
+    assert_eq!(settings.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(settings.sources.keys().collect::<Vec<_>>(), ["default"]);
+    assert_eq!(settings.sinks.keys().collect::<Vec<_>>(), ["stdout"]);
+    assert!(settings.routes.is_total());
+    assert_eq!(settings.server.body_limit_bytes, 1024 * 1024);
+    assert_eq!(settings.publish_timeout().as_millis(), 4000);
+}
+
+#[test]
+fn errors_name_the_key() {
+    assert!(error_of("[server]\nlisten = \"nope\"").contains("listen"));
+    assert!(error_of("[server]\nlisen = \"0.0.0.0:1\"").contains("lisen"));
+    assert!(error_of("[sinks.k]\ntype = \"carrier-pigeon\"").contains("carrier-pigeon"));
+    assert!(error_of("[sinks.f]\ntype = \"file\"").contains("path"));
+    let e = error_of("[sinks.a]\ntype = \"stdout\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{ sink = \"b\" }]");
+    assert!(
+        e.contains("routes[0].sinks[0]") && e.contains("\"b\""),
+        "{e}"
+    );
+    let e = error_of("[sinks.a]\ntype = \"stdout\"\n[[routes]]\nevent_types = [\"a*b\"]\nsinks = [{ sink = \"a\" }]");
+    assert!(e.contains("routes[0].event_types"), "{e}");
+    let e = error_of("[sinks.a]\ntype = \"stdout\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{ sink = \"a\", destination = \"{nope}\" }]");
+    assert!(e.contains("{nope}"), "{e}");
+    assert!(
+        error_of("[sinks.a]\ntype = \"stdout\"\n[sinks.b]\ntype = \"stdout\"").contains("routes")
+    );
+    assert!(
+        error_of("[sources.x]\nmode = \"push\"\n[sources.x.auth]\nsign_key = \"has spaces\"")
+            .contains("sign_key")
+    );
+    let e = error_of(
+        "[sources.x]\nmode = \"push\"\n[sources.x.auth]\nsign_key_file = \"/nonexistent/key\"",
+    );
+    assert!(
+        e.contains("sign_key_file") && e.contains("/nonexistent/key"),
+        "{e}"
+    );
+    assert!(error_of("[sources.Bad]\nmode = \"push\"").contains("sources.Bad"));
+    assert!(error_of("[sources.x]\nmode = \"carrier\"").contains("carrier"));
+    assert!(error_of("[dead_letter]\nsink = \"missing\"").contains("dead_letter"));
+}

@@ -1,0 +1,230 @@
+//! Shared test helpers: start the real app on port 0, scripted sinks, fixture bodies.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use tokio::{
+    sync::{oneshot, Notify},
+    task::JoinHandle,
+};
+use vodbridge::{
+    config::{Config, Settings},
+    App,
+};
+use vodbridge_core::{FailureReason, Message, PublishFuture, Sink, SinkError};
+
+/// A sample body from vod-api.md, by fixture name.
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/crates/vodbridge-tencent/tests/fixtures/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Validated settings from TOML, listening on a free loopback port.
+pub(crate) fn settings(toml: &str) -> Settings {
+    let mut config = Config::from_toml(toml).expect("test config parses");
+    config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    Settings::from_config(config).expect("test config is valid")
+}
+
+/// A running app.
+pub(crate) struct TestApp {
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    /// Resolves the app's shutdown future.
+    shutdown: Option<oneshot::Sender<()>>,
+    /// The serving task.
+    task: Option<JoinHandle<vodbridge::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts the app with scripted sinks replacing configured sinks of the same name.
+    pub(crate) async fn start(settings: Settings, overrides: Vec<Arc<dyn Sink>>) -> Self {
+        let app = App::build_with_sinks(settings, overrides)
+            .await
+            .expect("app builds");
+        let addr = app.local_addr().expect("bound");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// `http://addr{path}`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs a body to a callback path.
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .expect("request completes")
+    }
+
+    /// GETs a path and returns status and body.
+    pub(crate) async fn get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(self.url(path))
+            .await
+            .expect("request completes");
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
+    }
+
+    /// Signals shutdown without waiting.
+    pub(crate) fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Signals shutdown and waits for the app to finish.
+    pub(crate) async fn stop(mut self) -> vodbridge::Result<()> {
+        self.begin_shutdown();
+        self.task
+            .take()
+            .expect("running")
+            .await
+            .expect("app task does not panic")
+    }
+}
+
+/// How a [`Scripted`] sink answers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Behaviour {
+    /// Acknowledge.
+    Ack,
+    /// Fail transiently.
+    Fail,
+    /// Reject permanently.
+    Reject,
+    /// Never answer.
+    Hang,
+}
+
+/// A sink whose answers the test decides, recording every message it was given.
+pub(crate) struct Scripted {
+    name: String,
+    behaviour: Mutex<Behaviour>,
+    /// When set, each publish waits for a permit before answering.
+    gate: Option<Arc<Notify>>,
+    healthy: AtomicBool,
+    /// Messages received (dead-letter copies included).
+    pub(crate) received: Mutex<Vec<Message>>,
+    /// Messages acknowledged.
+    pub(crate) acked: Mutex<Vec<Message>>,
+}
+
+impl Scripted {
+    /// A sink answering with `behaviour`.
+    pub(crate) fn new(name: &str, behaviour: Behaviour) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_owned(),
+            behaviour: Mutex::new(behaviour),
+            gate: None,
+            healthy: AtomicBool::new(true),
+            received: Mutex::default(),
+            acked: Mutex::default(),
+        })
+    }
+
+    /// A sink that acknowledges only when `gate` is notified.
+    pub(crate) fn gated(name: &str, gate: Arc<Notify>) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_owned(),
+            behaviour: Mutex::new(Behaviour::Ack),
+            gate: Some(gate),
+            healthy: AtomicBool::new(true),
+            received: Mutex::default(),
+            acked: Mutex::default(),
+        })
+    }
+
+    /// Changes the answer.
+    pub(crate) fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().expect("lock") = behaviour;
+    }
+
+    /// Changes the reported health.
+    pub(crate) fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Number of messages acknowledged.
+    pub(crate) fn acked_count(&self) -> usize {
+        self.acked.lock().expect("lock").len()
+    }
+
+    /// Number of messages received.
+    pub(crate) fn received_count(&self) -> usize {
+        self.received.lock().expect("lock").len()
+    }
+}
+
+impl Sink for Scripted {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "scripted"
+    }
+
+    fn publish<'a>(&'a self, message: &'a Message) -> PublishFuture<'a> {
+        Box::pin(async move {
+            self.received.lock().expect("lock").push(message.clone());
+            if let Some(gate) = &self.gate {
+                gate.notified().await;
+            }
+            let behaviour = *self.behaviour.lock().expect("lock");
+            match behaviour {
+                Behaviour::Ack => {
+                    self.acked.lock().expect("lock").push(message.clone());
+                    Ok(())
+                }
+                Behaviour::Fail => Err(SinkError::retryable(
+                    FailureReason::Unavailable,
+                    "scripted outage",
+                )),
+                Behaviour::Reject => Err(SinkError::rejected(
+                    FailureReason::TooLarge,
+                    "scripted rejection",
+                )),
+                Behaviour::Hang => std::future::pending().await,
+            }
+        })
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads one Prometheus sample value (`name{labels}`) from a text exposition.
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}

@@ -1,0 +1,613 @@
+//! Push ingress: every HTTP answer of design.md §3, produced by sending the input that causes it,
+//! and the promise that 200 comes only after every routed sink acknowledged.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::Notify,
+};
+use vodbridge::EVENT_ID_HEADER;
+use vodbridge_core::{Envelope, Sink};
+use vodbridge_tencent::SignKey;
+
+use crate::helpers::{fixture, metric, settings, Behaviour, Scripted, TestApp};
+
+/// One push source `default` routed to one sink `main` (replaced by a scripted sink).
+const ONE_SINK: &str = r#"
+[sinks.main]
+type = "stdout"
+"#;
+
+async fn one_sink(behaviour: Behaviour) -> (TestApp, Arc<Scripted>) {
+    let sink = Scripted::new("main", behaviour);
+    let app = TestApp::start(settings(ONE_SINK), vec![sink.clone() as Arc<dyn Sink>]).await;
+    (app, sink)
+}
+
+#[tokio::test]
+async fn acked_event_gets_200_with_its_id() {
+    let (app, sink) = one_sink(Behaviour::Ack).await;
+    let response = app
+        .post("/callback/default", fixture("ProcedureStateChanged"))
+        .await;
+    assert_eq!(response.status(), 200);
+    let id = response
+        .headers()
+        .get(EVENT_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let acked = sink.acked.lock().expect("lock").clone();
+    assert_eq!(acked.len(), 1);
+    assert_eq!(Some(acked[0].envelope.id.to_string()), id);
+    assert_eq!(
+        acked[0].envelope.data,
+        fixture("ProcedureStateChanged"),
+        "data is the body"
+    );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn answer_waits_for_the_sink_ack() {
+    let gate = Arc::new(Notify::new());
+    let sink = Scripted::gated("main", gate.clone());
+    let app = TestApp::start(settings(ONE_SINK), vec![sink.clone() as Arc<dyn Sink>]).await;
+    let url = app.url("/callback/default");
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .body(fixture("NewFileUpload"))
+            .send()
+            .await
+    });
+    // The sink has the message but has not acknowledged: no answer may exist yet.
+    while sink.received_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !request.is_finished(),
+        "answered before the sink acknowledged"
+    );
+    gate.notify_one();
+    let response = request.await.expect("task").expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(sink.acked_count(), 1);
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn failing_sink_gets_503_with_retry_after() {
+    let (app, sink) = one_sink(Behaviour::Fail).await;
+    let response = app
+        .post("/callback/default", fixture("NewFileUpload"))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(sink.acked_count(), 0);
+    // The sink recovers: VOD's retry of the same event now succeeds with the same id.
+    sink.set(Behaviour::Ack);
+    let retry = app
+        .post("/callback/default", fixture("NewFileUpload"))
+        .await;
+    assert_eq!(retry.status(), 200);
+    let (_, metrics) = app.get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vodbridge_publish_failures_total{reason="unavailable",sink="main"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vodbridge_events_total{outcome="retryable",source="default"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vodbridge_events_total{outcome="delivered",source="default"}"#
+        ),
+        Some(1.0)
+    );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn hanging_sink_gets_503_at_the_publish_deadline() {
+    let sink = Scripted::new("main", Behaviour::Hang);
+    let toml = format!("[server]\npublish_timeout_ms = 300\n{ONE_SINK}");
+    let app = TestApp::start(settings(&toml), vec![sink.clone() as Arc<dyn Sink>]).await;
+    let started = std::time::Instant::now();
+    let response = app
+        .post("/callback/default", fixture("NewFileUpload"))
+        .await;
+    assert_eq!(response.status(), 503);
+    let body = response.text().await.unwrap_or_default();
+    assert!(body.contains("timeout"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered near the deadline, not never"
+    );
+    assert_eq!(sink.acked_count(), 0);
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn permanent_rejection_is_500_without_dead_letter_and_200_with_it() {
+    let (app, _sink) = one_sink(Behaviour::Reject).await;
+    let response = app
+        .post("/callback/default", fixture("NewFileUpload"))
+        .await;
+    assert_eq!(response.status(), 500);
+    app.stop().await.expect("clean stop");
+
+    let main = Scripted::new("main", Behaviour::Reject);
+    let dlq = Scripted::new("dlq", Behaviour::Ack);
+    let toml = r#"
+[sinks.main]
+type = "stdout"
+[sinks.dlq]
+type = "stdout"
+[[routes]]
+event_types = ["*"]
+sinks = [{ sink = "main", destination = "vod.{event_type}" }]
+[dead_letter]
+sink = "dlq"
+destination = "dead"
+"#;
+    let app = TestApp::start(
+        settings(toml),
+        vec![main.clone() as Arc<dyn Sink>, dlq.clone()],
+    )
+    .await;
+    let response = app
+        .post("/callback/default", fixture("NewFileUpload"))
+        .await;
+    assert_eq!(response.status(), 200, "dead-lettered counts as handled");
+    let dead = dlq.acked.lock().expect("lock").clone();
+    assert_eq!(dead.len(), 1);
+    let info = dead[0].dead_letter.clone().expect("dead-letter info");
+    assert_eq!(
+        (info.failed_sink.as_str(), info.failed_destination.as_str()),
+        ("main", "vod.NewFileUpload")
+    );
+    assert_eq!(dead[0].destination, "dead");
+    let (_, metrics) = app.get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vodbridge_dead_lettered_total{reason="too_large"}"#
+        ),
+        Some(1.0)
+    );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn bad_bodies_get_400_and_nothing_is_published() {
+    let (app, sink) = one_sink(Behaviour::Ack).await;
+    for body in [&b"{not json"[..], b"[]", b"{}", b"{\"EventType\":7}", b""] {
+        let response = app.post("/callback/default", body.to_vec()).await;
+        assert_eq!(response.status(), 400, "{}", String::from_utf8_lossy(body));
+        let text = response.text().await.unwrap_or_default();
+        assert!(text.contains("bad_body"), "{text}");
+    }
+    assert_eq!(sink.received_count(), 0);
+    let (_, metrics) = app.get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vodbridge_callback_rejected_total{source="default",status="400"}"#
+        ),
+        Some(5.0)
+    );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn unknown_source_gets_404() {
+    let (app, sink) = one_sink(Behaviour::Ack).await;
+    let response = app
+        .post("/callback/elsewhere", fixture("NewFileUpload"))
+        .await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(sink.received_count(), 0);
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_declared_or_streamed() {
+    let sink = Scripted::new("main", Behaviour::Ack);
+    let toml = format!("[server]\nbody_limit_bytes = 1024\n{ONE_SINK}");
+    let app = TestApp::start(settings(&toml), vec![sink.clone() as Arc<dyn Sink>]).await;
+    let big = format!(
+        r#"{{"EventType":"NewFileUpload","Pad":"{}"}}"#,
+        "x".repeat(2048)
+    );
+    assert_eq!(
+        app.post("/callback/default", big.clone()).await.status(),
+        413
+    );
+
+    // Chunked, no Content-Length: the limit must hold while streaming.
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    let mut request = b"POST /callback/default HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for chunk in big.as_bytes().chunks(500) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(&request).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    let small = fixture("FileDeleted");
+    assert!(small.len() < 1024);
+    assert_eq!(
+        app.post("/callback/default", small).await.status(),
+        200,
+        "bodies under the limit pass"
+    );
+    assert_eq!(sink.acked_count(), 1);
+    app.stop().await.expect("clean stop");
+}
+
+fn signed_settings(extra: &str) -> vodbridge::config::Settings {
+    settings(&format!(
+        r#"
+[sources.app]
+mode = "push"
+sub_app_id = 1500000001
+[sources.app.auth]
+sign_key = "abcXYZ123"
+{extra}
+{ONE_SINK}"#
+    ))
+}
+
+#[tokio::test]
+async fn sign_key_is_enforced() {
+    let sink = Scripted::new("main", Behaviour::Ack);
+    let app = TestApp::start(signed_settings(""), vec![sink.clone() as Arc<dyn Sink>]).await;
+    let key = SignKey::new("abcXYZ123");
+    let future = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
+    let body = |sign: &str, t: i64| {
+        format!(
+            r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":"1"}},"Sign":"{sign}","T":{t}}}"#
+        )
+    };
+    let unsigned = r#"{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":"1"}}"#;
+
+    assert_eq!(
+        app.post("/callback/app", unsigned).await.status(),
+        401,
+        "missing Sign/T"
+    );
+    assert_eq!(
+        app.post("/callback/app", body("00ff", future))
+            .await
+            .status(),
+        401,
+        "wrong Sign"
+    );
+    let past = future - 3600;
+    assert_eq!(
+        app.post("/callback/app", body(&key.sign(past), past))
+            .await
+            .status(),
+        401,
+        "expired T"
+    );
+    assert_eq!(
+        app.post("/callback/app", body(&key.sign(future), future + 1))
+            .await
+            .status(),
+        401,
+        "T altered"
+    );
+    assert_eq!(
+        sink.received_count(),
+        0,
+        "nothing unauthenticated is published"
+    );
+
+    assert_eq!(
+        app.post("/callback/app", body(&key.sign(future), future))
+            .await
+            .status(),
+        200
+    );
+    let upper = key.sign(future).to_uppercase();
+    assert_eq!(
+        app.post("/callback/app", body(&upper, future))
+            .await
+            .status(),
+        200,
+        "hex case is free"
+    );
+    let query = format!("/callback/app?Sign={}&T={future}", key.sign(future));
+    assert_eq!(
+        app.post(&query, unsigned).await.status(),
+        200,
+        "Sign/T in the query string"
+    );
+    let acked = sink.acked.lock().expect("lock").clone();
+    assert_eq!(acked.len(), 3);
+    assert!(
+        acked
+            .iter()
+            .all(|m| !String::from_utf8_lossy(&m.envelope.data).contains("Sign")),
+        "Sign/T not in data"
+    );
+    assert!(
+        acked.iter().all(|m| m.envelope.id == acked[0].envelope.id),
+        "Sign/T do not change the id"
+    );
+    assert_eq!(acked[0].envelope.source, "/tencentcloud/vod/1500000001");
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn token_is_enforced() {
+    let sink = Scripted::new("main", Behaviour::Ack);
+    let toml = format!(
+        "[sources.app]\nmode = \"push\"\n[sources.app.auth]\ntoken = \"s3cret-token\"\n{ONE_SINK}"
+    );
+    let app = TestApp::start(settings(&toml), vec![sink.clone() as Arc<dyn Sink>]).await;
+    assert_eq!(
+        app.post("/callback/app", fixture("NewFileUpload"))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.post("/callback/app?token=wrong", fixture("NewFileUpload"))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(sink.received_count(), 0);
+    assert_eq!(
+        app.post("/callback/app?token=s3cret-token", fixture("NewFileUpload"))
+            .await
+            .status(),
+        200
+    );
+    let with_header = reqwest::Client::new()
+        .post(app.url("/callback/app"))
+        .header("x-vodbridge-token", "s3cret-token")
+        .body(fixture("NewFileUpload"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(with_header.status(), 200);
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn ip_allow_list_is_enforced() {
+    let sink = Scripted::new("main", Behaviour::Ack);
+    let toml = format!("[sources.app]\nmode = \"push\"\n[sources.app.auth]\nallowed_ips = [\"10.0.0.0/8\"]\n[sources.proxied]\nmode = \"push\"\n[sources.proxied.auth]\nallowed_ips = [\"10.0.0.0/8\"]\ntrust_forwarded_for = true\n{ONE_SINK}");
+    let app = TestApp::start(settings(&toml), vec![sink.clone() as Arc<dyn Sink>]).await;
+    assert_eq!(
+        app.post("/callback/app", fixture("NewFileUpload"))
+            .await
+            .status(),
+        403,
+        "127.0.0.1 not allowed"
+    );
+    let spoofed = reqwest::Client::new()
+        .post(app.url("/callback/app"))
+        .header("x-forwarded-for", "10.1.2.3")
+        .body(fixture("NewFileUpload"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(
+        spoofed.status(),
+        403,
+        "X-Forwarded-For ignored unless trusted"
+    );
+    assert_eq!(sink.received_count(), 0);
+    let proxied = reqwest::Client::new()
+        .post(app.url("/callback/proxied"))
+        .header("x-forwarded-for", "10.1.2.3, 192.0.2.1")
+        .body(fixture("NewFileUpload"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(proxied.status(), 200);
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn saturation_gets_503_at_once() {
+    let gate = Arc::new(Notify::new());
+    let sink = Scripted::gated("main", gate.clone());
+    let toml = format!("[server]\nmax_in_flight = 1\n{ONE_SINK}");
+    let app = TestApp::start(settings(&toml), vec![sink.clone() as Arc<dyn Sink>]).await;
+    let url = app.url("/callback/default");
+    let first = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .body(fixture("NewFileUpload"))
+            .send()
+            .await
+    });
+    while sink.received_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = app.post("/callback/default", fixture("FileDeleted")).await;
+    assert_eq!(second.status(), 503);
+    assert!(second
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("saturated"));
+    gate.notify_one();
+    assert_eq!(first.await.expect("task").expect("response").status(), 200);
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn fan_out_needs_every_sink_and_drop_routes_publish_nothing() {
+    let a = Scripted::new("a", Behaviour::Ack);
+    let b = Scripted::new("b", Behaviour::Fail);
+    let toml = r#"
+[sinks.a]
+type = "stdout"
+[sinks.b]
+type = "stdout"
+[[routes]]
+event_types = ["FileDeleted"]
+drop = true
+[[routes]]
+event_types = ["*"]
+sinks = [{ sink = "a", destination = "{source}.{event_type}" }, { sink = "b" }]
+"#;
+    let app = TestApp::start(settings(toml), vec![a.clone() as Arc<dyn Sink>, b.clone()]).await;
+    assert_eq!(
+        app.post("/callback/default", fixture("NewFileUpload"))
+            .await
+            .status(),
+        503,
+        "one of two failed"
+    );
+    b.set(Behaviour::Ack);
+    assert_eq!(
+        app.post("/callback/default", fixture("NewFileUpload"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!((a.acked_count(), b.acked_count()), (2, 1));
+    assert_eq!(
+        a.acked.lock().expect("lock")[0].destination,
+        "default.NewFileUpload"
+    );
+    assert_eq!(
+        app.post("/callback/default", fixture("FileDeleted"))
+            .await
+            .status(),
+        200,
+        "dropped is handled"
+    );
+    assert_eq!(
+        (a.received_count(), b.received_count()),
+        (2, 2),
+        "drop publishes nothing"
+    );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn readiness_follows_sink_health() {
+    let (app, sink) = one_sink(Behaviour::Ack).await;
+    assert_eq!(app.get("/readyz").await.0, 200);
+    assert_eq!(app.get("/healthz").await.0, 200);
+    sink.set_healthy(false);
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!((status, body.trim()), (503, "sinks down: main"));
+    let (_, metrics) = app.get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vodbridge_sink_up{kind="scripted",sink="main"}"#
+        ),
+        Some(0.0)
+    );
+    assert_eq!(metric(&metrics, "vodbridge_ready"), Some(0.0));
+    sink.set_healthy(true);
+    assert_eq!(app.get("/readyz").await.0, 200);
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_callbacks() {
+    let gate = Arc::new(Notify::new());
+    let sink = Scripted::gated("main", gate.clone());
+    let mut app = TestApp::start(settings(ONE_SINK), vec![sink.clone() as Arc<dyn Sink>]).await;
+    let url = app.url("/callback/default");
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .body(fixture("NewFileUpload"))
+            .send()
+            .await
+    });
+    while sink.received_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    app.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !in_flight.is_finished(),
+        "the in-flight callback is still waiting for its ack"
+    );
+    gate.notify_one();
+    let response = in_flight.await.expect("task").expect("response");
+    assert_eq!(
+        response.status(),
+        200,
+        "the in-flight callback finished during the drain"
+    );
+    app.stop().await.expect("exits cleanly after draining");
+    assert_eq!(sink.acked_count(), 1);
+}
+
+#[tokio::test]
+async fn file_sink_writes_one_envelope_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("out/events.jsonl");
+    let toml = format!(
+        "[sinks.file]\ntype = \"file\"\npath = {:?}\n",
+        path.display().to_string()
+    );
+    let app = TestApp::start(settings(&toml), vec![]).await;
+    let mut ids = Vec::new();
+    for name in ["NewFileUpload", "ProcedureStateChanged", "unknown_type"] {
+        let response = app.post("/callback/default", fixture(name)).await;
+        assert_eq!(response.status(), 200, "{name}");
+        ids.push(
+            response
+                .headers()
+                .get(EVENT_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    // Acknowledged means written: the lines are there before shutdown.
+    let text = std::fs::read_to_string(&path).expect("file written");
+    let envelopes: Vec<Envelope> = text
+        .lines()
+        .map(|l| Envelope::from_structured_json(l.as_bytes()).expect("one envelope per line"))
+        .collect();
+    assert_eq!(
+        envelopes
+            .iter()
+            .map(|e| e.id.to_string())
+            .collect::<Vec<_>>(),
+        ids
+    );
+    assert_eq!(
+        envelopes[2].ty,
+        "com.tencentcloud.vod.HologramRenderComplete"
+    );
+    app.stop().await.expect("clean stop");
+}
