@@ -111,7 +111,7 @@ async fn handle(
     let received_at = OffsetDateTime::now_utc();
     let envelope = source
         .normalizer
-        .normalize(&event, received_at)
+        .normalize(event, received_at)
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_body", e))?;
     let envelope = Arc::new(envelope);
 
@@ -274,7 +274,10 @@ fn check_sign(
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     };
-    let sign = event.sign().or_else(|| from_query("sign"));
+    let sign = event
+        .sign()
+        .map(str::to_owned)
+        .or_else(|| from_query("sign"));
     let t = match event.t() {
         Some(t) => Some(t),
         None => from_query("t").map(|t| {

@@ -138,8 +138,8 @@ pub struct Envelope {
     pub partition_key: String,
 }
 
-/// Structured-mode wire form, used for both directions.
-#[derive(Serialize, Deserialize)]
+/// Structured-mode wire form, for decoding.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire<'a> {
     specversion: Cow<'a, str>,
@@ -148,7 +148,7 @@ struct Wire<'a> {
     source: Cow<'a, str>,
     #[serde(rename = "type", borrow)]
     ty: Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    #[serde(default, borrow)]
     subject: Option<Cow<'a, str>>,
     #[serde(borrow)]
     time: Cow<'a, str>,
@@ -156,17 +156,17 @@ struct Wire<'a> {
     datacontenttype: Cow<'a, str>,
     #[serde(borrow)]
     vodeventtype: Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    #[serde(default, borrow)]
     vodsubappid: Option<Cow<'a, str>>,
     vodingress: Ingress,
-    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
+    #[serde(default, borrow)]
     vodtaskid: Option<Cow<'a, str>>,
     #[serde(borrow)]
     partitionkey: Cow<'a, str>,
-    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
-    deadletterreason: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none", default, borrow)]
-    deadletterdetail: Option<Cow<'a, str>>,
+    #[serde(default, borrow, rename = "deadletterreason")]
+    _deadletterreason: Option<Cow<'a, str>>,
+    #[serde(default, borrow, rename = "deadletterdetail")]
+    _deadletterdetail: Option<Cow<'a, str>>,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -219,44 +219,45 @@ impl Envelope {
     /// `dead_letter` adds the `deadletterreason` and `deadletterdetail` extensions.
     #[must_use]
     pub fn to_structured_json(&self, dead_letter: Option<(&str, &str)>) -> Vec<u8> {
-        let time = self.time_rfc3339();
-        let sub_app_id = self.sub_app_id.map(|id| Cow::Owned(id.to_string()));
-        // `data` was validated as JSON when the envelope was built; a failure here would be a bug
-        // in the normalizer, and the fallback still yields a valid document.
-        // Line breaks outside strings are insignificant whitespace (inside strings JSON escapes
-        // them), so dropping them keeps `data` equal while making the event one line.
-        let single_line: Cow<'_, [u8]> = if self.data.iter().any(|b| matches!(b, b'\n' | b'\r')) {
-            Cow::Owned(
+        let mut out = Vec::with_capacity(self.data.len() + 512);
+        out.extend_from_slice(br#"{"specversion":"1.0","id":"#);
+        push_json_str(&mut out, self.id.as_str());
+        push_member(&mut out, "source", &self.source);
+        push_member(&mut out, "type", &self.ty);
+        if let Some(subject) = &self.subject {
+            push_member(&mut out, "subject", subject);
+        }
+        push_member(&mut out, "time", &self.time_rfc3339());
+        push_member(&mut out, "datacontenttype", DATA_CONTENT_TYPE);
+        push_member(&mut out, "vodeventtype", &self.event_type);
+        if let Some(sub_app_id) = self.sub_app_id {
+            push_member(&mut out, "vodsubappid", &sub_app_id.to_string());
+        }
+        push_member(&mut out, "vodingress", self.ingress.as_str());
+        if let Some(task_id) = &self.task_id {
+            push_member(&mut out, "vodtaskid", task_id);
+        }
+        push_member(&mut out, "partitionkey", &self.partition_key);
+        if let Some((reason, detail)) = dead_letter {
+            push_member(&mut out, "deadletterreason", reason);
+            push_member(&mut out, "deadletterdetail", detail);
+        }
+        out.extend_from_slice(br#","data":"#);
+        // `data` is JSON by construction. Line breaks outside strings are insignificant
+        // whitespace (inside strings JSON escapes them), so dropping them keeps `data` equal
+        // while keeping the event on one line.
+        if self.data.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+            out.extend(
                 self.data
                     .iter()
                     .copied()
-                    .filter(|b| !matches!(b, b'\n' | b'\r'))
-                    .collect(),
-            )
+                    .filter(|b| !matches!(b, b'\n' | b'\r')),
+            );
         } else {
-            Cow::Borrowed(&self.data)
-        };
-        let null = null_raw();
-        let data: &RawValue = serde_json::from_slice(&single_line).unwrap_or(&null);
-        let wire = Wire {
-            specversion: Cow::Borrowed(SPEC_VERSION),
-            id: self.id.clone(),
-            source: Cow::Borrowed(&self.source),
-            ty: Cow::Borrowed(&self.ty),
-            subject: self.subject.as_deref().map(Cow::Borrowed),
-            time: Cow::Owned(time),
-            datacontenttype: Cow::Borrowed(DATA_CONTENT_TYPE),
-            vodeventtype: Cow::Borrowed(&self.event_type),
-            vodsubappid: sub_app_id,
-            vodingress: self.ingress,
-            vodtaskid: self.task_id.as_deref().map(Cow::Borrowed),
-            partitionkey: Cow::Borrowed(&self.partition_key),
-            deadletterreason: dead_letter.map(|(reason, _)| Cow::Borrowed(reason)),
-            deadletterdetail: dead_letter.map(|(_, detail)| Cow::Borrowed(detail)),
-            data,
-        };
-        // Serializing strings and a validated RawValue into a Vec cannot fail.
-        serde_json::to_vec(&wire).unwrap_or_default()
+            out.extend_from_slice(&self.data);
+        }
+        out.push(b'}');
+        out
     }
 
     /// Decodes a structured-mode CloudEvents JSON object produced by
@@ -341,8 +342,16 @@ impl Envelope {
     }
 }
 
-fn null_raw() -> Box<RawValue> {
-    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is valid JSON"))
+fn push_json_str(out: &mut Vec<u8>, value: &str) {
+    // Serializing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+fn push_member(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    push_json_str(out, value);
 }
 
 fn parse_time(text: &str) -> Result<OffsetDateTime> {

@@ -38,13 +38,23 @@ fn normalize(c: &mut Criterion) {
     group.bench_function("normalize", |b| {
         b.iter(|| {
             let event = RawEvent::parse(black_box(&body)).expect("parses");
-            black_box(normalizer.normalize(&event, now).expect("normalizes"))
+            black_box(normalizer.normalize(event, now).expect("normalizes"))
+        })
+    });
+    // A pulled event carries EventHandle: `data` is rebuilt without it.
+    let mut pulled = br#"{"EventHandle":"a1b2c3d4e5f60718293a4b5c6d7e8f90","#.to_vec();
+    pulled.extend_from_slice(&body[1..]);
+    let pulled = Bytes::from(pulled);
+    group.bench_function("normalize_pulled_with_event_handle", |b| {
+        b.iter(|| {
+            let event = RawEvent::parse(black_box(&pulled)).expect("parses");
+            black_box(normalizer.normalize(event, now).expect("normalizes"))
         })
     });
     group.bench_function("normalize_and_encode_structured", |b| {
         b.iter(|| {
             let event = RawEvent::parse(black_box(&body)).expect("parses");
-            let envelope = normalizer.normalize(&event, now).expect("normalizes");
+            let envelope = normalizer.normalize(event, now).expect("normalizes");
             black_box(envelope.to_structured_json(None))
         })
     });

@@ -57,52 +57,95 @@ impl<'a> Node<'a> {
         }
     }
 
-    /// Writes the canonical form: object members sorted by key (byte order), null members
-    /// dropped at every depth, no whitespace, strings escaped as serde_json does.
-    pub(crate) fn write_canonical(&self, out: &mut Vec<u8>) {
+    /// Puts the tree in canonical order: object members sorted by key (byte order, stable for
+    /// duplicate keys) and null members removed, at every depth. Nulls inside arrays stay.
+    pub(crate) fn canonicalize(&mut self) {
+        match self {
+            Self::Array(items) => items.iter_mut().for_each(Self::canonicalize),
+            Self::Object(members) => canonicalize_members(members),
+            _ => {}
+        }
+    }
+
+    /// Writes a canonicalized tree without whitespace, strings escaped as serde_json does.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
         match self {
             Self::Null => out.extend_from_slice(b"null"),
             Self::Bool(true) => out.extend_from_slice(b"true"),
             Self::Bool(false) => out.extend_from_slice(b"false"),
-            Self::U64(n) => out.extend_from_slice(n.to_string().as_bytes()),
-            Self::I64(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Self::U64(n) => write_u64(out, *n),
+            Self::I64(n) => {
+                if *n < 0 {
+                    out.push(b'-');
+                }
+                write_u64(out, n.unsigned_abs());
+            }
             Self::F64(f) => write_json(out, f),
-            Self::Str(s) => write_json(out, s.as_ref()),
+            Self::Str(s) => write_str(out, s),
             Self::Array(items) => {
                 out.push(b'[');
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
-                    item.write_canonical(out);
+                    item.write(out);
                 }
                 out.push(b']');
             }
-            Self::Object(members) => {
-                write_object(out, members.iter().map(|(k, v)| (k.as_ref(), v)))
-            }
+            Self::Object(members) => write_members(out, members),
         }
     }
 }
 
-/// Writes an object from members in any order: sorted, nulls dropped.
-pub(crate) fn write_object<'n, 'a: 'n>(
-    out: &mut Vec<u8>,
-    members: impl Iterator<Item = (&'n str, &'n Node<'a>)>,
-) {
-    let mut sorted: Vec<(&str, &Node<'_>)> =
-        members.filter(|(_, v)| !matches!(v, Node::Null)).collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
+/// Sorts members by key, drops null members, and canonicalizes every value.
+pub(crate) fn canonicalize_members(members: &mut Vec<(Cow<'_, str>, Node<'_>)>) {
+    members.retain(|(_, v)| !matches!(v, Node::Null));
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, value) in members.iter_mut() {
+        value.canonicalize();
+    }
+}
+
+/// Writes canonicalized members as an object.
+pub(crate) fn write_members(out: &mut Vec<u8>, members: &[(Cow<'_, str>, Node<'_>)]) {
     out.push(b'{');
-    for (i, (key, value)) in sorted.into_iter().enumerate() {
+    for (i, (key, value)) in members.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_json(out, key);
+        write_str(out, key);
         out.push(b':');
-        value.write_canonical(out);
+        value.write(out);
     }
     out.push(b'}');
+}
+
+/// Writes a JSON string. A string borrowed from the input had no escape sequence, so it holds no
+/// quote, backslash or control character (serde_json rejects raw ones) and is copied as is,
+/// which is exactly what serde_json's escaper would produce; decoded strings go through it.
+fn write_str(out: &mut Vec<u8>, s: &Cow<'_, str>) {
+    if let Cow::Owned(s) = s {
+        write_json(out, s.as_str());
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
@@ -152,14 +195,14 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Str(Cow::Owned(v)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
         while let Some(item) = seq.next_element()? {
             items.push(item);
         }
         Ok(Node::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(12));
         while let Some(key) = map.next_key::<Key<'de>>()? {
             members.push((key.0, map.next_value()?));
         }
@@ -197,9 +240,10 @@ mod tests {
     use super::*;
 
     fn canon(json: &str) -> String {
-        let node: Node<'_> = serde_json::from_str(json).expect("json");
+        let mut node: Node<'_> = serde_json::from_str(json).expect("json");
+        node.canonicalize();
         let mut out = Vec::new();
-        node.write_canonical(&mut out);
+        node.write(&mut out);
         String::from_utf8(out).expect("utf8")
     }
 
@@ -216,5 +260,13 @@ mod tests {
     #[test]
     fn escaped_keys_are_decoded() {
         assert_eq!(canon(r#"{"\u0041":1,"B":true}"#), r#"{"A":1,"B":true}"#);
+        assert_eq!(
+            canon("[0,7,-7,18446744073709551615,-9223372036854775808,1.5]"),
+            "[0,7,-7,18446744073709551615,-9223372036854775808,1.5]"
+        );
+        assert_eq!(
+            canon(r#"["a\"b","c\\d","e\u0001","\u00e9"]"#),
+            r#"["a\"b","c\\d","e\u0001","é"]"#
+        );
     }
 }

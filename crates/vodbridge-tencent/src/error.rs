@@ -6,6 +6,9 @@ pub enum Error {
     /// The body is not JSON.
     #[error("body is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The body is not UTF-8 (JSON text must be).
+    #[error("body is not valid JSON: not UTF-8")]
+    NotUtf8,
     /// The body is JSON but not an object.
     #[error("body is not a JSON object")]
     NotAnObject,

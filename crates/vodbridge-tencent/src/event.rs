@@ -9,7 +9,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use vodbridge_core::{Envelope, EventId, Ingress};
 
 use crate::{
-    canonical::{write_object, Key, Node},
+    canonical::{canonicalize_members, write_members, Key, Node},
     catalog,
     error::{Error, Result},
 };
@@ -21,14 +21,14 @@ pub const TYPE_PREFIX: &str = "com.tencentcloud.vod.";
 pub const LEGACY_TYPE: &str = "com.tencentcloud.vod.legacy";
 
 /// A VOD event body (`EventContent`, a normal-callback body, or a legacy v2.0 body) read once:
-/// its top-level members as raw JSON, plus the delivery-only fields `EventHandle`, `Sign`, `T`.
+/// its top-level members, plus the delivery-only fields `EventHandle`, `Sign`, `T`.
 ///
 /// Parsing is lenient: unknown members, explicit nulls and unknown EventTypes are accepted.
 pub struct RawEvent<'a> {
     /// The body as received.
     body: &'a Bytes,
-    /// Top-level members in body order, values unparsed.
-    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// Top-level members in body order.
+    members: Vec<(Cow<'a, str>, Node<'a>)>,
     /// The EventType (or the legacy `eventType`).
     event_type: Cow<'a, str>,
     /// True for a legacy v2.0 body (`version`/`eventType`/`data`).
@@ -45,24 +45,26 @@ impl<'a> RawEvent<'a> {
     ///
     /// # Errors
     ///
-    /// [`Error::Json`] for invalid JSON, [`Error::NotAnObject`], [`Error::MissingEventType`]
+    /// [`Error::NotUtf8`], [`Error::Json`] for invalid JSON, [`Error::NotAnObject`], [`Error::MissingEventType`]
     /// when neither `EventType` nor a legacy `eventType` is present, [`Error::InvalidEventType`]
     /// when it is not a non-empty string.
     pub fn parse(body: &'a Bytes) -> Result<Self> {
-        let Members(members) = serde_json::from_slice(body).map_err(|e| {
+        // One UTF-8 check of the whole body is much cheaper than serde_json's check per string.
+        let text = std::str::from_utf8(body).map_err(|_| Error::NotUtf8)?;
+        let Members(members) = serde_json::from_str(text).map_err(|e| {
             if e.is_data() {
                 Error::NotAnObject
             } else {
                 Error::Json(e)
             }
         })?;
-        let find = |key: &str| members.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
-        let (raw_type, legacy) = match find("EventType").filter(|v| v.get() != "null") {
+        let find = |key: &str| members.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        let (type_node, legacy) = match find("EventType").filter(|v| !matches!(v, Node::Null)) {
             Some(v) => (v, false),
             None => (find("eventType").ok_or(Error::MissingEventType)?, true),
         };
-        let event_type = match serde_json::from_str::<Node<'a>>(raw_type.get()) {
-            Ok(Node::Str(s)) if !s.trim().is_empty() => s,
+        let event_type = match type_node {
+            Node::Str(s) if !s.trim().is_empty() => s.clone(),
             _ => return Err(Error::InvalidEventType),
         };
         Ok(Self {
@@ -85,68 +87,127 @@ impl<'a> RawEvent<'a> {
         self.legacy
     }
 
-    fn delivery_member(&self, key: &str) -> Option<&'a RawValue> {
+    fn delivery_member(&self, key: &str) -> Option<&Node<'a>> {
         self.members
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| *v)
+            .map(|(_, v)| v)
     }
 
     /// The `EventHandle` of a pulled event.
     #[must_use]
-    pub fn event_handle(&self) -> Option<String> {
-        let raw = self.members.iter().find(|(k, _)| k == "EventHandle")?.1;
-        serde_json::from_str::<String>(raw.get()).ok()
+    pub fn event_handle(&self) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|(k, _)| k == "EventHandle")
+            .and_then(|(_, v)| v.as_str())
     }
 
     /// The callback `Sign` carried in the body, if any (key matched without case).
     #[must_use]
-    pub fn sign(&self) -> Option<String> {
-        serde_json::from_str::<String>(self.delivery_member("sign")?.get()).ok()
+    pub fn sign(&self) -> Option<&str> {
+        self.delivery_member("sign").and_then(Node::as_str)
     }
 
     /// The callback `T` carried in the body, if any: `None` when absent, `Some(Err)` when it is
     /// not an integer or numeric string.
     #[must_use]
     pub fn t(&self) -> Option<Result<i64>> {
-        let raw = self.delivery_member("t")?;
-        Some(match serde_json::from_str::<Node<'_>>(raw.get()) {
-            Ok(Node::U64(n)) => i64::try_from(n).map_err(|_| Error::InvalidTimestamp),
-            Ok(Node::I64(n)) => Ok(n),
-            Ok(Node::Str(s)) => s.trim().parse().map_err(|_| Error::InvalidTimestamp),
+        Some(match self.delivery_member("t")? {
+            Node::U64(n) => i64::try_from(*n).map_err(|_| Error::InvalidTimestamp),
+            Node::I64(n) => Ok(*n),
+            Node::Str(s) => s.trim().parse().map_err(|_| Error::InvalidTimestamp),
             _ => Err(Error::InvalidTimestamp),
         })
     }
 
-    /// The members that make up the event (delivery-only members removed).
-    fn event_members(&self) -> impl Iterator<Item = &(Cow<'a, str>, &'a RawValue)> {
-        self.members.iter().filter(|(k, _)| !is_delivery_key(k))
-    }
-
     /// `data` for the envelope: the body itself when it has no delivery-only member, else the
     /// body's other members re-joined with their values byte-for-byte.
-    fn data(&self) -> Bytes {
+    fn data(&self) -> Result<Bytes> {
         if self.members.iter().all(|(k, _)| !is_delivery_key(k)) {
-            return self.body.clone();
+            return Ok(self.body.clone());
         }
+        let raw = match self.raw_members_by_offset() {
+            Some(raw) => raw,
+            None => {
+                let RawMembers(raw) = serde_json::from_slice(self.body)?;
+                raw.into_iter()
+                    .map(|(k, v)| (k, v.get().as_bytes()))
+                    .collect()
+            }
+        };
         let mut out = Vec::with_capacity(self.body.len());
         out.push(b'{');
-        for (i, (key, value)) in self.event_members().enumerate() {
+        for (i, (key, value)) in raw.iter().filter(|(k, _)| !is_delivery_key(k)).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             // Writing a string into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut out, key.as_ref());
             out.push(b':');
-            out.extend_from_slice(value.get().as_bytes());
+            out.extend_from_slice(value);
         }
         out.push(b'}');
-        Bytes::from(out)
+        Ok(Bytes::from(out))
+    }
+
+    /// The raw bytes of each top-level value, located from where the (borrowed) keys sit in the
+    /// body, without parsing it again. `None` when a key had escapes (it is then not borrowed)
+    /// or the layout is not as expected; the caller then re-reads the body.
+    fn raw_members_by_offset(&self) -> Option<Vec<(Cow<'a, str>, &'a [u8])>> {
+        let body: &'a [u8] = self.body;
+        let base = body.as_ptr() as usize;
+        let mut starts = Vec::with_capacity(self.members.len());
+        for (key, _) in &self.members {
+            let Cow::Borrowed(k) = key else { return None };
+            let offset = (k.as_ptr() as usize)
+                .checked_sub(base)
+                .filter(|o| o + k.len() < body.len())?;
+            starts.push((offset, k.len()));
+        }
+        let skip_back = |mut end: usize| {
+            while end > 0 && body[end - 1].is_ascii_whitespace() {
+                end -= 1;
+            }
+            end
+        };
+        let mut out = Vec::with_capacity(starts.len());
+        for (i, (offset, len)) in starts.iter().enumerate() {
+            // After the key: closing quote, whitespace, colon, whitespace, the value.
+            let mut start = offset + len + 1;
+            while body.get(start)?.is_ascii_whitespace() {
+                start += 1;
+            }
+            if body[start] != b':' {
+                return None;
+            }
+            start += 1;
+            while body.get(start)?.is_ascii_whitespace() {
+                start += 1;
+            }
+            // The value ends before the comma that precedes the next key's opening quote, or
+            // before the object's closing brace.
+            let end = match starts.get(i + 1) {
+                Some((next, _)) => {
+                    let comma = skip_back(next.checked_sub(1)?);
+                    (comma > 0 && body[comma - 1] == b',').then(|| skip_back(comma - 1))?
+                }
+                None => {
+                    let brace = skip_back(body.len());
+                    (brace > 0 && body[brace - 1] == b'}').then(|| skip_back(brace - 1))?
+                }
+            };
+            out.push((
+                self.members[i].0.clone(),
+                body.get(start..end).filter(|v| !v.is_empty())?,
+            ));
+        }
+        Some(out)
     }
 }
 
-/// Top-level object members with unparsed values.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// Top-level object members, parsed.
+struct Members<'a>(Vec<(Cow<'a, str>, Node<'a>)>);
 
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -159,9 +220,32 @@ impl<'de> Deserialize<'de> for Members<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
                 let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    members.push((key, map.next_value::<&'de RawValue>()?));
+                    members.push((key, map.next_value::<Node<'de>>()?));
                 }
                 Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// Top-level object members with unparsed values (the slow path of [`RawEvent::data`]).
+struct RawMembers<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RawMembers<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawMembers<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawMembers<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    members.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(RawMembers(members))
             }
         }
         deserializer.deserialize_map(V)
@@ -214,21 +298,26 @@ impl Normalizer {
     ///
     /// [`Error::Json`] if a member value cannot be read as JSON (cannot happen for a body that
     /// [`RawEvent::parse`] accepted).
-    pub fn normalize(&self, event: &RawEvent<'_>, received_at: OffsetDateTime) -> Result<Envelope> {
-        let mut nodes: Vec<(&str, Node<'_>)> = Vec::with_capacity(event.members.len());
-        for (key, raw) in event.event_members() {
-            nodes.push((key.as_ref(), serde_json::from_str(raw.get())?));
-        }
-
-        let mut canonical = Vec::with_capacity(event.body.len());
-        write_object(&mut canonical, nodes.iter().map(|(k, v)| (*k, v)));
+    pub fn normalize(&self, event: RawEvent<'_>, received_at: OffsetDateTime) -> Result<Envelope> {
+        let data = event.data()?;
+        let RawEvent {
+            members,
+            event_type,
+            legacy,
+            ..
+        } = event;
+        let mut nodes = members;
+        nodes.retain(|(k, _)| !is_delivery_key(k));
+        canonicalize_members(&mut nodes);
+        let mut canonical = Vec::with_capacity(data.len());
+        write_members(&mut canonical, &nodes);
         let id = EventId::derive(&self.source, &canonical);
 
-        let member = |key: &str| nodes.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
-        let payload = if event.legacy {
+        let member = |key: &str| nodes.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        let payload = if legacy {
             member("data")
         } else {
-            let preferred = catalog::payload_keys(&event.event_type).and_then(|keys| {
+            let preferred = catalog::payload_keys(&event_type).and_then(|keys| {
                 keys.iter()
                     .find_map(|k| member(k).filter(|v| matches!(v, Node::Object(_))))
             });
@@ -236,31 +325,29 @@ impl Normalizer {
             preferred.or_else(|| {
                 nodes
                     .iter()
-                    .find(|(k, v)| *k != "EventType" && matches!(v, Node::Object(_)))
+                    .find(|(k, v)| k != "EventType" && matches!(v, Node::Object(_)))
                     .map(|(_, v)| v)
             })
         };
 
-        let file_id = payload.and_then(|p| file_id(p, event.legacy));
-        let task_id = payload.and_then(|p| task_id(p, event.legacy));
+        let file_id = payload.and_then(|p| file_id(p, legacy));
+        let task_id = payload.and_then(|p| task_id(p, legacy));
         let time = payload.and_then(event_time).unwrap_or(received_at);
-        let ty = if event.legacy {
+        let ty = if legacy {
             LEGACY_TYPE.to_owned()
         } else {
-            format!("{TYPE_PREFIX}{}", event.event_type)
+            format!("{TYPE_PREFIX}{event_type}")
         };
 
         Ok(Envelope {
             id,
             source: self.source.clone(),
             ty,
-            partition_key: file_id
-                .clone()
-                .unwrap_or_else(|| event.event_type.to_string()),
+            partition_key: file_id.clone().unwrap_or_else(|| event_type.to_string()),
             subject: file_id,
             time,
-            data: event.data(),
-            event_type: event.event_type.to_string(),
+            data,
+            event_type: event_type.into_owned(),
             sub_app_id: self.sub_app_id,
             ingress: self.ingress,
             task_id,

@@ -19,7 +19,7 @@
 //! let body = Bytes::from_static(br#"{"EventType":"FileDeleted","FileDeleteEvent":{"FileIdSet":["37"]}}"#);
 //! let event = RawEvent::parse(&body)?;
 //! let normalizer = Normalizer::new("/tencentcloud/vod/1500000001", Some(1500000001), Ingress::Push);
-//! let envelope = normalizer.normalize(&event, OffsetDateTime::now_utc())?;
+//! let envelope = normalizer.normalize(event, OffsetDateTime::now_utc())?;
 //! assert_eq!(envelope.ty, "com.tencentcloud.vod.FileDeleted");
 //! assert_eq!(envelope.subject.as_deref(), Some("37"));
 //! assert_eq!(envelope.data, body);
