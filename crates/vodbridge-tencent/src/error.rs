@@ -35,6 +35,18 @@ pub enum Error {
         /// The receiver's clock.
         now: i64,
     },
+    /// VOD answered with an API 3.0 error.
+    #[error("VOD API error {0}")]
+    Api(crate::api::ApiError),
+    /// The call did not produce an API answer (network, timeout, HTTP status, garbage).
+    #[error("VOD API call failed: {0}")]
+    Transport(String),
+    /// The client is misconfigured or misused.
+    #[error("VOD API client: {0}")]
+    Client(String),
+    /// An `Authorization` header is malformed.
+    #[error("malformed TC3 Authorization header: {0}")]
+    InvalidAuthorization(String),
 }
 
 /// Result with this crate's [`Error`] as the default error type.

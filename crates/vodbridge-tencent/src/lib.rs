@@ -28,12 +28,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod api;
 mod callback_auth;
 mod canonical;
 pub mod catalog;
 mod error;
 mod event;
 mod model;
+pub mod tc3;
 
 pub use callback_auth::SignKey;
 pub use error::{Error, Result};
