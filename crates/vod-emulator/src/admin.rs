@@ -1,0 +1,222 @@
+//! The admin API: enqueue or push events, read the ledger and stats, set faults.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    extract::{Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use vodbridge_tencent::SignKey;
+
+use crate::{generate::parse_types, Faults, Shared};
+
+/// Largest `generate` count per call.
+const MAX_GENERATE: usize = 1_000_000;
+/// VOD's callback timeout.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// VOD retries a timed-out callback twice.
+const PUSH_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EnqueueParams {
+    #[serde(default)]
+    sub_app_id: u64,
+    generate: Option<usize>,
+    #[serde(default)]
+    types: String,
+}
+
+fn bad_request(message: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "Error": message.to_string() })),
+    )
+        .into_response()
+}
+
+/// The events of a request: generated, or the body's JSON array of objects.
+fn events(
+    shared: &Shared,
+    generate: Option<usize>,
+    types: &str,
+    body: &Bytes,
+) -> Result<Vec<Value>, String> {
+    if let Some(count) = generate {
+        if count > MAX_GENERATE {
+            return Err(format!("generate at most {MAX_GENERATE} events per call"));
+        }
+        let types = parse_types(types);
+        let mut generator = shared.generator();
+        return Ok((0..count)
+            .map(|i| generator.event(&types[i % types.len().max(1)]))
+            .collect());
+    }
+    let events: Vec<Value> = serde_json::from_slice(body).map_err(|e| format!("body: {e}"))?;
+    if events.iter().any(|e| !e.is_object()) {
+        return Err("every event must be a JSON object".to_owned());
+    }
+    Ok(events)
+}
+
+fn event_type(event: &Value) -> String {
+    event
+        .get("EventType")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub(crate) async fn enqueue(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<EnqueueParams>,
+    body: Bytes,
+) -> Response {
+    let events = match events(&shared, params.generate, &params.types, &body) {
+        Ok(events) => events,
+        Err(message) => return bad_request(message),
+    };
+    let now = Instant::now();
+    let keys: Vec<u64> = {
+        let mut queue = shared.queue();
+        events
+            .iter()
+            .map(|e| {
+                queue.enqueue(
+                    params.sub_app_id,
+                    &event_type(e),
+                    Bytes::from(e.to_string()),
+                    now,
+                )
+            })
+            .collect()
+    };
+    shared.notify.notify_waiters();
+    Json(json!({ "Keys": keys })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PushParams {
+    url: String,
+    #[serde(default)]
+    sub_app_id: u64,
+    generate: Option<usize>,
+    #[serde(default)]
+    types: String,
+    sign_key: Option<String>,
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
+}
+
+const fn default_concurrency() -> usize {
+    8
+}
+
+/// Starts pushing events to `url` like VOD's normal callback; answers the keys at once and
+/// records each event's attempts and acknowledgement in the ledger.
+pub(crate) async fn push(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<PushParams>,
+    body: Bytes,
+) -> Response {
+    if reqwest::Url::parse(&params.url).is_err() {
+        return bad_request(format!("url {:?} is not a URL", params.url));
+    }
+    let events = match events(&shared, params.generate, &params.types, &body) {
+        Ok(events) => events,
+        Err(message) => return bad_request(message),
+    };
+    let jobs: Vec<(u64, Value)> = {
+        let mut queue = shared.queue();
+        events
+            .into_iter()
+            .map(|e| (queue.record(params.sub_app_id, &event_type(&e), "push"), e))
+            .collect()
+    };
+    let keys: Vec<u64> = jobs.iter().map(|(k, _)| *k).collect();
+    let sign_key = params.sign_key.map(SignKey::new);
+    let jobs = Arc::new(tokio::sync::Mutex::new(jobs.into_iter()));
+    for _ in 0..params.concurrency.clamp(1, 64) {
+        let (shared, jobs, url, sign_key) = (
+            Arc::clone(&shared),
+            Arc::clone(&jobs),
+            params.url.clone(),
+            sign_key.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let Some((key, event)) = jobs.lock().await.next() else {
+                    break;
+                };
+                push_one(&shared, &url, key, event, sign_key.as_ref()).await;
+            }
+        });
+    }
+    Json(json!({ "Keys": keys })).into_response()
+}
+
+/// POSTs one event: 5 s timeout, retried only on timeout or connection failure (VOD ignores
+/// the status and body of an answer).
+async fn push_one(
+    shared: &Shared,
+    url: &str,
+    key: u64,
+    mut event: Value,
+    sign_key: Option<&SignKey>,
+) {
+    if let (Some(key), Some(object)) = (sign_key, event.as_object_mut()) {
+        let t = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
+        object.insert("Sign".into(), Value::from(key.sign(t)));
+        object.insert("T".into(), Value::from(t));
+    }
+    let body = event.to_string();
+    for _ in 0..PUSH_ATTEMPTS {
+        shared.queue().note_push_attempt(key);
+        let answer = shared
+            .http
+            .post(url)
+            .timeout(PUSH_TIMEOUT)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        match answer {
+            Ok(response) => {
+                if response.status() == reqwest::StatusCode::OK {
+                    shared.queue().note_push_acknowledged(key);
+                }
+                return;
+            }
+            Err(error) if error.is_timeout() || error.is_connect() => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+pub(crate) async fn ledger(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.queue().ledger()).into_response()
+}
+
+pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.queue().stats()).into_response()
+}
+
+pub(crate) async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Faults>(&body) {
+        Ok(faults) if (0.0..=1.0).contains(&faults.error_rate) => {
+            *crate::lock(&shared.faults) = faults.clone();
+            Json(faults).into_response()
+        }
+        Ok(_) => bad_request("error_rate must be within 0.0..=1.0"),
+        Err(e) => bad_request(e),
+    }
+}
+
+pub(crate) async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
+    Json(crate::lock(&shared.faults).clone()).into_response()
+}

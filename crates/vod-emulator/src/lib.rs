@@ -1,0 +1,303 @@
+//! A faithful local stand-in for Tencent Cloud VOD's event side, for tests, benchmarks, the
+//! compose demo and users' own development.
+//!
+//! # Brief overview
+//!
+//! [`Emulator`] owns a [`queue::Queue`] (VOD's reliable-callback queue: at most 16 events a
+//! pull, a fresh `EventHandle` per hand-out, a visibility timeout, strict confirmation,
+//! retention) and serves:
+//!
+//! - `POST /`: the Tencent Cloud API 3.0 endpoint (action in `X-TC-Action`): `PullEvents`
+//!   (long poll), `ConfirmEvents`, `DescribeEventsState`, each verified with TC3-HMAC-SHA256
+//!   and answered with API 3.0 bodies, so Tencent's SDKs work against it with only the endpoint
+//!   changed.
+//! - `POST /emulator/events?sub_app_id=N` (a JSON array of `EventContent` objects, or
+//!   `?generate=N&types=A,B`): enqueue; answers the assigned keys.
+//! - `POST /emulator/push?url=U&generate=N[&sign_key=K]`: POST events to a URL like VOD's
+//!   normal callback (5 s timeout, two retries on timeout, optional `Sign`/`T`).
+//! - `GET /emulator/ledger`, `GET /emulator/stats`: what happened to every event.
+//! - `PUT /emulator/faults`: error rate, latency, throttling.
+//!
+//! [`generate::Generator`] makes realistic bodies for every known EventType.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod admin;
+mod api;
+mod error;
+pub mod generate;
+pub mod queue;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
+    time::Duration,
+};
+
+use axum::{
+    routing::{get, post, put},
+    Router,
+};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::{net::TcpListener, sync::Notify, task::JoinHandle, time::Instant};
+
+pub use error::{Error, Result};
+use generate::Generator;
+use queue::{LedgerEntry, Queue, Stats};
+
+/// How the emulator behaves.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// The SecretId requests must be signed with.
+    pub secret_id: String,
+    /// The SecretKey requests must be signed with.
+    pub secret_key: String,
+    /// How long a handed-out event stays invisible and its handle confirmable (VOD: 30 s).
+    pub visibility: Duration,
+    /// How long `PullEvents` waits for events when none are ready (VOD: at most 5 s).
+    pub long_poll: Duration,
+    /// How long unconfirmed events are kept (VOD: 4 days).
+    pub retention: Duration,
+    /// Largest accepted difference between `X-TC-Timestamp` and the clock (Tencent: 5 min).
+    pub clock_window: Duration,
+    /// Injected faults at start.
+    pub faults: Faults,
+    /// Seed of the body generator.
+    pub seed: u64,
+}
+
+impl EmulatorConfig {
+    /// VOD's own numbers with the given credentials.
+    #[must_use]
+    pub fn new(secret_id: impl Into<String>, secret_key: impl Into<String>) -> Self {
+        Self {
+            secret_id: secret_id.into(),
+            secret_key: secret_key.into(),
+            visibility: Duration::from_secs(30),
+            long_poll: Duration::from_secs(5),
+            retention: Duration::from_secs(4 * 24 * 3600),
+            clock_window: Duration::from_secs(300),
+            faults: Faults::default(),
+            seed: 1,
+        }
+    }
+}
+
+/// Injected faults, applied to API calls after their signature was verified.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Share of calls (0.0–1.0) answered `InternalError` without being processed.
+    pub error_rate: f64,
+    /// Added to every call before it is processed (at most 60 s).
+    pub latency_ms: u64,
+    /// Calls per second beyond which `RequestLimitExceeded` is answered (0: no limit).
+    pub throttle_rps: u32,
+}
+
+/// State shared by the handlers.
+pub(crate) struct Shared {
+    pub(crate) config: EmulatorConfig,
+    queue: Mutex<Queue>,
+    /// Wakes long polls when events are enqueued.
+    pub(crate) notify: Notify,
+    faults: Mutex<Faults>,
+    generator: Mutex<Generator>,
+    /// Start and count of the current one-second throttling window.
+    throttle_window: Mutex<(Instant, u32)>,
+    requests: AtomicU64,
+    /// Client of push mode.
+    pub(crate) http: reqwest::Client,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave these structures half-updated in a way that
+    // matters for an emulator; keep serving.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn queue(&self) -> MutexGuard<'_, Queue> {
+        lock(&self.queue)
+    }
+
+    pub(crate) fn request_id(&self) -> String {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        format!("00000000-0000-4000-8000-{n:012x}")
+    }
+
+    pub(crate) fn generator(&self) -> MutexGuard<'_, Generator> {
+        lock(&self.generator)
+    }
+
+    /// Applies the configured faults to one call.
+    pub(crate) async fn inject_faults(&self) -> Result<()> {
+        let faults = lock(&self.faults).clone();
+        if faults.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(faults.latency_ms).min(api::MAX_LATENCY))
+                .await;
+        }
+        if faults.throttle_rps > 0 {
+            let mut window = lock(&self.throttle_window);
+            let now = Instant::now();
+            if now.duration_since(window.0) >= Duration::from_secs(1) {
+                *window = (now, 0);
+            }
+            window.1 += 1;
+            if window.1 > faults.throttle_rps {
+                drop(window);
+                self.queue().stats.throttled += 1;
+                return Err(Error::api(
+                    "RequestLimitExceeded",
+                    "the request rate exceeds the limit",
+                ));
+            }
+        }
+        if faults.error_rate > 0.0 {
+            #[allow(clippy::cast_precision_loss)] // A ratio of two u64 below 2^53 is exact enough.
+            let roll = self.generator().below(1_000_000) as f64 / 1_000_000.0;
+            if roll < faults.error_rate {
+                self.queue().stats.injected_errors += 1;
+                return Err(Error::api("InternalError", "injected internal error"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The emulator: cheap to clone, all clones share one queue.
+#[derive(Clone)]
+pub struct Emulator {
+    shared: Arc<Shared>,
+}
+
+impl Emulator {
+    /// A new emulator with an empty queue.
+    #[must_use]
+    pub fn new(config: EmulatorConfig) -> Self {
+        let faults = config.faults.clone();
+        let generator = Generator::new(config.seed);
+        let queue = Queue::new(config.visibility, config.retention);
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                queue: Mutex::new(queue),
+                notify: Notify::new(),
+                faults: Mutex::new(faults),
+                generator: Mutex::new(generator),
+                throttle_window: Mutex::new((Instant::now(), 0)),
+                requests: AtomicU64::new(0),
+                http: reqwest::Client::new(),
+            }),
+        }
+    }
+
+    /// Every route: the API at `POST /` and the admin API under `/emulator/`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/", post(api::handle))
+            .route("/emulator/events", post(admin::enqueue))
+            .route("/emulator/push", post(admin::push))
+            .route("/emulator/ledger", get(admin::ledger))
+            .route("/emulator/stats", get(admin::stats))
+            .route(
+                "/emulator/faults",
+                put(admin::set_faults).get(admin::get_faults),
+            )
+            .with_state(Arc::clone(&self.shared))
+    }
+
+    /// Enqueues one pull-mode event (an `EventContent` object); returns its key.
+    pub fn enqueue(&self, sub_app_id: u64, event: &serde_json::Value) -> u64 {
+        let event_type = event
+            .get("EventType")
+            .and_then(|t| t.as_str())
+            .unwrap_or("")
+            .to_owned();
+        let body = Bytes::from(serde_json::to_vec(event).unwrap_or_default());
+        let key = self
+            .shared
+            .queue()
+            .enqueue(sub_app_id, &event_type, body, Instant::now());
+        self.shared.notify.notify_waiters();
+        key
+    }
+
+    /// Generates and enqueues `count` events cycling through `types`; returns their keys.
+    pub fn generate(&self, sub_app_id: u64, count: usize, types: &[String]) -> Vec<u64> {
+        (0..count)
+            .map(|i| {
+                let event = self
+                    .shared
+                    .generator()
+                    .event(&types[i % types.len().max(1)]);
+                self.enqueue(sub_app_id, &event)
+            })
+            .collect()
+    }
+
+    /// Replaces the injected faults.
+    pub fn set_faults(&self, faults: Faults) {
+        *lock(&self.shared.faults) = faults;
+    }
+
+    /// The ledger.
+    #[must_use]
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        self.shared.queue().ledger()
+    }
+
+    /// The totals.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.shared.queue().stats()
+    }
+
+    /// Binds `addr` and serves in a background task until the returned handle is stopped or
+    /// dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] when the address cannot be bound.
+    pub async fn serve(&self, addr: SocketAddr) -> Result<RunningEmulator> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(Error::Serve)?;
+        let router = self.router();
+        let task =
+            tokio::spawn(async move { axum::serve(listener, router).await.map_err(Error::Serve) });
+        Ok(RunningEmulator {
+            addr,
+            emulator: self.clone(),
+            task,
+        })
+    }
+}
+
+/// A serving emulator; the server stops when this is dropped.
+pub struct RunningEmulator {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The emulator, for enqueueing and reading the ledger in-process.
+    pub emulator: Emulator,
+    task: JoinHandle<Result<()>>,
+}
+
+impl RunningEmulator {
+    /// `http://addr`: the endpoint to give a VOD client.
+    #[must_use]
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
