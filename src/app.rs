@@ -8,13 +8,17 @@ use std::{
 };
 
 use axum::Router;
-use tokio::{net::TcpListener, sync::Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, Semaphore},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use vodbridge_core::{Pipeline, Sink};
 
 use crate::{
-    config::Settings,
+    config::{Settings, SourceKind},
     error::{Error, Result},
+    pull::{self, PullSource},
     server::{self, AppState},
     sinks,
     telemetry::Metrics,
@@ -62,6 +66,16 @@ impl App {
         }
         let pipeline = Pipeline::new(built, settings.routes.clone(), settings.dead_letter.clone())
             .map_err(|e| Error::Config(e.to_string()))?;
+        let mut pull_sources = Vec::new();
+        for source in settings.sources.values() {
+            if let SourceKind::Pull(pull) = &source.kind {
+                pull_sources.push(Arc::new(PullSource::new(
+                    &source.name,
+                    source.normalizer.clone(),
+                    pull.clone(),
+                )?));
+            }
+        }
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -74,6 +88,7 @@ impl App {
             publish_timeout: settings.publish_timeout(),
             sources: settings.sources,
             server: settings.server,
+            pull_sources,
         });
         let drain_timeout = Duration::from_secs(state.server.drain_timeout_secs);
         Ok(Self {
@@ -98,22 +113,46 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then drains: readiness turns false, new callbacks get
-    /// 503, in-flight callbacks finish (at most the drain timeout), sinks are flushed and closed.
+    /// 503, pull loops stop pulling, in-flight publishes finish and acknowledged events are
+    /// confirmed (all within the drain timeout), then sinks are flushed and closed.
     ///
     /// # Errors
     ///
     /// When the server fails.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let addr = self.local_addr()?;
-        let stop_accepting = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let loops = TaskTracker::new();
+        let confirmers = TaskTracker::new();
+        for source in &self.state.pull_sources {
+            let (tx, rx) = mpsc::channel(256);
+            for index in 0..source.loops() {
+                loops.spawn(pull::run_loop(
+                    Arc::clone(source),
+                    Arc::clone(&self.state),
+                    tx.clone(),
+                    stop.clone(),
+                    index,
+                ));
+            }
+            // The confirmer ends once every loop of its source dropped its sender.
+            confirmers.spawn(pull::run_confirmer(
+                Arc::clone(source),
+                Arc::clone(&self.state),
+                rx,
+            ));
+        }
+        loops.close();
+        confirmers.close();
+
         let router = self.router();
         let serve = axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
         let mut serve = std::pin::pin!(serve.into_future());
-        tracing::info!(local_addr = %addr, version = env!("CARGO_PKG_VERSION"), "Listening.");
+        tracing::info!(local_addr = %addr, version = env!("CARGO_PKG_VERSION"), pull_sources = self.state.pull_sources.len(), "Listening.");
 
         tokio::select! {
             result = &mut serve => return result.map_err(Error::Serve),
@@ -121,14 +160,18 @@ impl App {
         }
         tracing::info!(
             drain_timeout_secs = self.drain_timeout.as_secs(),
-            "Shutting down; draining in-flight callbacks."
+            "Shutting down; draining in-flight events."
         );
         self.state.draining.store(true, Ordering::Relaxed);
-        stop_accepting.cancel();
-        match tokio::time::timeout(self.drain_timeout, &mut serve).await {
+        stop.cancel();
+        let drain = async {
+            let (served, (), ()) = tokio::join!(&mut serve, loops.wait(), confirmers.wait());
+            served
+        };
+        match tokio::time::timeout(self.drain_timeout, drain).await {
             Ok(result) => result.map_err(Error::Serve)?,
             Err(_) => {
-                tracing::warn!("Drain timeout passed; unanswered callbacks will be retried by VOD.")
+                tracing::warn!("Drain timeout passed; unconfirmed events will come back from VOD.")
             }
         }
         for (sink, result) in self.state.pipeline.close().await {

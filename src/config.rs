@@ -19,7 +19,12 @@ use serde::{Deserialize, Serialize};
 use vodbridge_core::{
     EventTypePattern, Ingress, Resolution, Route, RouteAction, RouteTable, Target, Template,
 };
-use vodbridge_tencent::{catalog, Normalizer, SignKey};
+use vodbridge_tencent::{
+    api::{ClientConfig, VodClient},
+    catalog,
+    tc3::Credentials,
+    Normalizer, SignKey,
+};
 
 use crate::error::{Error, Result};
 
@@ -116,6 +121,86 @@ pub enum LogFormat {
 pub enum SourceConfig {
     /// VOD POSTs events to `/callback/{name}` ("normal callback").
     Push(PushSourceConfig),
+    /// vodbridge pulls events with `PullEvents` and confirms them with `ConfirmEvents`
+    /// ("reliable callback").
+    Pull(PullSourceConfig),
+}
+
+/// A pull (reliable callback) source.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PullSourceConfig {
+    /// VOD API endpoint: `https://vod.tencentcloudapi.com`, `https://vod.intl.tencentcloudapi.com`,
+    /// or an emulator URL.
+    pub endpoint: String,
+    /// `X-TC-Region`; optional for VOD.
+    pub region: Option<String>,
+    /// The VOD sub-application to pull (required for accounts opened since 2023-12-25).
+    pub sub_app_id: Option<u64>,
+    /// CloudEvents `source`; default `/tencentcloud/vod/{sub_app_id}` (or `/tencentcloud/vod/{name}`).
+    pub cloudevents_source: Option<String>,
+    /// API SecretId.
+    pub secret_id: Option<String>,
+    /// File holding the SecretId.
+    pub secret_id_file: Option<PathBuf>,
+    /// API SecretKey.
+    #[serde(skip_serializing)]
+    pub secret_key: Option<SecretString>,
+    /// File holding the SecretKey.
+    pub secret_key_file: Option<PathBuf>,
+    /// Session token of temporary credentials (`X-TC-Token`).
+    #[serde(skip_serializing)]
+    pub token: Option<SecretString>,
+    /// File holding the session token.
+    pub token_file: Option<PathBuf>,
+    /// Concurrent pull loops (each holds at most 16 events).
+    pub loops: usize,
+    /// How long a pulled event's handle can be confirmed (VOD: 30 s; lower it for an emulator).
+    pub handle_lifetime_ms: u64,
+    /// Safety margin before the handle expires: publishes must be acknowledged by
+    /// pulled-at + lifetime − margin, so the confirm still reaches VOD in time.
+    pub confirm_margin_ms: u64,
+    /// Recently acknowledged event ids remembered, so a redelivered event is confirmed without
+    /// publishing it again (0 disables).
+    pub dedupe_capacity: usize,
+    /// Longest pause between pulls after errors.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for PullSourceConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: vodbridge_tencent::api::DEFAULT_ENDPOINT.to_owned(),
+            region: None,
+            sub_app_id: None,
+            cloudevents_source: None,
+            secret_id: None,
+            secret_id_file: None,
+            secret_key: None,
+            secret_key_file: None,
+            token: None,
+            token_file: None,
+            loops: 2,
+            handle_lifetime_ms: 30_000,
+            confirm_margin_ms: 5_000,
+            dedupe_capacity: 10_000,
+            max_backoff_ms: 30_000,
+        }
+    }
+}
+
+impl fmt::Debug for PullSourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PullSourceConfig")
+            .field("endpoint", &self.endpoint)
+            .field("sub_app_id", &self.sub_app_id)
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("loops", &self.loops)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A push (normal callback) source.
@@ -323,6 +408,25 @@ pub struct Source {
 pub enum SourceKind {
     /// Normal callbacks.
     Push(CallbackAuth),
+    /// Reliable callbacks.
+    Pull(PullSettings),
+}
+
+/// A validated pull source.
+#[derive(Debug, Clone)]
+pub struct PullSettings {
+    /// Endpoint, credentials, SubAppId, timeouts.
+    pub client: ClientConfig,
+    /// Concurrent pull loops.
+    pub loops: usize,
+    /// How long a handle can be confirmed after the pull.
+    pub handle_lifetime: Duration,
+    /// Margin kept before the handle expires.
+    pub confirm_margin: Duration,
+    /// Size of the recently-acknowledged id record.
+    pub dedupe_capacity: usize,
+    /// Longest pause between pulls after errors.
+    pub max_backoff: Duration,
 }
 
 /// Validated callback authentication, secrets loaded.
@@ -524,6 +628,22 @@ impl Settings {
         let _ = writeln!(out, "sources:");
         for source in self.sources.values() {
             match &source.kind {
+                SourceKind::Pull(pull) => {
+                    let id = &pull.client.credentials.secret_id;
+                    let shown: String = id.chars().take(6).collect();
+                    let _ = writeln!(
+                        out,
+                        "  {name}: pull from {endpoint} sub_app_id={sub} loops={loops} handle_lifetime={life:?} \
+                         confirm_margin={margin:?}, cloudevents source {src}, secret_id={shown}…, secret_key=<redacted>",
+                        name = source.name,
+                        endpoint = pull.client.endpoint,
+                        sub = pull.client.sub_app_id.map_or_else(|| "none".to_owned(), |v| v.to_string()),
+                        loops = pull.loops,
+                        life = pull.handle_lifetime,
+                        margin = pull.confirm_margin,
+                        src = source.normalizer.source(),
+                    );
+                }
                 SourceKind::Push(auth) => {
                     let _ = writeln!(
                         out,
@@ -631,6 +751,66 @@ fn validate_name(section: &str, name: &str) -> Result<()> {
 
 fn build_source(name: &str, source: &SourceConfig) -> Result<Source> {
     match source {
+        SourceConfig::Pull(pull) => {
+            let key = format!("sources.{name}");
+            let secret_id = secret(
+                &format!("{key}.secret_id"),
+                pull.secret_id.clone().map(SecretString::from).as_ref(),
+                pull.secret_id_file.as_deref(),
+            )?
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{key}.secret_id (or secret_id_file) is required for a pull source"
+                ))
+            })?;
+            let secret_key = secret(
+                &format!("{key}.secret_key"),
+                pull.secret_key.as_ref(),
+                pull.secret_key_file.as_deref(),
+            )?
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{key}.secret_key (or secret_key_file) is required for a pull source"
+                ))
+            })?;
+            let token = secret(
+                &format!("{key}.token"),
+                pull.token.as_ref(),
+                pull.token_file.as_deref(),
+            )?;
+            if !(1..=64).contains(&pull.loops) {
+                return Err(Error::Config(format!("{key}.loops must be 1 to 64")));
+            }
+            if pull.confirm_margin_ms >= pull.handle_lifetime_ms {
+                return Err(Error::Config(format!(
+                    "{key}.confirm_margin_ms must be below handle_lifetime_ms"
+                )));
+            }
+            let mut credentials = Credentials::new(secret_id, secret_key);
+            credentials.token = token.map(SecretString::from);
+            let mut client = ClientConfig::new(pull.endpoint.clone(), credentials);
+            client.region.clone_from(&pull.region);
+            client.sub_app_id = pull.sub_app_id;
+            // Validate the endpoint now, with the key named.
+            VodClient::new(client.clone())
+                .map_err(|e| Error::Config(format!("{key}.endpoint: {e}")))?;
+            let cloudevents_source = pull
+                .cloudevents_source
+                .clone()
+                .unwrap_or_else(|| Normalizer::default_source(pull.sub_app_id, name));
+            Ok(Source {
+                name: name.to_owned(),
+                normalizer: Normalizer::new(cloudevents_source, pull.sub_app_id, Ingress::Pull),
+                kind: SourceKind::Pull(PullSettings {
+                    client,
+                    loops: pull.loops,
+                    handle_lifetime: Duration::from_millis(pull.handle_lifetime_ms),
+                    confirm_margin: Duration::from_millis(pull.confirm_margin_ms),
+                    dedupe_capacity: pull.dedupe_capacity,
+                    max_backoff: Duration::from_millis(pull.max_backoff_ms.max(100)),
+                }),
+            })
+        }
         SourceConfig::Push(push) => {
             let key = format!("sources.{name}.auth");
             let auth = &push.auth;

@@ -9,6 +9,8 @@
 //! - `POST /callback/{source}`: VOD's normal callback (push). The body is read once, checked
 //!   (IP allow-list, token, `Sign`/`T`), normalized into an envelope, and delivered; the answer
 //!   is 200 only after every routed sink acknowledged.
+//! - Pull sources: loops call `PullEvents`, deliver each event under a deadline inside its
+//!   30 s handle lifetime, and a confirmer calls `ConfirmEvents` for acknowledged events only.
 //! - `/metrics`, `/healthz`, `/readyz`: Prometheus text, liveness, readiness.
 //!
 //! On shutdown, [`App::run_until`] turns readiness false, stops accepting, lets in-flight
@@ -18,6 +20,7 @@
 mod app;
 pub mod config;
 mod error;
+mod pull;
 mod push;
 mod server;
 pub mod sinks;

@@ -66,7 +66,17 @@ pub(crate) async fn callback(
             ),
         );
     };
-    let SourceKind::Push(auth) = &source.kind;
+    let SourceKind::Push(auth) = &source.kind else {
+        return refuse(
+            &state,
+            &name,
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                "not_a_push_source",
+                format!("source {name:?} pulls; it takes no callbacks"),
+            ),
+        );
+    };
     match handle(&state, &name, auth, source, request).await {
         Ok(response) => response,
         Err(refusal) => refuse(&state, &name, refusal),

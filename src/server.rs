@@ -18,6 +18,7 @@ use vodbridge_core::Pipeline;
 
 use crate::{
     config::{ServerConfig, Source},
+    pull::PullSource,
     push,
     telemetry::Metrics,
 };
@@ -38,12 +39,37 @@ pub(crate) struct AppState {
     pub(crate) server: ServerConfig,
     /// Publish deadline of one callback.
     pub(crate) publish_timeout: Duration,
+    /// Pull sources, for readiness (auth failures).
+    pub(crate) pull_sources: Vec<Arc<PullSource>>,
 }
 
 impl AppState {
-    /// Ready: not draining and every sink healthy.
+    /// Ready: not draining, every sink healthy, no pull source in auth failure.
     pub(crate) fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::Relaxed) && self.pipeline.is_healthy()
+        self.not_ready_because().is_none()
+    }
+
+    /// Why the bridge is not ready, if it is not.
+    pub(crate) fn not_ready_because(&self) -> Option<String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Some("draining".to_owned());
+        }
+        let down: Vec<&str> = self
+            .pipeline
+            .sinks()
+            .filter(|s| !s.is_healthy())
+            .map(|s| s.name())
+            .collect();
+        if !down.is_empty() {
+            return Some(format!("sinks down: {}", down.join(", ")));
+        }
+        let auth: Vec<&str> = self
+            .pull_sources
+            .iter()
+            .filter(|s| s.auth_failed.load(Ordering::Relaxed))
+            .map(|s| s.name.as_str())
+            .collect();
+        (!auth.is_empty()).then(|| format!("VOD rejects the credentials of: {}", auth.join(", ")))
     }
 }
 
@@ -74,25 +100,10 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let draining = state.draining.load(Ordering::Relaxed);
-    let down: Vec<&str> = state
-        .pipeline
-        .sinks()
-        .filter(|s| !s.is_healthy())
-        .map(|s| s.name())
-        .collect();
-    state
-        .metrics
-        .refresh(&state.pipeline, !draining && down.is_empty());
-    if draining {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
-    } else if down.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("sinks down: {}\n", down.join(", ")),
-        )
-            .into_response()
+    let reason = state.not_ready_because();
+    state.metrics.refresh(&state.pipeline, reason.is_none());
+    match reason {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
     }
 }

@@ -3,8 +3,8 @@
 use std::io::IsTerminal;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tracing_subscriber::{fmt, EnvFilter};
 use vodbridge_core::{DeliveryReport, Envelope, Outcome, Pipeline};
@@ -35,6 +35,8 @@ pub struct Metrics {
     pub confirm_failures: IntCounterVec,
     /// `vodbridge_pull_requests_total{source, result}`.
     pub pull_requests: IntCounterVec,
+    /// `vodbridge_pull_backoff_seconds_total{source, reason}`: time pull loops spent backing off.
+    pub pull_backoff: CounterVec,
     /// `vodbridge_pull_batch_size{source}`.
     pub pull_batch_size: HistogramVec,
     /// `vodbridge_event_age_at_ack_seconds{source, ingress}`: event time to acknowledgement.
@@ -114,6 +116,14 @@ impl Metrics {
             )?,
             confirm_failures: counter("confirm_failures_total", "Failed acknowledgements to VOD.", &["source", "reason"])?,
             pull_requests: counter("pull_requests_total", "PullEvents calls by result.", &["source", "result"])?,
+            pull_backoff: {
+                let c = CounterVec::new(
+                    Opts::new("vodbridge_pull_backoff_seconds_total", "Seconds pull loops spent backing off, by reason."),
+                    &["source", "reason"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             pull_batch_size: histogram("pull_batch_size", "Events per PullEvents answer.", &["source"], BATCH_BUCKETS)?,
             event_age_at_ack: histogram(
                 "event_age_at_ack_seconds",

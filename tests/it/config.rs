@@ -29,7 +29,9 @@ fn example_config_is_valid() {
     let settings =
         Settings::from_config(Config::from_toml(&text).expect("parses")).expect("validates");
     assert_eq!(settings.sources.len(), 1);
-    let SourceKind::Push(auth) = &settings.sources["app1"].kind;
+    let SourceKind::Push(auth) = &settings.sources["app1"].kind else {
+        panic!("app1 is a push source")
+    };
     assert!(auth.sign_key.is_some(), "the key file was read");
     assert_eq!(settings.sinks.len(), 3);
     assert_eq!(settings.routes.routes().len(), 3);

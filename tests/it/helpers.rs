@@ -121,6 +121,8 @@ pub(crate) enum Behaviour {
     Reject,
     /// Never answer.
     Hang,
+    /// Acknowledge after a pause.
+    AckAfter(std::time::Duration),
 }
 
 /// A sink whose answers the test decides, recording every message it was given.
@@ -134,6 +136,10 @@ pub(crate) struct Scripted {
     pub(crate) received: Mutex<Vec<Message>>,
     /// Messages acknowledged.
     pub(crate) acked: Mutex<Vec<Message>>,
+    /// Publishes in flight per partition key, to catch events of one video published at once.
+    in_flight: Mutex<std::collections::HashMap<String, usize>>,
+    /// Set when two publishes of one partition key overlapped.
+    pub(crate) overlapped: AtomicBool,
 }
 
 impl Scripted {
@@ -146,6 +152,8 @@ impl Scripted {
             healthy: AtomicBool::new(true),
             received: Mutex::default(),
             acked: Mutex::default(),
+            in_flight: Mutex::default(),
+            overlapped: AtomicBool::new(false),
         })
     }
 
@@ -158,6 +166,8 @@ impl Scripted {
             healthy: AtomicBool::new(true),
             received: Mutex::default(),
             acked: Mutex::default(),
+            in_flight: Mutex::default(),
+            overlapped: AtomicBool::new(false),
         })
     }
 
@@ -194,11 +204,28 @@ impl Sink for Scripted {
     fn publish<'a>(&'a self, message: &'a Message) -> PublishFuture<'a> {
         Box::pin(async move {
             self.received.lock().expect("lock").push(message.clone());
+            let key = message.envelope.partition_key.clone();
+            {
+                let mut in_flight = self.in_flight.lock().expect("lock");
+                let count = in_flight.entry(key.clone()).or_insert(0);
+                *count += 1;
+                if *count > 1 {
+                    self.overlapped.store(true, Ordering::Relaxed);
+                }
+            }
+            let _guard = InFlightGuard { sink: self, key };
             if let Some(gate) = &self.gate {
                 gate.notified().await;
             }
             let behaviour = *self.behaviour.lock().expect("lock");
+            if let Behaviour::AckAfter(pause) = behaviour {
+                tokio::time::sleep(pause).await;
+            }
             match behaviour {
+                Behaviour::AckAfter(_) => {
+                    self.acked.lock().expect("lock").push(message.clone());
+                    Ok(())
+                }
                 Behaviour::Ack => {
                     self.acked.lock().expect("lock").push(message.clone());
                     Ok(())
@@ -218,6 +245,22 @@ impl Sink for Scripted {
 
     fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements a partition key's in-flight count when a publish ends (or is dropped).
+struct InFlightGuard<'a> {
+    sink: &'a Scripted,
+    key: String,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut in_flight) = self.sink.in_flight.lock() {
+            if let Some(count) = in_flight.get_mut(&self.key) {
+                *count -= 1;
+            }
+        }
     }
 }
 
