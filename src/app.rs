@@ -107,6 +107,12 @@ impl App {
         self.listener.local_addr().map_err(Error::Serve)
     }
 
+    /// Live totals, readable while the app runs.
+    #[must_use]
+    pub fn progress(&self) -> Progress {
+        Progress(Arc::clone(&self.state))
+    }
+
     /// The router, for tests that call handlers without a socket.
     pub fn router(&self) -> Router {
         server::router(Arc::clone(&self.state))
@@ -135,12 +141,16 @@ impl App {
                     index,
                 ));
             }
-            // The confirmer ends once every loop of its source dropped its sender.
-            confirmers.spawn(pull::run_confirmer(
-                Arc::clone(source),
-                Arc::clone(&self.state),
-                rx,
-            ));
+            // Confirmers end once every loop of their source dropped its sender.
+            let queue = Arc::new(tokio::sync::Mutex::new(rx));
+            // Two confirmers per loop: a confirm round trip must never be what limits pulling.
+            for _ in 0..source.loops() * 2 {
+                confirmers.spawn(pull::run_confirmer(
+                    Arc::clone(source),
+                    Arc::clone(&self.state),
+                    Arc::clone(&queue),
+                ));
+            }
         }
         loops.close();
         confirmers.close();
@@ -182,4 +192,36 @@ impl App {
         tracing::info!("Stopped.");
         Ok(())
     }
+}
+
+/// Live totals of a running app.
+#[derive(Clone)]
+pub struct Progress(Arc<AppState>);
+
+impl Progress {
+    /// Publishes acknowledged by sinks, all sinks together.
+    #[must_use]
+    pub fn published(&self) -> u64 {
+        sum(&self.0.metrics.published)
+    }
+
+    /// Events acknowledged to VOD (confirmed, or answered 200), all sources together.
+    #[must_use]
+    pub fn confirmed(&self) -> u64 {
+        sum(&self.0.metrics.confirmed)
+    }
+}
+
+fn sum(counter: &prometheus::IntCounterVec) -> u64 {
+    use prometheus::core::Collector;
+    counter
+        .collect()
+        .iter()
+        .flat_map(|family| {
+            family
+                .get_metric()
+                .iter()
+                .map(|m| m.get_counter().get_value())
+        })
+        .sum::<f64>() as u64
 }

@@ -19,6 +19,7 @@
 
 mod app;
 pub mod config;
+pub mod demo;
 mod error;
 mod pull;
 mod push;
@@ -26,6 +27,6 @@ mod server;
 pub mod sinks;
 pub mod telemetry;
 
-pub use app::App;
+pub use app::{App, Progress};
 pub use error::{Error, Result};
 pub use push::{EVENT_ID_HEADER, TOKEN_HEADER};

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vodbridge::{
     config::{Config, Settings},
+    demo::DemoOptions,
     telemetry, App,
 };
 
@@ -28,6 +29,22 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// The built-in VOD emulator generating events, the bridge pulling them on its embedded
+    /// defaults, envelopes on standard output and a progress line on standard error.
+    Demo {
+        /// Bridge listener (metrics at /metrics).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Events generated per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        /// Stop once this many events are confirmed (0: run until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        events: u64,
+        /// Write envelopes to this JSON Lines file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Validate a configuration file and print the effective routes; starts nothing.
     CheckConfig {
         /// TOML configuration file.
@@ -43,6 +60,17 @@ fn main() -> ExitCode {
     }) {
         Command::Run { config, listen } => run(config, listen),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Demo {
+            listen,
+            rate,
+            events,
+            output,
+        } => demo(DemoOptions {
+            listen,
+            rate,
+            events,
+            output,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,6 +104,20 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
         app.run_until(shutdown_signal()).await?;
         anyhow::Ok(())
     })
+}
+
+fn demo(options: DemoOptions) -> anyhow::Result<()> {
+    let telemetry = vodbridge::config::TelemetryConfig {
+        log_level: "warn".to_owned(),
+        ..Default::default()
+    };
+    telemetry::init_logging(&telemetry);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(vodbridge::demo::run(options, shutdown_signal()))?;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -151,8 +151,15 @@ async fn pause(duration: Duration, cancel: &CancellationToken) -> bool {
     }
 }
 
-/// One pull loop: pull, publish, hand acknowledged handles to the confirmer, repeat, until
-/// cancelled. A batch in progress when cancelled is finished (and its acks confirmed).
+/// Batches one loop may hold at once: one being published while the next pull is in flight, so
+/// the loop never idles on a publish or a pull round trip.
+const BATCHES_PER_LOOP: usize = 2;
+
+/// One pull loop: pull, publish, hand acknowledged handles to the confirmers, repeat, until
+/// cancelled. The next pull starts while the previous batch is still being published (at most
+/// [`BATCHES_PER_LOOP`] batches held; a loop waits for a free slot *before* pulling, so pulled
+/// events never wait). Batches in progress when cancelled are finished and their acks
+/// confirmed.
 pub(crate) async fn run_loop(
     source: Arc<PullSource>,
     state: Arc<AppState>,
@@ -166,6 +173,8 @@ pub(crate) async fn run_loop(
         source.settings.max_backoff,
         0x5eed ^ ((index as u64 + 1) * 0x9e37_79b9),
     );
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_PER_LOOP));
+    let batches = tokio_util::task::TaskTracker::new();
     while !cancel.is_cancelled() {
         // VOD's queue is the buffer: with every sink down, pulling would only hand events out
         // to time out.
@@ -184,6 +193,11 @@ pub(crate) async fn run_loop(
             }
             continue;
         }
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+            () = cancel.cancelled() => break,
+        };
+        let Ok(slot) = slot else { break };
         let pulled_at = Instant::now();
         let result = tokio::select! {
             result = source.client.pull_events() => result,
@@ -204,7 +218,12 @@ pub(crate) async fn run_loop(
                     .with_label_values(&[name])
                     .observe(events.len() as f64);
                 if !events.is_empty() {
-                    process_batch(&source, &state, &confirms, events, pulled_at).await;
+                    let (source, state, confirms) =
+                        (Arc::clone(&source), Arc::clone(&state), confirms.clone());
+                    batches.spawn(async move {
+                        process_batch(&source, &state, &confirms, events, pulled_at).await;
+                        drop(slot);
+                    });
                 }
             }
             Err(error) => {
@@ -245,6 +264,8 @@ pub(crate) async fn run_loop(
             }
         }
     }
+    batches.close();
+    batches.wait().await;
 }
 
 /// One pulled event ready to publish.
@@ -375,25 +396,35 @@ async fn process_batch(
     .await;
 }
 
-/// Confirms acknowledged handles in batches of at most 16 as soon as they arrive; exits when
+/// The receiving end of a source's acknowledged handles, shared by its confirmers.
+pub(crate) type ConfirmQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<Confirm>>>;
+
+/// Confirms acknowledged handles in batches of at most 16 as soon as they arrive. A source runs
+/// one confirmer per pull loop, so confirm round trips never hold the loops back. Exits when
 /// every loop has dropped its sender and the queue is empty.
 pub(crate) async fn run_confirmer(
     source: Arc<PullSource>,
     state: Arc<AppState>,
-    mut confirms: mpsc::Receiver<Confirm>,
+    queue: ConfirmQueue,
 ) {
     let name = source.name.as_str();
-    let metrics = &state.metrics;
-    let mut batch: Vec<Confirm> = Vec::with_capacity(MAX_CONFIRM_HANDLES);
-    while let Some(first) = confirms.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_CONFIRM_HANDLES {
-            match confirms.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+    loop {
+        let batch = {
+            let mut confirms = queue.lock().await;
+            let Some(first) = confirms.recv().await else {
+                break;
+            };
+            let mut batch = Vec::with_capacity(MAX_CONFIRM_HANDLES);
+            batch.push(first);
+            while batch.len() < MAX_CONFIRM_HANDLES {
+                match confirms.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
             }
-        }
-        confirm_batch(&source.client, name, metrics, std::mem::take(&mut batch)).await;
+            batch
+        };
+        confirm_batch(&source.client, name, &state.metrics, batch).await;
     }
 }
 

@@ -92,7 +92,12 @@ async fn pull(shared: &Shared, sub_app_id: u64) -> Vec<u8> {
         let (events, next_visible) = {
             let mut queue = shared.queue();
             let events = queue.pull(sub_app_id, Instant::now());
-            (events, queue.next_visible(sub_app_id))
+            let next = if events.is_empty() {
+                queue.next_visible(sub_app_id)
+            } else {
+                None
+            };
+            (events, next)
         };
         let now = Instant::now();
         if !events.is_empty() || now >= deadline {

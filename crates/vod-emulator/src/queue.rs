@@ -37,6 +37,8 @@ pub struct LedgerEntry {
 /// A queued event.
 #[derive(Debug)]
 struct Entry {
+    /// The sub-application it belongs to.
+    sub_app_id: u64,
     /// The event JSON without `EventHandle`.
     body: Bytes,
     /// Monotonic enqueue time, for retention.
@@ -89,6 +91,8 @@ pub struct Queue {
     visibility: Duration,
     /// How long unconfirmed events are kept (VOD: 4 days).
     retention: Duration,
+    /// When retention was last applied.
+    last_expiry: Option<Instant>,
     /// Counters.
     pub stats: Stats,
 }
@@ -105,6 +109,7 @@ impl Queue {
             next_handle: 1,
             visibility,
             retention,
+            last_expiry: None,
             stats: Stats::default(),
         }
     }
@@ -115,6 +120,7 @@ impl Queue {
         self.active.insert(
             key,
             Entry {
+                sub_app_id,
                 body,
                 enqueued: now,
                 visible_at: now,
@@ -175,13 +181,7 @@ impl Queue {
         let ready: Vec<u64> = self
             .active
             .iter()
-            .filter(|(key, e)| {
-                e.visible_at <= now
-                    && self
-                        .ledger
-                        .get(key)
-                        .is_some_and(|l| l.sub_app_id == sub_app_id)
-            })
+            .filter(|(_, e)| e.visible_at <= now && e.sub_app_id == sub_app_id)
             .map(|(key, _)| *key)
             .take(MAX_PULL)
             .collect();
@@ -215,11 +215,7 @@ impl Queue {
     pub fn next_visible(&self, sub_app_id: u64) -> Option<Instant> {
         self.active
             .iter()
-            .filter(|(key, _)| {
-                self.ledger
-                    .get(key)
-                    .is_some_and(|l| l.sub_app_id == sub_app_id)
-            })
+            .filter(|(_, e)| e.sub_app_id == sub_app_id)
             .map(|(_, e)| e.visible_at)
             .min()
     }
@@ -267,19 +263,20 @@ impl Queue {
         let count = self
             .active
             .iter()
-            .filter(|(key, e)| {
-                e.visible_at <= now
-                    && self
-                        .ledger
-                        .get(key)
-                        .is_some_and(|l| l.sub_app_id == sub_app_id)
-            })
+            .filter(|(_, e)| e.visible_at <= now && e.sub_app_id == sub_app_id)
             .count();
         u64::try_from(count).unwrap_or(u64::MAX)
     }
 
-    /// Drops unconfirmed events older than the retention.
+    /// Drops unconfirmed events older than the retention (checked at most once a second).
     fn expire(&mut self, now: Instant) {
+        if self
+            .last_expiry
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_expiry = Some(now);
         let retention = self.retention;
         let expired: Vec<u64> = self
             .active

@@ -1,0 +1,164 @@
+//! `vodbridge demo`: the built-in VOD emulator generating a mix of events, the bridge pulling
+//! from it on its embedded defaults, and a live progress line; no broker needed.
+
+use std::{
+    io::{IsTerminal, Write},
+    net::SocketAddr,
+    path::PathBuf,
+    time::Duration,
+};
+
+use vod_emulator::{generate::parse_types, Emulator, EmulatorConfig};
+
+use crate::{
+    config::{
+        Config, FileSinkConfig, FsyncPolicy, PullSourceConfig, Settings, SinkConfig, SourceConfig,
+    },
+    error::{Error, Result},
+    App,
+};
+
+/// SubAppId of the demo's events.
+const SUB_APP_ID: u64 = 1_500_000_001;
+const SECRET_ID: &str = "AKIDVODBRIDGEDEMO";
+const SECRET_KEY: &str = "vodbridge-demo-key";
+
+/// What the demo does.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Bridge listener (metrics, health).
+    pub listen: SocketAddr,
+    /// Events generated per second.
+    pub rate: u32,
+    /// Stop after this many events (0: run until Ctrl-C).
+    pub events: u64,
+    /// Write envelopes to this file instead of standard output.
+    pub output: Option<PathBuf>,
+}
+
+/// Runs the demo until `shutdown` resolves or every requested event is confirmed.
+///
+/// # Errors
+///
+/// When the emulator or the bridge cannot start.
+pub async fn run(
+    options: DemoOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let mut emulator_config = EmulatorConfig::new(SECRET_ID, SECRET_KEY);
+    emulator_config.long_poll = Duration::from_millis(500);
+    let emulator = Emulator::new(emulator_config);
+    let running = emulator
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| Error::Config(e.to_string()))?;
+
+    let mut config = Config::default();
+    config.server.listen = options.listen;
+    config.sources.insert(
+        "demo".to_owned(),
+        SourceConfig::Pull(PullSourceConfig {
+            endpoint: running.endpoint(),
+            sub_app_id: Some(SUB_APP_ID),
+            secret_id: Some(SECRET_ID.to_owned()),
+            secret_key: Some(SECRET_KEY.to_owned().into()),
+            ..PullSourceConfig::default()
+        }),
+    );
+    if let Some(path) = &options.output {
+        config.sinks.insert(
+            "file".to_owned(),
+            SinkConfig::File(FileSinkConfig {
+                path: path.clone(),
+                fsync: FsyncPolicy::Always,
+            }),
+        );
+    }
+    let app = App::build(Settings::from_config(config)?).await?;
+    let progress = app.progress();
+    let done = tokio_util::sync::CancellationToken::new();
+
+    // Generate at the requested rate, in small bursts.
+    let generator = {
+        let emulator = emulator.clone();
+        let done = done.clone();
+        let types = parse_types("all");
+        let (rate, limit) = (u64::from(options.rate.max(1)), options.events);
+        tokio::spawn(async move {
+            let mut made = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while !done.is_cancelled() && (limit == 0 || made < limit) {
+                tick.tick().await;
+                let burst =
+                    (rate / 10)
+                        .max(1)
+                        .min(if limit == 0 { u64::MAX } else { limit - made });
+                emulator.generate(
+                    SUB_APP_ID,
+                    usize::try_from(burst).unwrap_or(usize::MAX),
+                    &types,
+                );
+                made += burst;
+            }
+        })
+    };
+
+    // A progress line every second on standard error.
+    let reporter = {
+        let emulator = emulator.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let tty = std::io::stderr().is_terminal();
+            let mut last = (std::time::Instant::now(), 0u64);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = done.cancelled() => break,
+                }
+                let stats = emulator.stats();
+                let confirmed = progress.confirmed();
+                let rate = (confirmed - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                last = (std::time::Instant::now(), confirmed);
+                let line = format!(
+                    "generated {:>8}  pulled {:>8}  published {:>8}  confirmed {:>8}  pending {:>6}  {:>7.0} events/s",
+                    stats.enqueued, stats.deliveries, progress.published(), confirmed, stats.pending, rate
+                );
+                let mut err = std::io::stderr().lock();
+                let _ = if tty {
+                    write!(err, "\r{line}")
+                } else {
+                    writeln!(err, "{line}")
+                };
+                let _ = err.flush();
+                if options.events > 0 && stats.confirmed >= options.events {
+                    done.cancel();
+                }
+            }
+            if tty {
+                let _ = writeln!(std::io::stderr());
+            }
+        })
+    };
+
+    let stop = {
+        let done = done.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = done.cancelled() => {}
+            }
+        }
+    };
+    let result = app.run_until(stop).await;
+    done.cancel();
+    let _ = generator.await;
+    let _ = reporter.await;
+    let stats = emulator.stats();
+    eprintln!(
+        "demo finished: {} generated, {} confirmed, {} handed out again (unconfirmed events stay in the emulator's queue)",
+        stats.enqueued, stats.confirmed, stats.redeliveries
+    );
+    drop(running);
+    result
+}
