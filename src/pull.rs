@@ -400,7 +400,7 @@ async fn process_batch(
 pub(crate) type ConfirmQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<Confirm>>>;
 
 /// Confirms acknowledged handles in batches of at most 16 as soon as they arrive. A source runs
-/// one confirmer per pull loop, so confirm round trips never hold the loops back. Exits when
+/// two confirmers per pull loop, so confirm round trips never hold the loops back. Exits when
 /// every loop has dropped its sender and the queue is empty.
 pub(crate) async fn run_confirmer(
     source: Arc<PullSource>,

@@ -175,3 +175,98 @@ sinks = [{ sink = "events", destination = "vod.{event_type}" }]
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
 }
+
+#[test]
+fn demo_pulls_from_the_built_in_emulator_and_prints_envelopes() {
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate",
+            "400",
+            "--events",
+            "120",
+        ])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("120 generated, 120 confirmed"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let envelopes: Vec<Envelope> = stdout
+        .lines()
+        .map(|l| Envelope::from_structured_json(l.as_bytes()).expect("an envelope per line"))
+        .collect();
+    assert!(envelopes.len() >= 120, "{} lines", envelopes.len());
+    assert!(
+        envelopes
+            .iter()
+            .all(|e| e.ingress == vodbridge_core::Ingress::Pull
+                && e.sub_app_id == Some(1_500_000_001))
+    );
+    let types: std::collections::HashSet<&str> =
+        envelopes.iter().map(|e| e.event_type.as_str()).collect();
+    assert!(types.len() > 20, "a mix of event types: {types:?}");
+}
+
+#[test]
+fn check_config_shows_pull_sources_with_the_key_redacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("pull.toml");
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "SuperSecretKey123\n").expect("write");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sources.app1]
+mode = "pull"
+endpoint = "https://vod.intl.tencentcloudapi.com"
+sub_app_id = 1500000001
+secret_id = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"
+secret_key_file = {:?}
+loops = 3
+"#,
+            key_file.display().to_string()
+        ),
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", &config.display().to_string()])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "app1: pull from https://vod.intl.tencentcloudapi.com sub_app_id=1500000001 loops=3"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("secret_key=<redacted>"), "{stdout}");
+    assert!(
+        !stdout.contains("SuperSecretKey123")
+            && !stdout.contains("AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"),
+        "{stdout}"
+    );
+
+    std::fs::write(
+        &config,
+        "[sources.app1]\nmode = \"pull\"\nsecret_id = \"x\"\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["check-config", &config.display().to_string()])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sources.app1.secret_key"),
+        "a missing key is named"
+    );
+}

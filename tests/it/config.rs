@@ -20,15 +20,21 @@ fn error_of(toml: &str) -> String {
 #[test]
 fn example_config_is_valid() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let key_file = dir.path().join("sign-key");
-    std::fs::write(&key_file, "abcXYZ123\n").expect("write");
+    for (file, value) in [
+        ("app1-sign-key", "abcXYZ123\n"),
+        ("app2-secret-id", "AKIDexample\n"),
+        ("app2-secret-key", "k\n"),
+    ] {
+        std::fs::write(dir.path().join(file), value).expect("write");
+    }
     let text = example_text().replace(
-        "/etc/vodbridge/secrets/app1-sign-key",
-        &key_file.display().to_string(),
+        "/etc/vodbridge/secrets/",
+        &format!("{}/", dir.path().display()),
     );
     let settings =
         Settings::from_config(Config::from_toml(&text).expect("parses")).expect("validates");
-    assert_eq!(settings.sources.len(), 1);
+    assert_eq!(settings.sources.len(), 2);
+    assert!(matches!(settings.sources["app2"].kind, SourceKind::Pull(_)));
     let SourceKind::Push(auth) = &settings.sources["app1"].kind else {
         panic!("app1 is a push source")
     };
