@@ -9,6 +9,8 @@ log() { printf '==> %s\n' "$*" >&2; }
 need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+# Real brokers for the sink tests (the harness starts them on free ports).
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing ${need_apt[*]}: install them (apt-get install ${need_apt[*]}) or run as root"

@@ -61,7 +61,7 @@ impl App {
         for (name, config) in &settings.sinks {
             match overrides.iter().find(|s| s.name() == name) {
                 Some(sink) => built.push(Arc::clone(sink)),
-                None => built.push(sinks::build(name, config)?),
+                None => built.push(sinks::build(name, config).await?),
             }
         }
         let pipeline = Pipeline::new(built, settings.routes.clone(), settings.dead_letter.clone())

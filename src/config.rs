@@ -262,6 +262,8 @@ pub enum SinkConfig {
     Stdout(StdoutSinkConfig),
     /// Structured-mode CloudEvents as JSON Lines appended to a file.
     File(FileSinkConfig),
+    /// NATS JetStream: publish waits for the PubAck; `Nats-Msg-Id` = the envelope id.
+    Nats(vodbridge_nats::NatsSinkConfig),
 }
 
 impl SinkConfig {
@@ -271,6 +273,7 @@ impl SinkConfig {
         match self {
             Self::Stdout(_) => "stdout",
             Self::File(_) => "file",
+            Self::Nats(_) => "nats",
         }
     }
 }
@@ -660,6 +663,17 @@ impl Settings {
             let detail = match sink {
                 SinkConfig::Stdout(_) => String::new(),
                 SinkConfig::File(f) => format!(" path={} fsync={:?}", f.path.display(), f.fsync),
+                SinkConfig::Nats(n) => format!(
+                    " url={} stream={}{} {} mode",
+                    n.url,
+                    n.stream,
+                    if n.create_stream {
+                        " (created if missing)"
+                    } else {
+                        ""
+                    },
+                    if n.structured { "structured" } else { "binary" }
+                ),
             };
             let _ = writeln!(out, "  {name}: {}{detail}", sink.kind());
         }

@@ -1,5 +1,5 @@
-//! Sinks built from configuration: the embedded `stdout` and `file` sinks (broker sinks live in
-//! their own crates).
+//! Sinks built from configuration: the embedded `stdout` and `file` sinks, and the broker sinks
+//! of their own crates (NATS JetStream).
 
 mod line;
 
@@ -15,10 +15,20 @@ use crate::{config::SinkConfig, error::Result};
 ///
 /// # Errors
 ///
-/// [`crate::Error::Sink`] when the sink cannot be opened (e.g. the file is not writable).
-pub fn build(name: &str, config: &SinkConfig) -> Result<Arc<dyn Sink>> {
+/// [`crate::Error::Sink`] when the sink cannot be opened (e.g. the file is not writable). A
+/// broker that is down is not an error: broker sinks connect in the background and report
+/// unhealthy until they are connected.
+pub async fn build(name: &str, config: &SinkConfig) -> Result<Arc<dyn Sink>> {
     Ok(match config {
         SinkConfig::Stdout(_) => Arc::new(LineSink::stdout(name)),
         SinkConfig::File(file) => Arc::new(LineSink::file(name, &file.path, file.fsync)?),
+        SinkConfig::Nats(nats) => Arc::new(
+            vodbridge_nats::NatsSink::connect(name, nats.clone())
+                .await
+                .map_err(|e| crate::Error::Sink {
+                    name: name.to_owned(),
+                    reason: e.to_string(),
+                })?,
+        ),
     })
 }

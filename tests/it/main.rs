@@ -4,5 +4,6 @@
 mod cli;
 mod config;
 mod helpers;
+mod nats;
 mod pull;
 mod push;

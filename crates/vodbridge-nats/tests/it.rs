@@ -1,0 +1,199 @@
+//! The NATS sink against a real `nats-server -js`: PubAck before success, headers and bytes,
+//! duplicates stored once, nothing lost across a crash-restart, unroutable subjects rejected.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use vodbridge_core::{Envelope, EventId, FailureReason, Ingress, Message, Sink};
+use vodbridge_nats::{NatsSink, NatsSinkConfig, StorageKind};
+use vodbridge_testkit::NatsServer;
+
+fn envelope(n: u32) -> Arc<Envelope> {
+    let data = format!(r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":"{n}"}}}}"#);
+    Arc::new(Envelope {
+        id: EventId::derive("/tencentcloud/vod/1", data.as_bytes()),
+        source: "/tencentcloud/vod/1".into(),
+        ty: "com.tencentcloud.vod.NewFileUpload".into(),
+        subject: Some(n.to_string()),
+        time: time::OffsetDateTime::UNIX_EPOCH,
+        data: Bytes::from(data),
+        event_type: "NewFileUpload".into(),
+        sub_app_id: Some(1),
+        ingress: Ingress::Pull,
+        task_id: None,
+        partition_key: n.to_string(),
+    })
+}
+
+fn message(n: u32, subject: &str) -> Message {
+    Message {
+        envelope: envelope(n),
+        destination: subject.to_owned(),
+        dead_letter: None,
+    }
+}
+
+fn config(server: &NatsServer, storage: StorageKind) -> NatsSinkConfig {
+    NatsSinkConfig {
+        url: server.url(),
+        stream: "VOD".into(),
+        create_stream: true,
+        stream_subjects: vec!["vod.>".into()],
+        duplicate_window_secs: 120,
+        storage,
+        replicas: 1,
+        ack_timeout_ms: 2000,
+        structured: false,
+        credentials_file: None,
+        token_file: None,
+        tls_required: false,
+        root_certificates: None,
+    }
+}
+
+async fn healthy(sink: &NatsSink, timeout: Duration) {
+    let started = std::time::Instant::now();
+    while !sink.is_healthy() {
+        assert!(
+            started.elapsed() < timeout,
+            "sink not healthy within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn stream(server: &NatsServer) -> async_nats::jetstream::stream::Stream {
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("consumer connects");
+    async_nats::jetstream::new(client)
+        .get_stream("VOD")
+        .await
+        .expect("stream exists")
+}
+
+#[tokio::test]
+async fn publish_is_acknowledged_and_carries_cloudevents_headers() {
+    let server = NatsServer::start();
+    let sink = NatsSink::connect("nats", config(&server, StorageKind::Memory))
+        .await
+        .expect("sink");
+    healthy(&sink, Duration::from_secs(10)).await;
+    let msg = message(7, "vod.1.NewFileUpload");
+    sink.publish(&msg).await.expect("PubAck");
+    let stored = stream(&server)
+        .await
+        .get_raw_message(1)
+        .await
+        .expect("stored");
+    assert_eq!(stored.subject.as_str(), "vod.1.NewFileUpload");
+    assert_eq!(
+        stored.payload, msg.envelope.data,
+        "body = data, byte for byte"
+    );
+    let header = |name: &str| stored.headers.get(name).map(|v| v.as_str().to_owned());
+    assert_eq!(header("Nats-Msg-Id"), Some(msg.envelope.id.to_string()));
+    assert_eq!(header("ce-id"), Some(msg.envelope.id.to_string()));
+    assert_eq!(
+        header("ce-type").as_deref(),
+        Some("com.tencentcloud.vod.NewFileUpload")
+    );
+    assert_eq!(header("ce-specversion").as_deref(), Some("1.0"));
+    assert_eq!(header("ce-vodingress").as_deref(), Some("pull"));
+    assert_eq!(header("content-type").as_deref(), Some("application/json"));
+    // A consumer rebuilds the envelope from the headers.
+    let decoded = Envelope::from_binary(
+        |name| {
+            stored
+                .headers
+                .get(format!("ce-{name}").as_str())
+                .map(|v| v.as_str().to_owned().into())
+        },
+        stored.payload.clone(),
+    )
+    .expect("decodes");
+    assert_eq!(&decoded, msg.envelope.as_ref());
+}
+
+#[tokio::test]
+async fn the_same_event_published_twice_is_stored_once() {
+    let server = NatsServer::start();
+    let sink = NatsSink::connect("nats", config(&server, StorageKind::File))
+        .await
+        .expect("sink");
+    healthy(&sink, Duration::from_secs(10)).await;
+    sink.publish(&message(1, "vod.x")).await.expect("first");
+    sink.publish(&message(1, "vod.x"))
+        .await
+        .expect("a redelivery is acknowledged too");
+    sink.publish(&message(2, "vod.x"))
+        .await
+        .expect("another event");
+    let info = stream(&server).await.get_info().await.expect("info");
+    assert_eq!(
+        info.state.messages, 2,
+        "the redelivery was dropped by Nats-Msg-Id"
+    );
+}
+
+#[tokio::test]
+async fn unroutable_subject_is_rejected_not_retried() {
+    let server = NatsServer::start();
+    let sink = NatsSink::connect("nats", config(&server, StorageKind::Memory))
+        .await
+        .expect("sink");
+    healthy(&sink, Duration::from_secs(10)).await;
+    let error = sink
+        .publish(&message(1, "elsewhere.x"))
+        .await
+        .expect_err("no stream captures it");
+    assert!(!error.is_retryable(), "{error}");
+    assert_eq!(error.reason(), FailureReason::Unroutable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_restart_with_file_storage_loses_nothing() {
+    let mut server = NatsServer::start();
+    let sink = Arc::new(
+        NatsSink::connect("nats", config(&server, StorageKind::File))
+            .await
+            .expect("sink"),
+    );
+    healthy(&sink, Duration::from_secs(10)).await;
+    // Publish 300 events like the bridge does: a failed publish is retried (VOD redelivers).
+    let publisher = {
+        let sink = Arc::clone(&sink);
+        tokio::spawn(async move {
+            let mut failures = 0;
+            for n in 0..300 {
+                let msg = message(n, "vod.crash");
+                while let Err(error) = sink.publish(&msg).await {
+                    assert!(error.is_retryable(), "{error}");
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            failures
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.stop();
+    let down = std::time::Instant::now();
+    while sink.is_healthy() {
+        assert!(
+            down.elapsed() < Duration::from_secs(10),
+            "health follows the connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart();
+    let failures = publisher.await.expect("publisher");
+    healthy(&sink, Duration::from_secs(10)).await;
+    let info = stream(&server).await.get_info().await.expect("info");
+    assert_eq!(
+        info.state.messages, 300,
+        "every acknowledged event survived, none twice ({failures} retried publishes)"
+    );
+}
