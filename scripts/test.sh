@@ -11,6 +11,7 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 # Real brokers for the sink tests (the harness starts them on free ports).
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
+command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing ${need_apt[*]}: install them (apt-get install ${need_apt[*]}) or run as root"

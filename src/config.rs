@@ -264,6 +264,8 @@ pub enum SinkConfig {
     File(FileSinkConfig),
     /// NATS JetStream: publish waits for the PubAck; `Nats-Msg-Id` = the envelope id.
     Nats(vodbridge_nats::NatsSinkConfig),
+    /// AMQP 0-9-1 (RabbitMQ): mandatory persistent publishes confirmed by the broker.
+    Amqp(vodbridge_amqp::AmqpSinkConfig),
 }
 
 impl SinkConfig {
@@ -274,6 +276,7 @@ impl SinkConfig {
             Self::Stdout(_) => "stdout",
             Self::File(_) => "file",
             Self::Nats(_) => "nats",
+            Self::Amqp(_) => "amqp",
         }
     }
 }
@@ -663,6 +666,19 @@ impl Settings {
             let detail = match sink {
                 SinkConfig::Stdout(_) => String::new(),
                 SinkConfig::File(f) => format!(" path={} fsync={:?}", f.path.display(), f.fsync),
+                SinkConfig::Amqp(a) => format!(
+                    " url={} exchange={:?} ({:?}{}) channels={} {} mode",
+                    a.display_url(),
+                    a.exchange,
+                    a.exchange_type,
+                    if a.declare_exchange {
+                        ", declared"
+                    } else {
+                        ", must exist"
+                    },
+                    a.channels,
+                    if a.structured { "structured" } else { "binary" }
+                ),
                 SinkConfig::Nats(n) => format!(
                     " url={} stream={}{} {} mode",
                     n.url,

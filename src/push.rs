@@ -154,7 +154,8 @@ async fn handle(
     Ok(outcome_response(&report.outcome, &envelope.id, retry_after))
 }
 
-/// The one place an outcome becomes an HTTP answer: 200 only for a handled event.
+/// The one place an outcome becomes an HTTP answer: 200 only for a handled event, 503 with
+/// `Retry-After` for anything a broker does not hold.
 fn outcome_response(outcome: &Outcome, id: &EventId, retry_after: u64) -> Response {
     let id_header = HeaderValue::from_str(id.as_str()).ok();
     let mut response = match outcome {
@@ -167,11 +168,14 @@ fn outcome_response(outcome: &Outcome, id: &EventId, retry_after: u64) -> Respon
             detail,
             Some(retry_after),
         ),
+        // A permanent failure without a dead-letter destination is not acknowledged either: the
+        // body names the reason (`unroutable`, `too_large`, ...) and VOD may try again, which
+        // succeeds once the operator fixes the binding or adds a dead letter.
         Outcome::Rejected { reason, detail } => error_body(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::SERVICE_UNAVAILABLE,
             reason.as_str(),
             detail,
-            None,
+            Some(retry_after),
         ),
     };
     if let Some(value) = id_header {

@@ -1,6 +1,7 @@
 //! End-to-end tests of the vodbridge service: the real HTTP wiring on port 0, real sinks, and
 //! scripted sinks where a test must decide when and how a destination answers.
 
+mod amqp;
 mod cli;
 mod config;
 mod helpers;

@@ -92,6 +92,7 @@ async fn callbacks_and_pulled_events_land_in_jetstream() {
     emu.emulator
         .generate(1_500_000_002, 30, &vod_emulator::generate::parse_types(""));
     let app = TestApp::start(settings(&config(&nats, &emu.endpoint())), vec![]).await;
+    app.wait_ready(Duration::from_secs(20)).await;
 
     for name in ["NewFileUpload", "ProcedureStateChanged", "unknown_type"] {
         assert_eq!(

@@ -145,12 +145,17 @@ async fn hanging_sink_gets_503_at_the_publish_deadline() {
 }
 
 #[tokio::test]
-async fn permanent_rejection_is_500_without_dead_letter_and_200_with_it() {
+async fn permanent_rejection_is_503_without_dead_letter_and_200_with_it() {
     let (app, _sink) = one_sink(Behaviour::Reject).await;
     let response = app
         .post("/callback/default", fixture("NewFileUpload"))
         .await;
-    assert_eq!(response.status(), 500);
+    assert_eq!(response.status(), 503, "not acknowledged");
+    let body = response.text().await.unwrap_or_default();
+    assert!(
+        body.contains("too_large"),
+        "the body names the reason: {body}"
+    );
     app.stop().await.expect("clean stop");
 
     let main = Scripted::new("main", Behaviour::Reject);

@@ -128,3 +128,131 @@ impl Drop for NatsServer {
         self.stop();
     }
 }
+
+/// A RabbitMQ node (`rabbitmq-server`) with its own node name, ports and data directory.
+///
+/// The Debian script switches to the `rabbitmq` user when run as root, so the directory is
+/// handed to that user. Stopping kills the Erlang VM (like a crash); the data directory is kept
+/// for [`RabbitMq::restart`].
+pub struct RabbitMq {
+    /// AMQP port.
+    pub port: u16,
+    dist_port: u16,
+    node: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RabbitMq {
+    /// Starts a node on free ports; returns once it accepts AMQP connections (about 5 s).
+    ///
+    /// # Panics
+    ///
+    /// When `rabbitmq-server` is missing or does not start within 90 s.
+    #[must_use]
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("vodbridge-rabbitmq")
+            .tempdir()
+            .expect("tempdir");
+        for sub in ["mnesia", "log"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        std::fs::write(dir.path().join("enabled_plugins"), "[].\n").expect("write");
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
+        if root {
+            let _ = Command::new("chmod").arg("755").arg(dir.path()).status();
+            let status = Command::new("chown")
+                .args(["-R", "rabbitmq:rabbitmq"])
+                .arg(dir.path())
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "cannot give {} to the rabbitmq user",
+                dir.path().display()
+            );
+        }
+        let port = free_port();
+        let mut node = Self {
+            port,
+            dist_port: free_port(),
+            node: format!("vodbridge{port}@localhost"),
+            dir,
+            child: None,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let binary = require("rabbitmq-server", "rabbitmq-server");
+        let d = self.dir.path();
+        let child = Command::new(binary)
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+            .env("RABBITMQ_FEATURE_FLAGS_FILE", d.join("feature_flags"))
+            .env("RABBITMQ_PID_FILE", d.join("pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rabbitmq-server starts");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(90), "rabbitmq-server");
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:port/%2f`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Kills the node (SIGKILL of the Erlang VM: a crash).
+    pub fn stop(&mut self) {
+        let pid_file = self.dir.path().join("pid");
+        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            let _ = std::fs::remove_file(&pid_file);
+        }
+        // The Erlang VM runs in its own session (the Debian script su's to rabbitmq): also
+        // match it by its node name.
+        let node_name = self.node.split('@').next().unwrap_or_default().to_owned();
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &node_name])
+            .status();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let started = Instant::now();
+        while TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_millis(100),
+        )
+        .is_ok()
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the node again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for RabbitMq {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

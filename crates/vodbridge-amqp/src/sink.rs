@@ -1,0 +1,473 @@
+//! The RabbitMQ sink: a supervised connection, a pool of confirm-mode channels, mandatory
+//! persistent publishes, and one classification of failures.
+
+use std::{
+    fmt,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+use lapin::{
+    options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions},
+    protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind,
+    ExchangeKind,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use vodbridge_core::{FailureReason, Message, PublishFuture, Sink, SinkError};
+
+use crate::error::{Error, Result};
+
+/// Exchange type, when the sink declares the exchange.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeType {
+    /// Routing keys matched against binding patterns (`vod.*.NewFileUpload`, `vod.#`).
+    #[default]
+    Topic,
+    /// Exact routing keys.
+    Direct,
+    /// Every bound queue.
+    Fanout,
+    /// Header matching.
+    Headers,
+}
+
+/// The `type = "amqp"` sink section.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSinkConfig {
+    /// `amqp://user:pass@host:5672/vhost` or `amqps://…`. Prefer `url_file` when the URL
+    /// carries a password.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// File holding the URL (a mounted Kubernetes Secret).
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// The exchange published to; the route's destination is the routing key.
+    pub exchange: String,
+    /// Exchange type when declared.
+    #[serde(default)]
+    pub exchange_type: ExchangeType,
+    /// Declare the exchange (durable) at connect; when false it is only checked (passive) and
+    /// must exist.
+    #[serde(default = "yes")]
+    pub declare_exchange: bool,
+    /// Confirm-mode channels publishing at once.
+    #[serde(default = "default_channels")]
+    pub channels: usize,
+    /// CloudEvents structured mode (the whole envelope as JSON body) instead of binary mode.
+    #[serde(default)]
+    pub structured: bool,
+    /// Longest pause between reconnect attempts.
+    #[serde(default = "default_max_backoff")]
+    pub max_reconnect_backoff_ms: u64,
+}
+
+const fn yes() -> bool {
+    true
+}
+const fn default_channels() -> usize {
+    4
+}
+const fn default_max_backoff() -> u64 {
+    10_000
+}
+
+impl fmt::Debug for AmqpSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpSinkConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("url_file", &self.url_file)
+            .field("exchange", &self.exchange)
+            .field("exchange_type", &self.exchange_type)
+            .field("declare_exchange", &self.declare_exchange)
+            .field("channels", &self.channels)
+            .field("structured", &self.structured)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `amqp://user:***@host/vhost`: the password never reaches logs.
+#[must_use]
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl AmqpSinkConfig {
+    /// The URL with the password redacted, for display.
+    #[must_use]
+    pub fn display_url(&self) -> String {
+        self.url
+            .as_deref()
+            .map_or_else(|| "(from url_file)".to_owned(), redact_url)
+    }
+}
+
+/// Connection and channels of one connected period.
+struct Connected {
+    connection: Connection,
+    channels: Vec<Mutex<Channel>>,
+}
+
+/// A RabbitMQ sink.
+pub struct AmqpSink {
+    name: String,
+    config: AmqpSinkConfig,
+    /// The live connection, if any; replaced by the supervisor after a loss.
+    current: Arc<Mutex<Option<Arc<Connected>>>>,
+    /// Round-robin channel choice.
+    next: AtomicUsize,
+    /// Wakes the supervisor when a publish saw the connection die.
+    lost: Arc<Notify>,
+    /// Set on close: the supervisor stops.
+    closing: Arc<AtomicBool>,
+}
+
+impl AmqpSink {
+    /// Starts the supervisor (it connects and reconnects in the background, so the bridge starts
+    /// while RabbitMQ is down and reports the sink unhealthy) and returns at once.
+    ///
+    /// # Errors
+    ///
+    /// A missing or unreadable URL, or an invalid setting.
+    pub fn connect(name: &str, config: AmqpSinkConfig) -> Result<Self> {
+        let url = match (&config.url, &config.url_file) {
+            (Some(url), None) => url.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|source| Error::File {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_owned(),
+            _ => {
+                return Err(Error::Config(
+                    "give exactly one of `url` and `url_file`".into(),
+                ))
+            }
+        };
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return Err(Error::Config(format!(
+                "url {} must start with amqp:// or amqps://",
+                redact_url(&url)
+            )));
+        }
+        if !(1..=64).contains(&config.channels) {
+            return Err(Error::Config("channels must be 1 to 64".into()));
+        }
+        let sink = Self {
+            name: name.to_owned(),
+            config: config.clone(),
+            current: Arc::new(Mutex::new(None)),
+            next: AtomicUsize::new(0),
+            lost: Arc::new(Notify::new()),
+            closing: Arc::new(AtomicBool::new(false)),
+        };
+        tokio::spawn(supervise(
+            name.to_owned(),
+            url,
+            config,
+            Arc::clone(&sink.current),
+            Arc::clone(&sink.lost),
+            Arc::clone(&sink.closing),
+        ));
+        Ok(sink)
+    }
+
+    fn connected(&self) -> Option<Arc<Connected>> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Connects, declares, opens channels; waits for the connection to die; repeats.
+async fn supervise(
+    name: String,
+    url: String,
+    config: AmqpSinkConfig,
+    current: Arc<Mutex<Option<Arc<Connected>>>>,
+    lost: Arc<Notify>,
+    closing: Arc<AtomicBool>,
+) {
+    let max = Duration::from_millis(config.max_reconnect_backoff_ms.max(100));
+    let mut delay = Duration::from_millis(100);
+    while !closing.load(Ordering::Relaxed) {
+        match open(&url, &config).await {
+            Ok(connected) => {
+                tracing::info!(sink = %name, url = %redact_url(&url), "Connected to RabbitMQ.");
+                delay = Duration::from_millis(100);
+                let connected = Arc::new(connected);
+                *current.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Arc::clone(&connected));
+                // Wait until a publish reports a loss or the connection closes by itself.
+                loop {
+                    tokio::select! {
+                        () = lost.notified() => {}
+                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                    let broken = !connected.connection.status().connected()
+                        || connected.channels.iter().any(|c| {
+                            !c.lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .status()
+                                .connected()
+                        });
+                    if broken || closing.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                if closing.load(Ordering::Relaxed) {
+                    return;
+                }
+                // A channel closed by the broker (e.g. after an error) is reopened with the rest.
+                *current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                let _ = connected
+                    .connection
+                    .close(320, "vodbridge reconnecting".into())
+                    .await;
+                tracing::warn!(sink = %name, "RabbitMQ connection or channel lost; reconnecting.");
+            }
+            Err(error) => {
+                tracing::warn!(sink = %name, error = %error, retry_in_ms = delay.as_millis() as u64, "Cannot connect to RabbitMQ; retrying.");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(max);
+            }
+        }
+    }
+}
+
+async fn open(url: &str, config: &AmqpSinkConfig) -> std::result::Result<Connected, lapin::Error> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let setup = connection.create_channel().await?;
+    if !config.exchange.is_empty() {
+        let kind = match config.exchange_type {
+            ExchangeType::Topic => ExchangeKind::Topic,
+            ExchangeType::Direct => ExchangeKind::Direct,
+            ExchangeType::Fanout => ExchangeKind::Fanout,
+            ExchangeType::Headers => ExchangeKind::Headers,
+        };
+        let options = ExchangeDeclareOptions {
+            durable: true,
+            passive: !config.declare_exchange,
+            ..ExchangeDeclareOptions::default()
+        };
+        setup
+            .exchange_declare(
+                config.exchange.as_str().into(),
+                kind,
+                options,
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let _ = setup.close(200, "setup done".into()).await;
+    let mut channels = Vec::with_capacity(config.channels);
+    for _ in 0..config.channels {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channels.push(Mutex::new(channel));
+    }
+    Ok(Connected {
+        connection,
+        channels,
+    })
+}
+
+/// The one place a RabbitMQ failure becomes retryable or rejected.
+#[must_use]
+pub fn classify(error: &lapin::Error) -> SinkError {
+    let detail = error.to_string();
+    match error.kind() {
+        ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
+                SinkError::rejected(FailureReason::Unauthorized, detail)
+            }
+            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => {
+                SinkError::rejected(FailureReason::Unroutable, detail)
+            }
+            AMQPErrorKind::Soft(AMQPSoftError::NOROUTE) => {
+                SinkError::rejected(FailureReason::Unroutable, detail)
+            }
+            // RabbitMQ refuses a message above max_message_size with PRECONDITION_FAILED.
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => {
+                SinkError::rejected(FailureReason::TooLarge, detail)
+            }
+            AMQPErrorKind::Hard(AMQPHardError::FRAMEERROR | AMQPHardError::SYNTAXERROR) => {
+                SinkError::rejected(FailureReason::Invalid, detail)
+            }
+            _ => SinkError::retryable(FailureReason::Unavailable, detail),
+        },
+        // Connection or channel gone, IO errors, heartbeat loss, shutdown: the event comes back.
+        _ => SinkError::retryable(FailureReason::Unavailable, detail),
+    }
+}
+
+fn headers(message: &Message) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in message.envelope.attributes() {
+        table.insert(
+            format!("cloudEvents_{name}").into(),
+            AMQPValue::LongString(LongString::from(value.as_ref())),
+        );
+    }
+    if let Some(info) = &message.dead_letter {
+        for (name, value) in [
+            ("cloudEvents_deadletterreason", info.reason.as_str()),
+            ("cloudEvents_deadletterdetail", info.detail.as_str()),
+            ("cloudEvents_deadlettersink", info.failed_sink.as_str()),
+        ] {
+            table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+        }
+    }
+    table
+}
+
+impl Sink for AmqpSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "amqp"
+    }
+
+    fn publish<'a>(&'a self, message: &'a Message) -> PublishFuture<'a> {
+        Box::pin(async move {
+            let Some(connected) = self.connected() else {
+                return Err(SinkError::retryable(
+                    FailureReason::Unavailable,
+                    "not connected to RabbitMQ",
+                ));
+            };
+            let index = self.next.fetch_add(1, Ordering::Relaxed) % connected.channels.len();
+            let channel = connected.channels[index]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let envelope = &message.envelope;
+            let dead_letter = message
+                .dead_letter
+                .as_ref()
+                .map(|d| (d.reason.as_str(), d.detail.as_str()));
+            let (payload, content_type) = if self.config.structured {
+                (
+                    envelope.to_structured_json(dead_letter),
+                    "application/cloudevents+json",
+                )
+            } else {
+                (envelope.data.to_vec(), envelope.data_content_type())
+            };
+            let properties = BasicProperties::default()
+                .with_message_id(ShortString::from(envelope.id.as_str()))
+                .with_content_type(ShortString::from(content_type))
+                .with_type(ShortString::from(envelope.ty.as_str()))
+                .with_timestamp(u64::try_from(envelope.time.unix_timestamp()).unwrap_or(0))
+                .with_delivery_mode(2)
+                .with_app_id(ShortString::from("vodbridge"))
+                .with_headers(headers(message));
+            let options = BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            };
+            let routing_key = message.destination.as_str();
+            let result = async {
+                channel
+                    .basic_publish(
+                        self.config.exchange.as_str().into(),
+                        routing_key.into(),
+                        options,
+                        &payload,
+                        properties,
+                    )
+                    .await?
+                    .await
+            }
+            .await;
+            match result {
+                Ok(Confirmation::Ack(None)) => Ok(()),
+                Ok(Confirmation::Ack(Some(returned))) => Err(SinkError::rejected(
+                    FailureReason::Unroutable,
+                    format!("returned by the broker: {} (no queue bound for routing key {routing_key:?})", returned.reply_text),
+                )),
+                Ok(Confirmation::Nack(_)) => {
+                    Err(SinkError::retryable(FailureReason::Unavailable, "the broker negatively acknowledged the message"))
+                }
+                Ok(Confirmation::NotRequested) => {
+                    Err(SinkError::retryable(FailureReason::Other, "publisher confirms are not enabled on the channel"))
+                }
+                Err(error) => {
+                    // The channel or connection may be dead: let the supervisor check now.
+                    self.lost.notify_one();
+                    Err(classify(&error))
+                }
+            }
+        })
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.connected()
+            .is_some_and(|c| c.connection.status().connected())
+    }
+
+    fn close(&self) -> PublishFuture<'_> {
+        Box::pin(async move {
+            self.closing.store(true, Ordering::Relaxed);
+            self.lost.notify_one();
+            let connected = self
+                .current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(connected) = connected {
+                let _ = connected
+                    .connection
+                    .close(200, "vodbridge shutting down".into())
+                    .await;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://user:s3cret@host:5672/%2f"),
+            "amqp://user:***@host:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://host:5672"), "amqp://host:5672");
+        let config: AmqpSinkConfig =
+            serde_json::from_str(r#"{"url":"amqp://u:pw@h/v","exchange":"vod"}"#).expect("parses");
+        assert!(!format!("{config:?}").contains("pw"));
+        assert_eq!(
+            (
+                config.channels,
+                config.declare_exchange,
+                config.exchange_type
+            ),
+            (4, true, ExchangeType::Topic)
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! The AMQP sink against a real RabbitMQ: confirms before success, properties and headers,
+//! unroutable messages are failures, a broker crash-restart loses nothing.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+    Connection, ConnectionProperties,
+};
+use vodbridge_amqp::{AmqpSink, AmqpSinkConfig, ExchangeType};
+use vodbridge_core::{Envelope, EventId, FailureReason, Ingress, Message, Sink};
+use vodbridge_testkit::RabbitMq;
+
+fn envelope(n: u32) -> Arc<Envelope> {
+    let data = format!(r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":"{n}"}}}}"#);
+    Arc::new(Envelope {
+        id: EventId::derive("/tencentcloud/vod/1", data.as_bytes()),
+        source: "/tencentcloud/vod/1".into(),
+        ty: "com.tencentcloud.vod.NewFileUpload".into(),
+        subject: Some(n.to_string()),
+        time: time::OffsetDateTime::from_unix_timestamp(1_740_816_000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        data: Bytes::from(data),
+        event_type: "NewFileUpload".into(),
+        sub_app_id: Some(1),
+        ingress: Ingress::Push,
+        task_id: None,
+        partition_key: n.to_string(),
+    })
+}
+
+fn message(n: u32, routing_key: &str) -> Message {
+    Message {
+        envelope: envelope(n),
+        destination: routing_key.to_owned(),
+        dead_letter: None,
+    }
+}
+
+fn config(broker: &RabbitMq) -> AmqpSinkConfig {
+    AmqpSinkConfig {
+        url: Some(broker.url()),
+        url_file: None,
+        exchange: "vod".into(),
+        exchange_type: ExchangeType::Topic,
+        declare_exchange: true,
+        channels: 4,
+        structured: false,
+        max_reconnect_backoff_ms: 500,
+    }
+}
+
+async fn healthy(sink: &AmqpSink, timeout: Duration) {
+    let started = std::time::Instant::now();
+    while !sink.is_healthy() {
+        assert!(
+            started.elapsed() < timeout,
+            "sink not healthy within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A durable queue bound to `vod` with `pattern`.
+async fn queue(broker: &RabbitMq, name: &str, pattern: &str) -> lapin::Channel {
+    let connection = Connection::connect(&broker.url(), ConnectionProperties::default())
+        .await
+        .expect("connects");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue");
+    channel
+        .queue_bind(
+            name.into(),
+            "vod".into(),
+            pattern.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    std::mem::forget(connection);
+    channel
+}
+
+async fn drain(
+    channel: &lapin::Channel,
+    queue: &str,
+    expected: usize,
+) -> Vec<lapin::message::Delivery> {
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut out = Vec::new();
+    while out.len() < expected {
+        let next = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a delivery in time");
+        let delivery = next.expect("stream open").expect("delivery");
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        out.push(delivery);
+    }
+    out
+}
+
+fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_end_to_end() {
+    // One broker for the whole story: starting RabbitMQ costs seconds.
+    let mut broker = RabbitMq::start();
+    let sink = Arc::new(AmqpSink::connect("amqp", config(&broker)).expect("sink"));
+    healthy(&sink, Duration::from_secs(20)).await;
+
+    // 1. Acknowledged, persistent, with CloudEvents properties and headers.
+    let consumer = queue(&broker, "uploads", "vod.*.NewFileUpload").await;
+    let msg = message(7, "vod.1.NewFileUpload");
+    sink.publish(&msg).await.expect("confirmed");
+    let delivered = drain(&consumer, "uploads", 1).await;
+    let d = &delivered[0];
+    assert_eq!(
+        d.data,
+        msg.envelope.data.to_vec(),
+        "body = data, byte for byte"
+    );
+    assert_eq!(d.routing_key.as_str(), "vod.1.NewFileUpload");
+    let p = &d.properties;
+    assert_eq!(
+        p.message_id().as_ref().map(|s| s.as_str().to_owned()),
+        Some(msg.envelope.id.to_string())
+    );
+    assert_eq!(p.delivery_mode(), &Some(2), "persistent");
+    assert_eq!(
+        p.kind().as_ref().map(|s| s.as_str()),
+        Some("com.tencentcloud.vod.NewFileUpload")
+    );
+    assert_eq!(
+        p.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json")
+    );
+    assert_eq!(p.timestamp(), &Some(1_740_816_000));
+    assert_eq!(
+        header(d, "cloudEvents_id"),
+        Some(msg.envelope.id.to_string())
+    );
+    assert_eq!(header(d, "cloudEvents_specversion").as_deref(), Some("1.0"));
+    let decoded = Envelope::from_binary(
+        |name| header(d, &format!("cloudEvents_{name}")).map(Into::into),
+        Bytes::from(d.data.clone()),
+    )
+    .expect("decodes");
+    assert_eq!(&decoded, msg.envelope.as_ref());
+
+    // 2. Unroutable: mandatory + publisher confirms make it a permanent failure.
+    let error = sink
+        .publish(&message(8, "nobody.listens.here"))
+        .await
+        .expect_err("no queue bound");
+    assert_eq!(error.reason(), FailureReason::Unroutable, "{error}");
+    assert!(!error.is_retryable());
+    sink.publish(&message(9, "vod.1.NewFileUpload"))
+        .await
+        .expect("the sink still works after a return");
+    drain(&consumer, "uploads", 1).await;
+
+    // 3. A crash-restart mid-stream loses nothing: durable queue, persistent messages, and
+    //    failed publishes retried (as VOD's redelivery would).
+    let _all = queue(&broker, "all", "vod.#").await;
+    let publisher = {
+        let sink = Arc::clone(&sink);
+        tokio::spawn(async move {
+            let mut retried = 0;
+            for n in 0..200 {
+                let msg = message(1000 + n, "vod.2.NewFileUpload");
+                while let Err(error) = sink.publish(&msg).await {
+                    assert!(error.is_retryable(), "{error}");
+                    retried += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            retried
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.stop();
+    let down = std::time::Instant::now();
+    while sink.is_healthy() {
+        assert!(
+            down.elapsed() < Duration::from_secs(10),
+            "health follows the connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker.restart();
+    let retried = tokio::time::timeout(Duration::from_secs(60), publisher)
+        .await
+        .expect("publisher finishes")
+        .expect("task");
+    let consumer = queue(&broker, "all", "vod.#").await;
+    let delivered = drain(&consumer, "all", 200).await;
+    let ids: HashSet<String> = delivered
+        .iter()
+        .filter_map(|d| header(d, "cloudEvents_subject"))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        200,
+        "every confirmed event survived the crash ({retried} publishes retried)"
+    );
+}

@@ -1,0 +1,269 @@
+//! The bridge into a real RabbitMQ: callbacks and pulled events arrive with the routing key,
+//! properties and bytes; an unroutable route is never acknowledged; a broker restart loses
+//! nothing and answers 503 while it is down.
+
+use std::{collections::HashSet, net::SocketAddr, time::Duration};
+
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+    Connection, ConnectionProperties,
+};
+use vod_emulator::{generate::parse_types, Emulator, EmulatorConfig};
+use vodbridge_core::{Envelope, Ingress};
+use vodbridge_testkit::RabbitMq;
+
+use crate::helpers::{fixture, settings, TestApp};
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn config(broker: &RabbitMq, emulator: &str) -> String {
+    format!(
+        r#"
+[server]
+publish_timeout_ms = 1500
+[sources.default]
+mode = "push"
+sub_app_id = 1500000001
+[sources.app]
+mode = "pull"
+endpoint = "{emulator}"
+sub_app_id = 1500000002
+secret_id = "AKIDAMQP"
+secret_key = "amqp-key"
+handle_lifetime_ms = 3000
+confirm_margin_ms = 1000
+max_backoff_ms = 300
+[sinks.rabbit]
+type = "amqp"
+url = "{url}"
+exchange = "vod"
+max_reconnect_backoff_ms = 300
+[[routes]]
+event_types = ["FileDeleted"]
+sinks = [{{ sink = "rabbit", destination = "nowhere.{{event_type}}" }}]
+[[routes]]
+event_types = ["*"]
+sinks = [{{ sink = "rabbit", destination = "vod.{{sub_app_id}}.{{event_type}}" }}]
+"#,
+        url = broker.url()
+    )
+}
+
+/// A durable queue for every `vod.#` routing key.
+async fn consumer(broker: &RabbitMq) -> (Connection, lapin::Channel) {
+    let connection = Connection::connect(&broker.url(), ConnectionProperties::default())
+        .await
+        .expect("connects");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .exchange_declare(
+            "vod".into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange");
+    channel
+        .queue_declare(
+            "events".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue");
+    channel
+        .queue_bind(
+            "events".into(),
+            "vod".into(),
+            "vod.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    (connection, channel)
+}
+
+async fn receive(channel: &lapin::Channel, count: usize) -> Vec<(String, Envelope)> {
+    let mut deliveries = channel
+        .basic_consume(
+            "events".into(),
+            "test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut out = Vec::new();
+    while out.len() < count {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), deliveries.next())
+            .await
+            .expect("a delivery in time")
+            .expect("open")
+            .expect("delivery");
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        let headers = delivery.properties.headers().clone().unwrap_or_default();
+        let header = |name: &str| match headers.inner().get(format!("cloudEvents_{name}").as_str())
+        {
+            Some(AMQPValue::LongString(s)) => {
+                Some(String::from_utf8_lossy(s.as_bytes()).into_owned().into())
+            }
+            _ => None,
+        };
+        let envelope =
+            Envelope::from_binary(header, delivery.data.clone().into()).expect("a CloudEvent");
+        out.push((delivery.routing_key.to_string(), envelope));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_into_rabbitmq() {
+    let mut broker = RabbitMq::start();
+    let (_connection, channel) = consumer(&broker).await;
+    let mut emulator_config = EmulatorConfig::new("AKIDAMQP", "amqp-key");
+    emulator_config.visibility = Duration::from_secs(3);
+    emulator_config.long_poll = Duration::from_millis(200);
+    let emu = Emulator::new(emulator_config)
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("emulator");
+    let app = TestApp::start(settings(&config(&broker, &emu.endpoint())), vec![]).await;
+    let started = std::time::Instant::now();
+    while app.get("/readyz").await.0 != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "ready once RabbitMQ is connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Callbacks and pulled events arrive with routing key, headers and bytes.
+    assert_eq!(
+        app.post("/callback/default", fixture("ProcedureStateChanged"))
+            .await
+            .status(),
+        200
+    );
+    emu.emulator.generate(
+        1_500_000_002,
+        20,
+        &["NewFileUpload".into(), "PullComplete".into()],
+    );
+    wait_for(
+        "20 pulled events confirmed",
+        Duration::from_secs(30),
+        || emu.emulator.stats().confirmed == 20,
+    )
+    .await;
+    let received = receive(&channel, 21).await;
+    for (routing_key, envelope) in &received {
+        assert_eq!(
+            routing_key,
+            &format!(
+                "vod.{}.{}",
+                envelope.sub_app_id.unwrap_or(0),
+                envelope.event_type
+            )
+        );
+    }
+    let pushed = received
+        .iter()
+        .find(|(_, e)| e.ingress == Ingress::Push)
+        .map(|(_, e)| e.data.clone());
+    assert_eq!(
+        pushed,
+        Some(fixture("ProcedureStateChanged").into()),
+        "bytes as received"
+    );
+
+    // An unroutable route is never acknowledged: 503 on push, no confirm on pull.
+    let response = app.post("/callback/default", fixture("FileDeleted")).await;
+    assert_eq!(response.status(), 503);
+    assert!(response
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("unroutable"));
+    emu.emulator
+        .generate(1_500_000_002, 3, &["FileDeleted".into()]);
+    wait_for(
+        "the unroutable events handed out",
+        Duration::from_secs(10),
+        || emu.emulator.stats().deliveries >= 23,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        emu.emulator.stats().confirmed,
+        20,
+        "unroutable events stay unconfirmed"
+    );
+
+    // A broker crash: 503 while down, nothing lost across the restart.
+    broker.stop();
+    let down = std::time::Instant::now();
+    while app.get("/readyz").await.0 == 200 {
+        assert!(
+            down.elapsed() < Duration::from_secs(10),
+            "readiness follows RabbitMQ"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.post("/callback/default", fixture("NewFileUpload"))
+            .await
+            .status(),
+        503
+    );
+    emu.emulator.generate(1_500_000_002, 10, &parse_types(""));
+    broker.restart();
+    let (_connection, channel) = consumer(&broker).await;
+    let up = std::time::Instant::now();
+    while app.get("/readyz").await.0 != 200 {
+        assert!(
+            up.elapsed() < Duration::from_secs(20),
+            "the sink reconnects"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.post("/callback/default", fixture("NewFileUpload"))
+            .await
+            .status(),
+        200,
+        "VOD's retry succeeds"
+    );
+    // Generated with the default mix, which includes FileDeleted (unroutable here by design).
+    let routable = emu
+        .emulator
+        .ledger()
+        .iter()
+        .filter(|e| e.key > 23 && e.event_type != "FileDeleted")
+        .count() as u64;
+    wait_for(
+        "the rest confirmed after the restart",
+        Duration::from_secs(40),
+        || emu.emulator.stats().confirmed == 20 + routable,
+    )
+    .await;
+    let after = receive(&channel, 1 + routable as usize).await;
+    let ids: HashSet<String> = after.iter().map(|(_, e)| e.id.to_string()).collect();
+    assert_eq!(ids.len(), 1 + routable as usize);
+    app.stop().await.expect("clean stop");
+}
