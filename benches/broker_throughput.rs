@@ -1,0 +1,385 @@
+//! Load harness: events/s through the bridge's push path into NATS JetStream and RabbitMQ,
+//! beside a direct client publishing the same envelopes with the same guarantees (PubAck /
+//! publisher confirm, persistent, mandatory) at the same concurrency, in the same run.
+//!
+//! `cargo bench --bench broker_throughput` (env `EVENTS`, `CONCURRENCY` override the defaults).
+#![allow(missing_docs)]
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use lapin::{
+    options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString},
+    BasicProperties, Confirmation, Connection, ConnectionProperties,
+};
+use vod_emulator::generate::{parse_types, Generator};
+use vodbridge::{
+    config::{Config, Settings},
+    App,
+};
+use vodbridge_core::{
+    Envelope, EventTypePattern, Ingress, Pipeline, Route, RouteAction, RouteContext, RouteTable,
+    Sink, Target, Template,
+};
+use vodbridge_tencent::{Normalizer, RawEvent};
+use vodbridge_testkit::{NatsServer, RabbitMq};
+
+/// Runs `work(i)` for i in 0..n with `concurrency` tasks; returns events/s.
+async fn drive<F, Fut>(n: usize, concurrency: usize, work: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let work = Arc::new(work);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (work, next) = (Arc::clone(&work), Arc::clone(&next));
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    work(i).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The bridge on its push path: `concurrency` HTTP clients POST callbacks and wait for 200.
+async fn bridge(sink_toml: &str, bodies: Arc<Vec<Bytes>>, concurrency: usize) -> f64 {
+    let toml = format!("[server]\nlisten = \"127.0.0.1:0\"\nmax_in_flight = 4096\n[telemetry]\nlog_level = \"error\"\n{sink_toml}");
+    let settings = Settings::from_config(Config::from_toml(&toml).expect("config")).expect("valid");
+    let app = App::build(settings).await.expect("app");
+    let url = format!(
+        "http://{}/callback/default",
+        app.local_addr().expect("addr")
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    // Wait until the broker sink is connected.
+    let ready = url.replace("/callback/default", "/readyz");
+    while client
+        .get(&ready)
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rate = drive(bodies.len(), concurrency, move |i| {
+        let (client, url, body) = (client.clone(), url.clone(), bodies[i].clone());
+        async move {
+            loop {
+                match client.post(&url).body(body.clone()).send().await {
+                    Ok(r) if r.status() == 200 => break,
+                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    let _ = server.await;
+    rate
+}
+
+/// The bridge's own path without HTTP: normalize each body and deliver it through the pipeline
+/// to the real sink, at the same concurrency (the HTTP load generator would otherwise compete
+/// for the same two cores).
+async fn pipeline(
+    sink: Arc<dyn Sink>,
+    destination: &str,
+    bodies: Arc<Vec<Bytes>>,
+    concurrency: usize,
+) -> f64 {
+    while !sink.is_healthy() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let routes = RouteTable::new(
+        vec![Route {
+            patterns: vec![EventTypePattern::Any],
+            action: RouteAction::Publish(vec![Target {
+                sink: sink.name().to_owned(),
+                destination: Template::parse(destination).expect("template"),
+            }]),
+        }],
+        vodbridge_tencent::catalog::known_event_types(),
+    )
+    .expect("routes");
+    let pipeline = Arc::new(Pipeline::new(vec![sink], routes, None).expect("pipeline"));
+    let normalizer = Arc::new(Normalizer::new(
+        "/tencentcloud/vod/default",
+        None,
+        Ingress::Push,
+    ));
+    drive(bodies.len(), concurrency, move |i| {
+        let (pipeline, normalizer, body) = (
+            Arc::clone(&pipeline),
+            Arc::clone(&normalizer),
+            bodies[i].clone(),
+        );
+        async move {
+            let event = RawEvent::parse(&body).expect("parses");
+            let envelope = Arc::new(
+                normalizer
+                    .normalize(event, time::OffsetDateTime::now_utc())
+                    .expect("normalizes"),
+            );
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+            let report = pipeline
+                .deliver(envelope, RouteContext { source: "default" }, deadline)
+                .await;
+            assert!(report.outcome.is_handled(), "{:?}", report.outcome);
+        }
+    })
+    .await
+}
+
+async fn direct_nats(
+    server: &NatsServer,
+    envelopes: Arc<Vec<Envelope>>,
+    concurrency: usize,
+) -> f64 {
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "DIRECT".into(),
+        subjects: vec!["direct.>".into()],
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    drive(envelopes.len(), concurrency, move |i| {
+        let (js, envelope) = (js.clone(), envelopes[i].clone());
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            for (name, value) in envelope.attributes() {
+                headers.insert(format!("ce-{name}").as_str(), value.as_ref());
+            }
+            headers.insert("content-type", "application/json");
+            let publish = async_nats::jetstream::message::PublishMessage::build()
+                .payload(envelope.data.clone())
+                .headers(headers)
+                .message_id(envelope.id.as_str());
+            let subject = format!("direct.{}", envelope.event_type);
+            js.send_publish(subject, publish)
+                .await
+                .expect("publish")
+                .await
+                .expect("PubAck");
+        }
+    })
+    .await
+}
+
+async fn direct_amqp(broker: &RabbitMq, envelopes: Arc<Vec<Envelope>>, concurrency: usize) -> f64 {
+    let connection = Connection::connect(&broker.url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        channels.push(channel);
+    }
+    let channels = Arc::new(channels);
+    drive(envelopes.len(), concurrency, move |i| {
+        let (channels, envelope) = (Arc::clone(&channels), envelopes[i].clone());
+        async move {
+            let mut headers = FieldTable::default();
+            for (name, value) in envelope.attributes() {
+                headers.insert(
+                    format!("cloudEvents_{name}").into(),
+                    AMQPValue::LongString(LongString::from(value.as_ref())),
+                );
+            }
+            let properties = BasicProperties::default()
+                .with_message_id(envelope.id.as_str().into())
+                .with_content_type("application/json".into())
+                .with_type(envelope.ty.as_str().into())
+                .with_timestamp(u64::try_from(envelope.time.unix_timestamp()).unwrap_or(0))
+                .with_delivery_mode(2)
+                .with_headers(headers);
+            let key = format!("vod.{}", envelope.event_type);
+            let confirm = channels[i % channels.len()]
+                .basic_publish(
+                    "bench".into(),
+                    key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &envelope.data,
+                    properties,
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm");
+            assert!(matches!(confirm, Confirmation::Ack(None)));
+        }
+    })
+    .await
+}
+
+/// A sink config from the TOML the bridge would read.
+fn toml_sink<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    use figment::providers::Format;
+    figment::Figment::from(figment::providers::Toml::string(text))
+        .extract()
+        .expect("sink config")
+}
+
+fn main() {
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (events, concurrency) = (env("EVENTS", 5000), env("CONCURRENCY", 32));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut generator = Generator::new(42);
+    let types = parse_types("");
+    let bodies: Vec<Bytes> = (0..events)
+        .map(|i| Bytes::from(generator.event(&types[i % types.len()]).to_string()))
+        .collect();
+    let normalizer = Normalizer::new("/tencentcloud/vod/default", None, Ingress::Push);
+    let now = time::OffsetDateTime::now_utc();
+    let envelopes: Vec<Envelope> = bodies
+        .iter()
+        .map(|b| {
+            normalizer
+                .normalize(RawEvent::parse(b).expect("parses"), now)
+                .expect("normalizes")
+        })
+        .collect();
+    let (bodies, envelopes) = (Arc::new(bodies), Arc::new(envelopes));
+
+    let nats = NatsServer::start();
+    let rabbit = RabbitMq::start();
+    runtime.block_on(async {
+        // The queue every routing key reaches (mandatory publishes need one).
+        let connection = Connection::connect(&rabbit.url(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        for exchange in ["bench", "vod"] {
+            channel
+                .exchange_declare(
+                    exchange.into(),
+                    lapin::ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("exchange");
+            let queue = format!("{exchange}-all");
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .expect("queue");
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.into(),
+                    "#".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind");
+        }
+    });
+    let nats_sink = format!(
+        "[sinks.nats]\ntype = \"nats\"\nurl = \"{}\"\nstream = \"BRIDGE\"\ncreate_stream = true\nstream_subjects = [\"bridge.>\"]\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"nats\", destination = \"bridge.{{event_type}}\" }}]\n",
+        nats.url()
+    );
+    let amqp_sink = format!(
+        "[sinks.rabbit]\ntype = \"amqp\"\nurl = \"{}\"\nexchange = \"vod\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"rabbit\", destination = \"vod.{{event_type}}\" }}]\n",
+        rabbit.url()
+    );
+    println!("| broker | events | concurrency | direct client events/s | bridge pipeline (normalize + route + sink) events/s | ratio | bridge push path incl. HTTP load generator events/s | ratio |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let direct = runtime.block_on(direct_nats(&nats, Arc::clone(&envelopes), concurrency));
+    let sink: Arc<dyn Sink> = runtime.block_on(async {
+        let config: vodbridge_nats::NatsSinkConfig = toml_sink(&format!(
+            "url = \"{}\"\nstream = \"PIPE\"\ncreate_stream = true\nstream_subjects = [\"pipe.>\"]",
+            nats.url()
+        ));
+        Arc::new(
+            vodbridge_nats::NatsSink::connect("nats", config)
+                .await
+                .expect("sink"),
+        )
+    });
+    let piped = runtime.block_on(pipeline(
+        sink,
+        "pipe.{event_type}",
+        Arc::clone(&bodies),
+        concurrency,
+    ));
+    let through = runtime.block_on(bridge(&nats_sink, Arc::clone(&bodies), concurrency));
+    println!(
+        "| NATS JetStream (file storage) | {events} | {concurrency} | {direct:.0} | {piped:.0} | {:.2} | {through:.0} | {:.2} |",
+        piped / direct,
+        through / direct
+    );
+    let direct = runtime.block_on(direct_amqp(&rabbit, Arc::clone(&envelopes), concurrency));
+    let sink: Arc<dyn Sink> = runtime.block_on(async {
+        let config: vodbridge_amqp::AmqpSinkConfig =
+            toml_sink(&format!("url = \"{}\"\nexchange = \"vod\"", rabbit.url()));
+        Arc::new(vodbridge_amqp::AmqpSink::connect("rabbit", config).expect("sink"))
+    });
+    let piped = runtime.block_on(pipeline(
+        sink,
+        "vod.{event_type}",
+        Arc::clone(&bodies),
+        concurrency,
+    ));
+    let through = runtime.block_on(bridge(&amqp_sink, Arc::clone(&bodies), concurrency));
+    println!(
+        "| RabbitMQ (durable, confirms) | {events} | {concurrency} | {direct:.0} | {piped:.0} | {:.2} | {through:.0} | {:.2} |",
+        piped / direct,
+        through / direct
+    );
+}
