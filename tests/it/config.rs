@@ -24,6 +24,7 @@ fn example_config_is_valid() {
         ("app1-sign-key", "abcXYZ123\n"),
         ("app2-secret-id", "AKIDexample\n"),
         ("app2-secret-key", "k\n"),
+        ("amqp-url", "amqp://guest:guest@localhost:5672/%2f\n"),
     ] {
         std::fs::write(dir.path().join(file), value).expect("write");
     }
@@ -39,7 +40,7 @@ fn example_config_is_valid() {
         panic!("app1 is a push source")
     };
     assert!(auth.sign_key.is_some(), "the key file was read");
-    assert_eq!(settings.sinks.len(), 3);
+    assert_eq!(settings.sinks.len(), 5);
     assert_eq!(settings.routes.routes().len(), 3);
     assert!(settings.dead_letter.is_some());
     let described = settings.describe();
