@@ -9,6 +9,8 @@ log() { printf '==> %s\n' "$*" >&2; }
 need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v make >/dev/null 2>&1 || need_apt+=(make)   # librdkafka's build
 # Real brokers for the sink tests (the harness starts them on free ports).
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
@@ -24,6 +26,13 @@ fi
 
 command -v cargo >/dev/null 2>&1 || { log "cargo is required (https://rustup.rs)"; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+# tansu, the Kafka-compatible broker of the Kafka tests; it lands in ~/.cargo/bin (cached by CI).
+tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+if [ ! -x "$tansu_bin" ] && ! command -v tansu >/dev/null 2>&1; then
+  log "installing tansu (about 8 minutes, once)"
+  cargo install tansu --features dynostore --locked --quiet
+fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

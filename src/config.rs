@@ -266,6 +266,8 @@ pub enum SinkConfig {
     Nats(vodbridge_nats::NatsSinkConfig),
     /// AMQP 0-9-1 (RabbitMQ): mandatory persistent publishes confirmed by the broker.
     Amqp(vodbridge_amqp::AmqpSinkConfig),
+    /// Kafka: produce confirmed by the delivery report (`acks=all`, idempotent).
+    Kafka(vodbridge_kafka::KafkaSinkConfig),
 }
 
 impl SinkConfig {
@@ -277,6 +279,7 @@ impl SinkConfig {
             Self::File(_) => "file",
             Self::Nats(_) => "nats",
             Self::Amqp(_) => "amqp",
+            Self::Kafka(_) => "kafka",
         }
     }
 }
@@ -666,6 +669,13 @@ impl Settings {
             let detail = match sink {
                 SinkConfig::Stdout(_) => String::new(),
                 SinkConfig::File(f) => format!(" path={} fsync={:?}", f.path.display(), f.fsync),
+                SinkConfig::Kafka(k) => format!(
+                    " brokers={} message_timeout_ms={} {} mode, {} librdkafka properties",
+                    k.brokers,
+                    k.message_timeout_ms,
+                    if k.structured { "structured" } else { "binary" },
+                    k.properties.len() + k.secret_property_files.len()
+                ),
                 SinkConfig::Amqp(a) => format!(
                     " url={} exchange={:?} ({:?}{}) channels={} {} mode",
                     a.display_url(),

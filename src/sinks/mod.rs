@@ -1,5 +1,5 @@
 //! Sinks built from configuration: the embedded `stdout` and `file` sinks, and the broker sinks
-//! of their own crates (NATS JetStream, AMQP).
+//! of their own crates (Kafka, NATS JetStream, AMQP).
 
 mod line;
 
@@ -22,6 +22,14 @@ pub async fn build(name: &str, config: &SinkConfig) -> Result<Arc<dyn Sink>> {
     Ok(match config {
         SinkConfig::Stdout(_) => Arc::new(LineSink::stdout(name)),
         SinkConfig::File(file) => Arc::new(LineSink::file(name, &file.path, file.fsync)?),
+        SinkConfig::Kafka(kafka) => {
+            Arc::new(vodbridge_kafka::KafkaSink::new(name, kafka).map_err(|e| {
+                crate::Error::Sink {
+                    name: name.to_owned(),
+                    reason: e.to_string(),
+                }
+            })?)
+        }
         SinkConfig::Amqp(amqp) => Arc::new(
             vodbridge_amqp::AmqpSink::connect(name, amqp.clone()).map_err(|e| {
                 crate::Error::Sink {

@@ -40,7 +40,7 @@ fn example_config_is_valid() {
         panic!("app1 is a push source")
     };
     assert!(auth.sign_key.is_some(), "the key file was read");
-    assert_eq!(settings.sinks.len(), 5);
+    assert_eq!(settings.sinks.len(), 6);
     assert_eq!(settings.routes.routes().len(), 3);
     assert!(settings.dead_letter.is_some());
     let described = settings.describe();

@@ -5,6 +5,7 @@ mod amqp;
 mod cli;
 mod config;
 mod helpers;
+mod kafka;
 mod nats;
 mod pull;
 mod push;

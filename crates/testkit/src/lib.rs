@@ -1,4 +1,4 @@
-//! Test harness: real broker processes on free loopback ports, each with its own data
+//! Test harness: real broker processes (NATS, RabbitMQ, tansu for Kafka) on free loopback ports, each with its own data
 //! directory, stopped when dropped. A missing broker binary panics with the package to install,
 //! never skips.
 #![forbid(unsafe_code)]
@@ -252,6 +252,95 @@ impl RabbitMq {
 }
 
 impl Drop for RabbitMq {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A `tansu` Kafka-compatible broker with in-memory storage (a restart starts empty).
+pub struct Tansu {
+    /// Kafka port.
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn tansu_binary() -> PathBuf {
+    let cargo_bin = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|home| home.join("bin").join("tansu"));
+    if let Ok(path) = cargo_bin {
+        if path.is_file() {
+            return path;
+        }
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let candidate = Path::new(dir).join("tansu");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("tansu is not installed: cargo install tansu --features dynostore --locked (bash scripts/test.sh does); tests never skip a broker");
+}
+
+impl Tansu {
+    /// Starts a broker on a free port.
+    ///
+    /// # Panics
+    ///
+    /// When `tansu` is missing or does not open its port.
+    #[must_use]
+    pub fn start() -> Self {
+        let mut broker = Self {
+            port: free_port(),
+            child: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(tansu_binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(30), "tansu");
+    }
+
+    /// `127.0.0.1:port`, for `bootstrap.servers`.
+    #[must_use]
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: memory storage).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Tansu {
     fn drop(&mut self) {
         self.stop();
     }

@@ -1,0 +1,233 @@
+//! The bridge into a Kafka-compatible broker (tansu): callbacks and pulled events land with
+//! `ce_*` headers, key and bytes; nothing is acknowledged before the delivery report; too-large
+//! events are dead-lettered with their reason.
+
+use std::{net::SocketAddr, time::Duration};
+
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer},
+    message::{Headers, Message as _, OwnedMessage},
+    ClientConfig, Offset, TopicPartitionList,
+};
+use vod_emulator::{generate::parse_types, Emulator, EmulatorConfig};
+use vodbridge_core::Envelope;
+use vodbridge_testkit::Tansu;
+
+use crate::helpers::{fixture, settings, TestApp};
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn create_topics(broker: &Tansu) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("admin");
+    let topics = [
+        NewTopic::new("vod.events", 3, TopicReplication::Fixed(1)),
+        NewTopic::new("vod.deadletter", 1, TopicReplication::Fixed(1)),
+    ];
+    for result in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .expect("create_topics")
+    {
+        result.expect("created");
+    }
+}
+
+fn consume(broker: &Tansu, topic: &str, partitions: i32, expected: usize) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "vodbridge-it")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    while out.len() < expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{topic}: only {} of {expected}",
+            out.len()
+        );
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            out.push(message.expect("message").detach());
+        }
+    }
+    out
+}
+
+fn decode(message: &OwnedMessage) -> Envelope {
+    let header = |name: &str| {
+        message
+            .headers()
+            .and_then(|h| {
+                h.iter()
+                    .find(|x| x.key == format!("ce_{name}"))
+                    .and_then(|x| x.value)
+            })
+            .map(|v| String::from_utf8_lossy(v).into_owned().into())
+    };
+    Envelope::from_binary(
+        header,
+        message.payload().unwrap_or_default().to_vec().into(),
+    )
+    .expect("a CloudEvent")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_into_kafka() {
+    let mut broker = Tansu::start();
+    create_topics(&broker).await;
+    let mut emulator_config = EmulatorConfig::new("AKIDKAFKA", "kafka-key");
+    emulator_config.visibility = Duration::from_secs(4);
+    emulator_config.long_poll = Duration::from_millis(200);
+    let emu = Emulator::new(emulator_config)
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("emulator");
+    let toml = format!(
+        r#"
+[server]
+publish_timeout_ms = 2500
+[sources.default]
+mode = "push"
+sub_app_id = 1500000001
+[sources.app]
+mode = "pull"
+endpoint = "{endpoint}"
+sub_app_id = 1500000002
+secret_id = "AKIDKAFKA"
+secret_key = "kafka-key"
+handle_lifetime_ms = 4000
+confirm_margin_ms = 1000
+max_backoff_ms = 300
+[sinks.kafka]
+type = "kafka"
+brokers = "{brokers}"
+message_timeout_ms = 2000
+# tansu (memory storage) forgets producer ids on restart; see crates/vodbridge-kafka/tests/it.rs.
+properties = {{ "message.max.bytes" = "8000", "enable.idempotence" = "false" }}
+[sinks.dlq]
+type = "kafka"
+brokers = "{brokers}"
+message_timeout_ms = 2000
+properties = {{ "enable.idempotence" = "false" }}
+[[routes]]
+event_types = ["*"]
+sinks = [{{ sink = "kafka", destination = "vod.events" }}]
+[dead_letter]
+sink = "dlq"
+destination = "vod.deadletter"
+"#,
+        endpoint = emu.endpoint(),
+        brokers = broker.bootstrap()
+    );
+    let app = TestApp::start(settings(&toml), vec![]).await;
+    app.wait_ready(Duration::from_secs(20)).await;
+
+    // Push and pull land with headers, key and bytes.
+    assert_eq!(
+        app.post("/callback/default", fixture("ProcedureStateChanged"))
+            .await
+            .status(),
+        200
+    );
+    emu.emulator.generate(1_500_000_002, 30, &parse_types(""));
+    wait_for(
+        "30 pulled events confirmed",
+        Duration::from_secs(30),
+        || emu.emulator.stats().confirmed == 30,
+    )
+    .await;
+    let received = consume(&broker, "vod.events", 3, 31);
+    for message in &received {
+        let envelope = decode(message);
+        assert_eq!(
+            message.key(),
+            Some(envelope.partition_key.as_bytes()),
+            "key = partitionkey"
+        );
+        assert!(
+            !String::from_utf8_lossy(message.payload().unwrap_or_default()).contains("EventHandle")
+        );
+    }
+    let pushed = received
+        .iter()
+        .map(decode)
+        .find(|e| e.sub_app_id == Some(1_500_000_001))
+        .map(|e| e.data);
+    assert_eq!(
+        pushed,
+        Some(fixture("ProcedureStateChanged").into()),
+        "bytes as received"
+    );
+
+    // Too large: dead-lettered with the reason, answered 200 (handled), not retried forever.
+    let big = format!(
+        r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":"big","Pad":"{}"}}}}"#,
+        "x".repeat(9000)
+    );
+    assert_eq!(
+        app.post("/callback/default", big.clone()).await.status(),
+        200,
+        "dead-lettered counts as handled"
+    );
+    let dead = consume(&broker, "vod.deadletter", 1, 1);
+    let reason = dead[0].headers().and_then(|h| {
+        h.iter()
+            .find(|x| x.key == "ce_deadletterreason")
+            .and_then(|x| x.value)
+    });
+    assert_eq!(reason, Some(&b"too_large"[..]));
+
+    // Broker down: 503 and no confirm; back up: everything delivered.
+    broker.stop();
+    assert_eq!(
+        app.post("/callback/default", fixture("NewFileUpload"))
+            .await
+            .status(),
+        503
+    );
+    emu.emulator.generate(1_500_000_002, 5, &parse_types(""));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        emu.emulator.stats().confirmed,
+        30,
+        "no confirm while the broker is down"
+    );
+    broker.restart();
+    create_topics(&broker).await;
+    wait_for(
+        "the rest confirmed after the restart",
+        Duration::from_secs(40),
+        || emu.emulator.stats().confirmed == 35,
+    )
+    .await;
+    app.wait_ready(Duration::from_secs(20)).await;
+    assert_eq!(
+        app.post("/callback/default", fixture("NewFileUpload"))
+            .await
+            .status(),
+        200,
+        "VOD's retry succeeds"
+    );
+    let after = consume(&broker, "vod.events", 3, 6);
+    assert!(after.len() >= 6);
+    app.stop().await.expect("clean stop");
+}
