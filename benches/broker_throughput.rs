@@ -1,4 +1,4 @@
-//! Load harness: events/s through the bridge's push path into NATS JetStream and RabbitMQ,
+//! Load harness: events/s through the bridge into Kafka (tansu), NATS JetStream and RabbitMQ,
 //! beside a direct client publishing the same envelopes with the same guarantees (PubAck /
 //! publisher confirm, persistent, mandatory) at the same concurrency, in the same run.
 //!
@@ -32,7 +32,7 @@ use vodbridge_core::{
     Sink, Target, Template,
 };
 use vodbridge_tencent::{Normalizer, RawEvent};
-use vodbridge_testkit::{NatsServer, RabbitMq};
+use vodbridge_testkit::{NatsServer, RabbitMq, Tansu};
 
 /// Runs `work(i)` for i in 0..n with `concurrency` tasks; returns events/s.
 async fn drive<F, Fut>(n: usize, concurrency: usize, work: F) -> f64
@@ -195,6 +195,65 @@ async fn direct_nats(
     .await
 }
 
+async fn create_kafka_topics(broker: &Tansu, topics: &[&str]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("admin");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .expect("create_topics")
+    {
+        result.expect("topic");
+    }
+}
+
+async fn direct_kafka(broker: &Tansu, envelopes: Arc<Vec<Envelope>>, concurrency: usize) -> f64 {
+    use rdkafka::{
+        message::{Header, OwnedHeaders},
+        producer::{FutureProducer, FutureRecord},
+        util::Timeout,
+    };
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "20000")
+        .create()
+        .expect("producer");
+    drive(envelopes.len(), concurrency, move |i| {
+        let (producer, envelope) = (producer.clone(), envelopes[i].clone());
+        async move {
+            let mut headers = OwnedHeaders::new();
+            for (name, value) in envelope.attributes() {
+                headers = headers.insert(Header {
+                    key: &format!("ce_{name}"),
+                    value: Some(value.as_ref()),
+                });
+            }
+            headers = headers.insert(Header {
+                key: "content-type",
+                value: Some("application/json"),
+            });
+            let record = FutureRecord::to("direct")
+                .key(envelope.partition_key.as_bytes())
+                .payload(&envelope.data[..])
+                .headers(headers);
+            producer
+                .send(record, Timeout::After(Duration::from_secs(5)))
+                .await
+                .expect("delivered");
+        }
+    })
+    .await
+}
+
 async fn direct_amqp(broker: &RabbitMq, envelopes: Arc<Vec<Envelope>>, concurrency: usize) -> f64 {
     let connection = Connection::connect(&broker.url(), ConnectionProperties::default())
         .await
@@ -287,6 +346,8 @@ fn main() {
 
     let nats = NatsServer::start();
     let rabbit = RabbitMq::start();
+    let kafka = Tansu::start();
+    runtime.block_on(create_kafka_topics(&kafka, &["direct", "pipe", "bridge"]));
     runtime.block_on(async {
         // The queue every routing key reaches (mandatory publishes need one).
         let connection = Connection::connect(&rabbit.url(), ConnectionProperties::default())
@@ -340,6 +401,27 @@ fn main() {
     );
     println!("| broker | events | concurrency | direct client events/s | bridge pipeline (normalize + route + sink) events/s | ratio | bridge push path incl. HTTP load generator events/s | ratio |");
     println!("|---|---|---|---|---|---|---|---|");
+    let direct = runtime.block_on(direct_kafka(&kafka, Arc::clone(&envelopes), concurrency));
+    let sink: Arc<dyn Sink> = Arc::new(
+        runtime
+            .block_on(async {
+                let config: vodbridge_kafka::KafkaSinkConfig =
+                    toml_sink(&format!("brokers = \"{}\"", kafka.bootstrap()));
+                vodbridge_kafka::KafkaSink::new("kafka", &config)
+            })
+            .expect("sink"),
+    );
+    let piped = runtime.block_on(pipeline(sink, "pipe", Arc::clone(&bodies), concurrency));
+    let kafka_sink = format!(
+        "[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"{}\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"kafka\", destination = \"bridge\" }}]\n",
+        kafka.bootstrap()
+    );
+    let through = runtime.block_on(bridge(&kafka_sink, Arc::clone(&bodies), concurrency));
+    println!(
+        "| Kafka (tansu, memory storage) | {events} | {concurrency} | {direct:.0} | {piped:.0} | {:.2} | {through:.0} | {:.2} |",
+        piped / direct,
+        through / direct
+    );
     let direct = runtime.block_on(direct_nats(&nats, Arc::clone(&envelopes), concurrency));
     let sink: Arc<dyn Sink> = runtime.block_on(async {
         let config: vodbridge_nats::NatsSinkConfig = toml_sink(&format!(
