@@ -141,6 +141,11 @@ impl App {
                     index,
                 ));
             }
+            loops.spawn(pull::run_backlog_probe(
+                Arc::clone(source),
+                Arc::clone(&self.state),
+                stop.clone(),
+            ));
             // Confirmers end once every loop of their source dropped its sender.
             let queue = Arc::new(tokio::sync::Mutex::new(rx));
             // Two confirmers per loop: a confirm round trip must never be what limits pulling.

@@ -151,6 +151,30 @@ async fn pause(duration: Duration, cancel: &CancellationToken) -> bool {
     }
 }
 
+/// How often the VOD backlog gauge is refreshed (DescribeEventsState allows 20 calls/s).
+const BACKLOG_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Keeps `vodbridge_vod_backlog{source}` current until cancelled; failures only leave the
+/// gauge as it was (the pull loops report API trouble).
+pub(crate) async fn run_backlog_probe(
+    source: Arc<PullSource>,
+    state: Arc<AppState>,
+    cancel: CancellationToken,
+) {
+    let gauge = state
+        .metrics
+        .vod_backlog
+        .with_label_values(&[source.name.as_str()]);
+    loop {
+        if let Ok(count) = source.client.describe_events_state().await {
+            gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        if !pause(BACKLOG_INTERVAL, &cancel).await {
+            break;
+        }
+    }
+}
+
 /// Batches one loop may hold at once: one being published while the next pull is in flight, so
 /// the loop never idles on a publish or a pull round trip.
 const BATCHES_PER_LOOP: usize = 2;

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub pull_batch_size: HistogramVec,
     /// `vodbridge_event_age_at_ack_seconds{source, ingress}`: event time to acknowledgement.
     pub event_age_at_ack: HistogramVec,
+    /// `vodbridge_vod_backlog{source}`: events waiting in VOD's queue (`DescribeEventsState`,
+    /// approximate, about 5 s behind).
+    pub vod_backlog: IntGaugeVec,
     /// `vodbridge_in_flight{ingress}`: events between receipt and outcome.
     pub in_flight: IntGaugeVec,
     /// `vodbridge_dead_lettered_total{reason}`.
@@ -132,6 +135,11 @@ impl Metrics {
                 AGE_BUCKETS,
             )?,
             in_flight: gauge("in_flight", "Events received and not yet answered.", &["ingress"])?,
+            vod_backlog: gauge(
+                "vod_backlog",
+                "Events waiting in VOD's reliable-callback queue (DescribeEventsState, approximate).",
+                &["source"],
+            )?,
             dead_lettered: counter("dead_lettered_total", "Events sent to the dead-letter destination.", &["reason"])?,
             duplicates_suppressed: counter(
                 "duplicates_suppressed_total",

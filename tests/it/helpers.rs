@@ -273,6 +273,19 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
+/// Polls `done` every 20 ms until it holds; fails the test after `timeout`.
+pub(crate) async fn wait_for(
+    what: &str,
+    timeout: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Reads one Prometheus sample value (`name{labels}`) from a text exposition.
 pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {

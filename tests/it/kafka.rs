@@ -15,15 +15,7 @@ use vod_emulator::{generate::parse_types, Emulator, EmulatorConfig};
 use vodbridge_core::Envelope;
 use vodbridge_testkit::Tansu;
 
-use crate::helpers::{fixture, settings, TestApp};
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let started = std::time::Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::helpers::{fixture, settings, wait_for, TestApp};
 
 async fn create_topics(broker: &Tansu) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use vod_emulator::{Emulator, EmulatorConfig, Faults, RunningEmulator};
 use vodbridge_core::{Envelope, Sink};
 
-use crate::helpers::{metric, settings, Behaviour, Scripted, TestApp};
+use crate::helpers::{metric, settings, wait_for, Behaviour, Scripted, TestApp};
 
 const ID: &str = "AKIDPULLTEST";
 const KEY: &str = "pull-test-secret";
@@ -83,14 +83,6 @@ fn enqueue(
             (emu.emulator.enqueue(sub_app_id, &body), file_id)
         })
         .collect()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn confirmed_keys(emu: &RunningEmulator) -> HashSet<u64> {
@@ -180,6 +172,11 @@ async fn ten_thousand_events_two_sub_apps_all_confirmed_never_before_written() {
         })
         .sum();
     assert!(confirmed >= 10_000.0, "{confirmed}");
+    let backlog = metric(&metrics, r#"vodbridge_vod_backlog{source="app1"}"#);
+    assert!(
+        backlog.is_some_and(|b| b <= 5000.0),
+        "the VOD backlog gauge is exported: {backlog:?}"
+    );
     app.stop().await.expect("clean stop");
 }
 
