@@ -21,7 +21,11 @@ use vodbridge_tencent::{
     Normalizer, RawEvent,
 };
 
-use crate::{config::PullSettings, server::AppState, telemetry::event_type_label};
+use crate::{
+    config::PullSettings,
+    server::AppState,
+    telemetry::{event_type_label, InFlight},
+};
 
 /// A handle to confirm, and until when VOD accepts it.
 #[derive(Debug)]
@@ -383,7 +387,7 @@ async fn process_batch(
         async move {
             let count = group.len();
             for (done, pulled) in group.into_iter().enumerate() {
-                in_flight.inc();
+                let guard = InFlight::enter(&in_flight);
                 let report = state
                     .pipeline
                     .deliver(
@@ -392,7 +396,7 @@ async fn process_batch(
                         deadline,
                     )
                     .await;
-                in_flight.dec();
+                drop(guard);
                 metrics.record_delivery(name, &pulled.envelope, &report);
                 if report.outcome.is_handled() {
                     source.recent().insert(pulled.envelope.id.clone());

@@ -23,7 +23,7 @@ use vodbridge_tencent::RawEvent;
 use crate::{
     config::{CallbackAuth, SourceKind},
     server::AppState,
-    telemetry::event_type_label,
+    telemetry::{event_type_label, InFlight},
 };
 
 /// Header carrying the envelope id in answers, for correlating VOD's request with the logs.
@@ -130,10 +130,11 @@ async fn handle(
         .events_received
         .with_label_values(&[name, "push", event_type_label(&envelope.event_type)])
         .inc();
-    let in_flight = metrics
-        .in_flight
-        .with_label_values(&[Ingress::Push.as_str()]);
-    in_flight.inc();
+    let in_flight = InFlight::enter(
+        &metrics
+            .in_flight
+            .with_label_values(&[Ingress::Push.as_str()]),
+    );
     let report = state
         .pipeline
         .deliver(
@@ -142,7 +143,7 @@ async fn handle(
             deadline,
         )
         .await;
-    in_flight.dec();
+    drop(in_flight);
     metrics.record_delivery(name, &envelope, &report);
 
     if report.outcome.is_handled() {

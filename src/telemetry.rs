@@ -217,6 +217,25 @@ impl Metrics {
     }
 }
 
+/// Counts one event in `vodbridge_in_flight` for as long as it lives, also when the request
+/// future is dropped (a caller that hung up).
+pub struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    /// Increments `gauge` until the guard is dropped.
+    #[must_use]
+    pub fn enter(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The `event_type` label value: known VOD types verbatim, anything else `other`, so a sender
 /// cannot create unbounded series.
 #[must_use]
