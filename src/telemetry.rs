@@ -19,6 +19,8 @@ use crate::{
 /// running several apps in one process do not mix their numbers).
 pub struct Metrics {
     registry: Registry,
+    /// Names of every registered family, for checks against dashboards and alert rules.
+    names: Vec<String>,
     /// `vodbridge_events_received_total{source, ingress, event_type}`.
     pub events_received: IntCounterVec,
     /// `vodbridge_events_total{source, outcome}`: the merged outcome of each event.
@@ -76,9 +78,11 @@ impl Metrics {
     /// Only on a duplicate registration, which would be a bug.
     pub fn new() -> Result<Self> {
         let registry = Registry::new();
+        let names = std::cell::RefCell::new(Vec::new());
         let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec> {
             let c = IntCounterVec::new(Opts::new(format!("vodbridge_{name}"), help), labels)?;
             registry.register(Box::new(c.clone()))?;
+            names.borrow_mut().push(format!("vodbridge_{name}"));
             Ok(c)
         };
         let histogram =
@@ -87,17 +91,20 @@ impl Metrics {
                     HistogramOpts::new(format!("vodbridge_{name}"), help).buckets(buckets.to_vec());
                 let h = HistogramVec::new(opts, labels)?;
                 registry.register(Box::new(h.clone()))?;
+                names.borrow_mut().push(format!("vodbridge_{name}"));
                 Ok(h)
             };
         let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec> {
             let g = IntGaugeVec::new(Opts::new(format!("vodbridge_{name}"), help), labels)?;
             registry.register(Box::new(g.clone()))?;
+            names.borrow_mut().push(format!("vodbridge_{name}"));
             Ok(g)
         };
         let ready = IntGauge::new("vodbridge_ready", "1 while the bridge reports ready.")?;
         registry.register(Box::new(ready.clone()))?;
-        let metrics = Self {
+        let mut metrics = Self {
             registry: registry.clone(),
+            names: Vec::new(),
             events_received: counter(
                 "events_received_total",
                 "Events received, by source, ingress and VOD event type (unknown types as `other`).",
@@ -125,6 +132,7 @@ impl Metrics {
                     &["source", "reason"],
                 )?;
                 registry.register(Box::new(c.clone()))?;
+                names.borrow_mut().push("vodbridge_pull_backoff_seconds_total".to_owned());
                 c
             },
             pull_batch_size: histogram("pull_batch_size", "Events per PullEvents answer.", &["source"], BATCH_BUCKETS)?,
@@ -155,11 +163,20 @@ impl Metrics {
             ready,
             build_info: gauge("build_info", "Build information; always 1.", &["version"])?,
         };
+        metrics.names = names.into_inner();
+        metrics.names.push("vodbridge_ready".to_owned());
         metrics
             .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Ok(metrics)
+    }
+
+    /// The name of every metric family (histograms without their `_bucket`/`_sum`/`_count`
+    /// suffixes).
+    #[must_use]
+    pub fn family_names(&self) -> &[String] {
+        &self.names
     }
 
     /// Records one delivery: per-sink results and latency, the outcome, dead letters, and the

@@ -4,6 +4,7 @@
 mod amqp;
 mod cli;
 mod config;
+mod deploy;
 mod helpers;
 mod kafka;
 mod nats;
