@@ -44,31 +44,32 @@ fn prometheus_rules_check_and_pass_their_unit_tests() {
     assert!(tests.contains("SUCCESS"), "{tests}");
 }
 
-#[test]
-fn rules_use_only_metrics_the_bridge_exports() {
-    let rules =
-        std::fs::read_to_string(format!("{ROOT}/deploy/prometheus/rules.yml")).expect("rules");
-    let metrics = Metrics::new().expect("metrics");
-    let exported: HashSet<&str> = metrics.family_names().iter().map(String::as_str).collect();
+/// Metric families named in a text (histogram series reduced to their family).
+fn metric_families(text: &str) -> HashSet<String> {
     let mut used = HashSet::new();
-    for (start, _) in rules.match_indices("vodbridge_") {
-        if start > 0 && rules.as_bytes()[start - 1] == b':' {
+    for (start, _) in text.match_indices("vodbridge_") {
+        if start > 0 && text.as_bytes()[start - 1] == b':' {
             continue; // a recording rule name, vodbridge:...
         }
-        let name: String = rules[start..]
+        let name: String = text[start..]
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
         let family = ["_bucket", "_sum", "_count"]
             .iter()
-            .fold(name.clone(), |n, s| {
-                n.strip_suffix(s).map_or(n.clone(), str::to_owned)
-            });
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .map_or_else(|| name.clone(), str::to_owned);
         used.insert(family);
     }
+    used
+}
+
+fn assert_exported(what: &str, used: &HashSet<String>, at_least: usize) {
+    let metrics = Metrics::new().expect("metrics");
+    let exported: HashSet<&str> = metrics.family_names().iter().map(String::as_str).collect();
     assert!(
-        used.len() >= 10,
-        "the rules use the bridge's metrics: {used:?}"
+        used.len() >= at_least,
+        "{what} uses the bridge's metrics: {used:?}"
     );
     let unknown: Vec<&String> = used
         .iter()
@@ -76,6 +77,35 @@ fn rules_use_only_metrics_the_bridge_exports() {
         .collect();
     assert!(
         unknown.is_empty(),
-        "rules use metrics the bridge does not export: {unknown:?}"
+        "{what} uses metrics the bridge does not export: {unknown:?}"
     );
+}
+
+#[test]
+fn rules_use_only_metrics_the_bridge_exports() {
+    let rules =
+        std::fs::read_to_string(format!("{ROOT}/deploy/prometheus/rules.yml")).expect("rules");
+    assert_exported("the alert rules", &metric_families(&rules), 10);
+}
+
+#[test]
+fn dashboard_is_grafana_json_over_exported_metrics() {
+    let text = std::fs::read_to_string(format!("{ROOT}/deploy/grafana/vodbridge.json"))
+        .expect("dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(dashboard["uid"], "vodbridge");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8);
+    let mut exprs = String::new();
+    for panel in panels {
+        assert!(
+            panel["title"].is_string() && panel["gridPos"].is_object(),
+            "{panel}"
+        );
+        for target in panel["targets"].as_array().expect("targets") {
+            exprs.push_str(target["expr"].as_str().expect("expr"));
+            exprs.push('\n');
+        }
+    }
+    assert_exported("the dashboard", &metric_families(&exprs), 10);
 }
