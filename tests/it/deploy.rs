@@ -193,3 +193,130 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
         "the chart's PrometheusRule carries the tested rules: copy deploy/prometheus/rules.yml"
     );
 }
+
+#[test]
+fn compose_stack_validates_and_its_configs_pass_their_checks() {
+    let report = run(
+        "python3",
+        "pip compose-spec pyyaml",
+        &["deploy/compose/check.py", "docker-compose.yml"],
+        ROOT,
+    );
+    for service in [
+        "kafka",
+        "rabbitmq",
+        "nats",
+        "vod-emulator",
+        "vodbridge",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(
+            report.contains(service),
+            "{service} is in the stack: {report}"
+        );
+    }
+    let check = Command::new(env!("CARGO_BIN_EXE_vodbridge"))
+        .args(["check-config", "deploy/compose/vodbridge.toml"])
+        .current_dir(ROOT)
+        .output()
+        .expect("runs");
+    let described = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        described.contains("kafka:vod.{event_type} + rabbit:") && described.contains("nats:"),
+        "{described}"
+    );
+
+    // Prometheus' config, with the rules file where the container mounts it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = std::fs::read_to_string(format!("{ROOT}/deploy/compose/prometheus.yml"))
+        .expect("prometheus.yml")
+        .replace(
+            "/etc/prometheus/rules.yml",
+            &format!("{ROOT}/deploy/prometheus/rules.yml"),
+        );
+    let local = dir.path().join("prometheus.yml");
+    std::fs::write(&local, config).expect("write");
+    run(
+        "promtool",
+        "the Debian package prometheus",
+        &["check", "config", &local.display().to_string()],
+        ROOT,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_bridge_and_loads_the_rules() {
+    let app = crate::helpers::TestApp::start(crate::helpers::settings(""), vec![]).await;
+    assert_eq!(
+        app.post(
+            "/callback/default",
+            crate::helpers::fixture("NewFileUpload")
+        )
+        .await
+        .status(),
+        200
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {ROOT}/deploy/prometheus/rules.yml\nscrape_configs:\n  - job_name: vodbridge\n    static_configs:\n      - targets: [\"{}\"]\n",
+        app.addr
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).expect("write");
+    let port = vodbridge_testkit::free_port();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("prometheus is needed ({e}): install the Debian package prometheus")
+        });
+    let query = |q: &str| {
+        let url = format!("http://127.0.0.1:{port}/api/v1/query?query={q}");
+        async move {
+            let answer: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+            answer["data"]["result"]
+                .as_array()
+                .filter(|r| !r.is_empty())
+                .cloned()
+        }
+    };
+    let started = std::time::Instant::now();
+    let result = loop {
+        if let Some(result) = query("vodbridge_events_received_total").await {
+            break result;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "Prometheus never saw the bridge's series"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_eq!(result[0]["metric"]["event_type"], "NewFileUpload");
+    assert_eq!(result[0]["value"][1], "1");
+    let rules: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/rules"))
+        .await
+        .expect("rules")
+        .json()
+        .await
+        .expect("json");
+    let groups = rules["data"]["groups"].as_array().map_or(0, Vec::len);
+    assert_eq!(groups, 2, "both rule groups loaded: {rules}");
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    app.stop().await.expect("clean stop");
+}
