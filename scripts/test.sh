@@ -47,6 +47,13 @@ if [ ! -x "$tansu_bin" ] && ! command -v tansu >/dev/null 2>&1; then
   cargo install tansu --features dynostore --locked --quiet
 fi
 
+# The AsyncAPI 3.0 JSON Schema (npm @asyncapi/specs) for the contract test; .tmp is git-ignored.
+if [ ! -f ".tmp/npm/node_modules/@asyncapi/specs/schemas/3.0.0-without-\$id.json" ]; then
+  command -v npm >/dev/null 2>&1 || { log "npm is required for the AsyncAPI schema (apt-get install npm)"; exit 1; }
+  log "fetching the AsyncAPI 3.0 schema (@asyncapi/specs)"
+  npm install --silent --no-audit --no-fund --prefix .tmp/npm @asyncapi/specs@6 >/dev/null
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

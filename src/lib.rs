@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+pub mod asyncapi;
 pub mod config;
 pub mod demo;
 mod error;

@@ -45,6 +45,12 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Print the AsyncAPI 3.0 document of the channels a configuration publishes to.
+    Asyncapi {
+        /// TOML configuration file (the embedded defaults without one).
+        #[arg(long, short, env = "VODBRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration file and print the effective routes; starts nothing.
     CheckConfig {
         /// TOML configuration file.
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
     }) {
         Command::Run { config, listen } => run(config, listen),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Asyncapi { config } => asyncapi(config.as_deref()),
         Command::Demo {
             listen,
             rate,
@@ -85,6 +92,15 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let settings = Settings::from_config(Config::load(Some(file))?)?;
     println!("{}: valid", file.display());
     print!("{}", settings.describe());
+    Ok(())
+}
+
+fn asyncapi(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let settings = Settings::from_config(Config::load(config)?)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&vodbridge::asyncapi::document(&settings))?
+    );
     Ok(())
 }
 

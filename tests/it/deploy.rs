@@ -320,3 +320,61 @@ async fn a_real_prometheus_scrapes_the_bridge_and_loads_the_rules() {
     let _ = prometheus.wait();
     app.stop().await.expect("clean stop");
 }
+
+#[test]
+fn asyncapi_document_validates_against_the_asyncapi_3_schema() {
+    let schema_path =
+        format!("{ROOT}/.tmp/npm/node_modules/@asyncapi/specs/schemas/3.0.0-without-$id.json");
+    let schema_text = std::fs::read_to_string(&schema_path).unwrap_or_else(|e| {
+        panic!("{schema_path}: {e}: npm install --prefix .tmp/npm @asyncapi/specs@6 (bash scripts/test.sh does)")
+    });
+    let schema: serde_json::Value = serde_json::from_str(&schema_text).expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_vodbridge"))
+        .args(["asyncapi", "--config", "deploy/compose/vodbridge.toml"])
+        .current_dir(ROOT)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let document: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let errors: Vec<String> = validator
+        .iter_errors(&document)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    // The channels are the configuration's: one per sink and destination, bound to its server.
+    let channels = document["channels"].as_object().expect("channels");
+    let addresses: HashSet<&str> = channels
+        .values()
+        .filter_map(|c| c["address"].as_str())
+        .collect();
+    assert_eq!(
+        addresses,
+        HashSet::from(["vod.{event_type}", "vod.{sub_app_id}.{event_type}"])
+    );
+    assert_eq!(document["servers"]["kafka"]["protocol"], "kafka");
+    assert_eq!(document["servers"]["rabbit"]["protocol"], "amqp");
+    let kafka_upload = &document["components"]["messages"]["kafkaNewFileUpload"];
+    assert_eq!(
+        kafka_upload["headers"]["properties"]["ce_type"]["const"],
+        "com.tencentcloud.vod.NewFileUpload"
+    );
+    assert!(
+        document["components"]["messages"]["amqpNewFileUpload"]["headers"]["properties"]
+            ["cloudEvents_id"]
+            .is_object()
+    );
+
+    let mut broken = document.clone();
+    broken["asyncapi"] = "2.9.9".into();
+    assert!(
+        !validator.is_valid(&broken),
+        "the schema is strict enough to catch a wrong version"
+    );
+}
