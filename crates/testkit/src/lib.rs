@@ -55,6 +55,25 @@ fn wait_for_port(port: u16, timeout: Duration, what: &str) {
     }
 }
 
+/// Starts `command` quietly and waits until it opens `port`.
+fn launch(command: &mut Command, port: u16, timeout: Duration, what: &str) -> Child {
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    wait_for_port(port, timeout, what);
+    child
+}
+
+/// Kills a child process, if any, and reaps it.
+fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// A `nats-server -js` process.
 pub struct NatsServer {
     /// Client port.
@@ -84,22 +103,21 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         let binary = require("nats-server", "nats-server");
-        let child = Command::new(binary)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(20), "nats-server");
+        self.child = Some(launch(
+            Command::new(binary)
+                .args([
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-sd",
+                ])
+                .arg(self.store.path()),
+            self.port,
+            Duration::from_secs(20),
+            "nats-server",
+        ));
     }
 
     /// `nats://127.0.0.1:port`.
@@ -110,10 +128,7 @@ impl NatsServer {
 
     /// Stops the server (SIGKILL: like a crash; file storage must keep acknowledged messages).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts it again on the same port and storage.
@@ -193,22 +208,21 @@ impl RabbitMq {
     fn spawn(&mut self) {
         let binary = require("rabbitmq-server", "rabbitmq-server");
         let d = self.dir.path();
-        let child = Command::new(binary)
-            .env("RABBITMQ_NODENAME", &self.node)
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
-            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", d.join("log"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
-            .env("RABBITMQ_FEATURE_FLAGS_FILE", d.join("feature_flags"))
-            .env("RABBITMQ_PID_FILE", d.join("pid"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rabbitmq-server starts");
-        self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(90), "rabbitmq-server");
+        self.child = Some(launch(
+            Command::new(binary)
+                .env("RABBITMQ_NODENAME", &self.node)
+                .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+                .env("RABBITMQ_NODE_PORT", self.port.to_string())
+                .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+                .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+                .env("RABBITMQ_LOG_BASE", d.join("log"))
+                .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+                .env("RABBITMQ_FEATURE_FLAGS_FILE", d.join("feature_flags"))
+                .env("RABBITMQ_PID_FILE", d.join("pid")),
+            self.port,
+            Duration::from_secs(90),
+            "rabbitmq-server",
+        ));
     }
 
     /// `amqp://guest:guest@127.0.0.1:port/%2f`.
@@ -255,10 +269,7 @@ impl RabbitMq {
         let _ = Command::new("pkill")
             .args(["-9", "-f", &node_name])
             .status();
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts the broker again on the same ports and data.
@@ -333,8 +344,8 @@ impl Tansu {
 
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(tansu_binary())
-            .args([
+        self.child = Some(launch(
+            Command::new(tansu_binary()).args([
                 "broker",
                 "--listener-url",
                 &url,
@@ -342,13 +353,11 @@ impl Tansu {
                 &url,
                 "--storage-engine",
                 "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts");
-        self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(30), "tansu");
+            ]),
+            self.port,
+            Duration::from_secs(30),
+            "tansu",
+        ));
     }
 
     /// `127.0.0.1:port`, for `bootstrap.servers`.
@@ -359,10 +368,7 @@ impl Tansu {
 
     /// Kills the broker.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts it again on the same port (empty: memory storage).
