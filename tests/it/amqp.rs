@@ -2,7 +2,7 @@
 //! properties and bytes; an unroutable route is never acknowledged; a broker restart loses
 //! nothing and answers 503 while it is down.
 
-use std::{collections::HashSet, net::SocketAddr, time::Duration};
+use std::{collections::HashSet, time::Duration};
 
 use futures_util::StreamExt;
 use lapin::{
@@ -10,11 +10,11 @@ use lapin::{
     types::{AMQPValue, FieldTable},
     Connection, ConnectionProperties,
 };
-use vod_emulator::{generate::parse_types, Emulator, EmulatorConfig};
+use vod_emulator::generate::parse_types;
 use vodbridge_core::{Envelope, Ingress};
 use vodbridge_testkit::RabbitMq;
 
-use crate::helpers::{fixture, settings, wait_for, TestApp};
+use crate::helpers::{emulator, fixture, settings, wait_for, TestApp};
 
 fn config(broker: &RabbitMq, emulator: &str) -> String {
     format!(
@@ -128,22 +128,9 @@ async fn receive(channel: &lapin::Channel, count: usize) -> Vec<(String, Envelop
 async fn bridge_into_rabbitmq() {
     let mut broker = RabbitMq::start();
     let (_connection, channel) = consumer(&broker).await;
-    let mut emulator_config = EmulatorConfig::new("AKIDAMQP", "amqp-key");
-    emulator_config.visibility = Duration::from_secs(3);
-    emulator_config.long_poll = Duration::from_millis(200);
-    let emu = Emulator::new(emulator_config)
-        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("emulator");
+    let emu = emulator("AKIDAMQP", "amqp-key", Duration::from_secs(3)).await;
     let app = TestApp::start(settings(&config(&broker, &emu.endpoint())), vec![]).await;
-    let started = std::time::Instant::now();
-    while app.get("/readyz").await.0 != 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "ready once RabbitMQ is connected"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_ready(Duration::from_secs(20)).await;
 
     // Callbacks and pulled events arrive with routing key, headers and bytes.
     assert_eq!(
@@ -209,14 +196,7 @@ async fn bridge_into_rabbitmq() {
 
     // A broker crash: 503 while down, nothing lost across the restart.
     broker.stop();
-    let down = std::time::Instant::now();
-    while app.get("/readyz").await.0 == 200 {
-        assert!(
-            down.elapsed() < Duration::from_secs(10),
-            "readiness follows RabbitMQ"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_unready(Duration::from_secs(10)).await;
     assert_eq!(
         app.post("/callback/default", fixture("NewFileUpload"))
             .await
@@ -226,14 +206,7 @@ async fn bridge_into_rabbitmq() {
     emu.emulator.generate(1_500_000_002, 10, &parse_types(""));
     broker.restart();
     let (_connection, channel) = consumer(&broker).await;
-    let up = std::time::Instant::now();
-    while app.get("/readyz").await.0 != 200 {
-        assert!(
-            up.elapsed() < Duration::from_secs(20),
-            "the sink reconnects"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_ready(Duration::from_secs(20)).await;
     assert_eq!(
         app.post("/callback/default", fixture("NewFileUpload"))
             .await

@@ -101,6 +101,15 @@ impl TestApp {
         }
     }
 
+    /// Waits until `/readyz` stops answering 200 (a broker went away).
+    pub(crate) async fn wait_unready(&self, timeout: std::time::Duration) {
+        let started = std::time::Instant::now();
+        while self.get("/readyz").await.0 == 200 {
+            assert!(started.elapsed() < timeout, "still ready after {timeout:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Signals shutdown without waiting.
     pub(crate) fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -271,6 +280,22 @@ impl Drop for InFlightGuard<'_> {
             }
         }
     }
+}
+
+/// A VOD emulator on a free port with these credentials, a `visibility` timeout and a short
+/// long poll (200 ms) so tests do not wait on empty pulls.
+pub(crate) async fn emulator(
+    secret_id: &str,
+    secret_key: &str,
+    visibility: std::time::Duration,
+) -> vod_emulator::RunningEmulator {
+    let mut config = vod_emulator::EmulatorConfig::new(secret_id, secret_key);
+    config.visibility = visibility;
+    config.long_poll = std::time::Duration::from_millis(200);
+    vod_emulator::Emulator::new(config)
+        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("emulator serves")
 }
 
 /// Polls `done` every 20 ms until it holds; fails the test after `timeout`.

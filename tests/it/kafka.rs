@@ -2,7 +2,7 @@
 //! `ce_*` headers, key and bytes; nothing is acknowledged before the delivery report; too-large
 //! events are dead-lettered with their reason.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -11,11 +11,11 @@ use rdkafka::{
     message::{Headers, Message as _, OwnedMessage},
     ClientConfig, Offset, TopicPartitionList,
 };
-use vod_emulator::{generate::parse_types, Emulator, EmulatorConfig};
+use vod_emulator::generate::parse_types;
 use vodbridge_core::Envelope;
 use vodbridge_testkit::Tansu;
 
-use crate::helpers::{fixture, settings, wait_for, TestApp};
+use crate::helpers::{emulator, fixture, settings, wait_for, TestApp};
 
 async fn create_topics(broker: &Tansu) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -86,13 +86,7 @@ fn decode(message: &OwnedMessage) -> Envelope {
 async fn bridge_into_kafka() {
     let mut broker = Tansu::start();
     create_topics(&broker).await;
-    let mut emulator_config = EmulatorConfig::new("AKIDKAFKA", "kafka-key");
-    emulator_config.visibility = Duration::from_secs(4);
-    emulator_config.long_poll = Duration::from_millis(200);
-    let emu = Emulator::new(emulator_config)
-        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("emulator");
+    let emu = emulator("AKIDKAFKA", "kafka-key", Duration::from_secs(4)).await;
     let toml = format!(
         r#"
 [server]

@@ -1,13 +1,12 @@
 //! The bridge into a real NATS JetStream server: callbacks and pulled events arrive with the
 //! right subject, headers and bytes; nothing is acknowledged to VOD while NATS is down.
 
-use std::{collections::HashSet, net::SocketAddr, time::Duration};
+use std::{collections::HashSet, time::Duration};
 
-use vod_emulator::{Emulator, EmulatorConfig};
 use vodbridge_core::{Envelope, Ingress};
 use vodbridge_testkit::NatsServer;
 
-use crate::helpers::{fixture, settings, wait_for, TestApp};
+use crate::helpers::{emulator, fixture, settings, wait_for, TestApp};
 
 fn config(nats: &NatsServer, emulator: &str) -> String {
     format!(
@@ -74,13 +73,7 @@ fn decode(message: &async_nats::jetstream::message::StreamMessage) -> Envelope {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_and_pulled_events_land_in_jetstream() {
     let nats = NatsServer::start();
-    let mut emulator_config = EmulatorConfig::new("AKIDNATS", "nats-key");
-    emulator_config.visibility = Duration::from_secs(3);
-    emulator_config.long_poll = Duration::from_millis(200);
-    let emu = Emulator::new(emulator_config)
-        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("emulator");
+    let emu = emulator("AKIDNATS", "nats-key", Duration::from_secs(3)).await;
     emu.emulator
         .generate(1_500_000_002, 30, &vod_emulator::generate::parse_types(""));
     let app = TestApp::start(settings(&config(&nats, &emu.endpoint())), vec![]).await;
@@ -141,32 +134,12 @@ async fn callbacks_and_pulled_events_land_in_jetstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_acknowledged_while_nats_is_down() {
     let mut nats = NatsServer::start();
-    let mut emulator_config = EmulatorConfig::new("AKIDNATS", "nats-key");
-    emulator_config.visibility = Duration::from_secs(3);
-    emulator_config.long_poll = Duration::from_millis(200);
-    let emu = Emulator::new(emulator_config)
-        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("emulator");
+    let emu = emulator("AKIDNATS", "nats-key", Duration::from_secs(3)).await;
     let app = TestApp::start(settings(&config(&nats, &emu.endpoint())), vec![]).await;
-    let started = std::time::Instant::now();
-    while app.get("/readyz").await.0 != 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "bridge ready once NATS is"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_ready(Duration::from_secs(10)).await;
 
     nats.stop();
-    let started = std::time::Instant::now();
-    while app.get("/readyz").await.0 == 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "readiness follows NATS"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_unready(Duration::from_secs(10)).await;
     let response = app
         .post("/callback/default", fixture("NewFileUpload"))
         .await;

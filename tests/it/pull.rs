@@ -3,14 +3,13 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use serde_json::{json, Value};
 use tokio::sync::Notify;
-use vod_emulator::{Emulator, EmulatorConfig, Faults, RunningEmulator};
+use vod_emulator::{Faults, RunningEmulator};
 use vodbridge_core::{Envelope, Sink};
 
 use crate::helpers::{metric, settings, wait_for, Behaviour, Scripted, TestApp};
@@ -19,13 +18,7 @@ const ID: &str = "AKIDPULLTEST";
 const KEY: &str = "pull-test-secret";
 
 async fn emulator(visibility: Duration) -> RunningEmulator {
-    let mut config = EmulatorConfig::new(ID, KEY);
-    config.visibility = visibility;
-    config.long_poll = Duration::from_millis(200);
-    Emulator::new(config)
-        .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("emulator serves")
+    crate::helpers::emulator(ID, KEY, visibility).await
 }
 
 /// A pull source section for the emulator.
