@@ -153,8 +153,8 @@ pub struct RabbitMq {
     pub port: u16,
     dist_port: u16,
     node: String,
-    /// Set between [`RabbitMq::stop`] and [`RabbitMq::restart`].
-    app_stopped: bool,
+    /// Running, app stopped, or VM killed.
+    state: RabbitState,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -197,7 +197,7 @@ impl RabbitMq {
             port,
             dist_port: free_port(),
             node: format!("vodbridge{port}@localhost"),
-            app_stopped: false,
+            state: RabbitState::Running,
             dir,
             child: None,
         };
@@ -233,10 +233,6 @@ impl RabbitMq {
 
     /// Stops the broker (`rabbitmqctl stop_app`: connections drop, the port closes, queues are
     /// written out); [`RabbitMq::restart`] brings it back with the same data.
-    ///
-    /// A SIGKILL of the Erlang VM instead lost one publisher-confirmed persistent message of
-    /// 200 on a durable classic queue in one run of four here (Debian's RabbitMQ 3.10): that is
-    /// the broker's own durability boundary on a hard crash.
     pub fn stop(&mut self) {
         let ctl = require("rabbitmqctl", "rabbitmq-server");
         let stopped = Command::new(ctl)
@@ -246,7 +242,19 @@ impl RabbitMq {
             .status()
             .is_ok_and(|s| s.success());
         assert!(stopped, "rabbitmqctl -n {} stop_app failed", self.node);
-        self.app_stopped = true;
+        self.state = RabbitState::AppStopped;
+        self.wait_port_closed();
+    }
+
+    /// Crashes the broker: SIGKILL of the Erlang VM, nothing written out. [`RabbitMq::restart`]
+    /// boots a new node on the same data directory (it recovers the durable queues).
+    pub fn crash(&mut self) {
+        self.kill();
+        self.state = RabbitState::Killed;
+        self.wait_port_closed();
+    }
+
+    fn wait_port_closed(&self) {
         let started = Instant::now();
         while TcpStream::connect_timeout(
             &SocketAddr::from(([127, 0, 0, 1], self.port)),
@@ -278,8 +286,14 @@ impl RabbitMq {
     ///
     /// When it does not come back.
     pub fn restart(&mut self) {
-        if !self.app_stopped {
-            self.stop();
+        match self.state {
+            RabbitState::Running => self.stop(),
+            RabbitState::AppStopped => {}
+            RabbitState::Killed => {
+                self.spawn();
+                self.state = RabbitState::Running;
+                return;
+            }
         }
         let ctl = require("rabbitmqctl", "rabbitmq-server");
         let started = Command::new(ctl)
@@ -289,9 +303,19 @@ impl RabbitMq {
             .status()
             .is_ok_and(|s| s.success());
         assert!(started, "rabbitmqctl -n {} start_app failed", self.node);
-        self.app_stopped = false;
+        self.state = RabbitState::Running;
         wait_for_port(self.port, Duration::from_secs(60), "rabbitmq-server");
     }
+}
+
+/// Where a [`RabbitMq`] node is between stop/crash and restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RabbitState {
+    Running,
+    /// `rabbitmqctl stop_app`: the VM runs, the app does not.
+    AppStopped,
+    /// The VM was killed.
+    Killed,
 }
 
 impl Drop for RabbitMq {
