@@ -14,6 +14,8 @@ command -v make >/dev/null 2>&1 || need_apt+=(make)   # librdkafka's build
 # Real brokers for the sink tests (the harness starts them on free ports).
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
+# A throw-away CA for the TLS tests (NATS, RabbitMQ).
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # promtool checks and unit-tests the Prometheus rules.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then

@@ -3,6 +3,10 @@
 //! never skips.
 #![forbid(unsafe_code)]
 
+mod pki;
+
+pub use pki::TestPki;
+
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -80,6 +84,8 @@ pub struct NatsServer {
     pub port: u16,
     /// JetStream storage directory (kept across [`NatsServer::restart`]).
     store: tempfile::TempDir,
+    /// CA, certificate and key when TLS (with client verification) is on.
+    tls: Option<[PathBuf; 3]>,
     child: Option<Child>,
 }
 
@@ -95,6 +101,27 @@ impl NatsServer {
         let mut server = Self {
             port: free_port(),
             store,
+            tls: None,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts a JetStream-enabled server that requires TLS and a client certificate signed
+    /// by `pki`'s CA.
+    ///
+    /// # Panics
+    ///
+    /// When `nats-server` is missing or does not start.
+    #[must_use]
+    pub fn start_tls(pki: &TestPki) -> Self {
+        let store = tempfile::tempdir().expect("tempdir");
+        let tls = Some(pki.server_files_in(store.path()));
+        let mut server = Self {
+            port: free_port(),
+            store,
+            tls,
             child: None,
         };
         server.spawn();
@@ -113,17 +140,29 @@ impl NatsServer {
                     &self.port.to_string(),
                     "-sd",
                 ])
-                .arg(self.store.path()),
+                .arg(self.store.path())
+                .args(self.tls.iter().flat_map(|[ca, cert, key]| {
+                    [
+                        "--tlsverify".as_ref(),
+                        "--tlscacert".as_ref(),
+                        ca.as_os_str(),
+                        "--tlscert".as_ref(),
+                        cert.as_os_str(),
+                        "--tlskey".as_ref(),
+                        key.as_os_str(),
+                    ]
+                })),
             self.port,
             Duration::from_secs(20),
             "nats-server",
         ));
     }
 
-    /// `nats://127.0.0.1:port`.
+    /// `nats://127.0.0.1:port`, or `tls://127.0.0.1:port` when started with TLS.
     #[must_use]
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Stops the server (SIGKILL: like a crash; file storage must keep acknowledged messages).
@@ -151,6 +190,8 @@ impl Drop for NatsServer {
 pub struct RabbitMq {
     /// AMQP port.
     pub port: u16,
+    /// AMQPS port, when started with TLS.
+    pub tls_port: Option<u16>,
     dist_port: u16,
     node: String,
     /// Running, app stopped, or VM killed.
@@ -167,6 +208,21 @@ impl RabbitMq {
     /// When `rabbitmq-server` is missing or does not start within 90 s.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a node that also listens for AMQPS, with `pki`'s server certificate, and
+    /// requires a client certificate signed by `pki`'s CA there.
+    ///
+    /// # Panics
+    ///
+    /// When `rabbitmq-server` is missing or does not start within 90 s.
+    #[must_use]
+    pub fn start_tls(pki: &TestPki) -> Self {
+        Self::start_with(Some(pki))
+    }
+
+    fn start_with(pki: Option<&TestPki>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("vodbridge-rabbitmq")
             .tempdir()
@@ -175,6 +231,26 @@ impl RabbitMq {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
         std::fs::write(dir.path().join("enabled_plugins"), "[].\n").expect("write");
+        let tls_port = pki.map(|pki| {
+            let port = free_port();
+            let [ca, cert, key] = pki.server_files_in(dir.path());
+            std::fs::write(
+                dir.path().join("rabbitmq.conf"),
+                format!(
+                    "listeners.ssl.default = 127.0.0.1:{port}\n\
+                     ssl_options.cacertfile = {}\n\
+                     ssl_options.certfile = {}\n\
+                     ssl_options.keyfile = {}\n\
+                     ssl_options.verify = verify_peer\n\
+                     ssl_options.fail_if_no_peer_cert = true\n",
+                    ca.display(),
+                    cert.display(),
+                    key.display()
+                ),
+            )
+            .expect("write rabbitmq.conf");
+            port
+        });
         let root = Command::new("id")
             .arg("-u")
             .output()
@@ -195,6 +271,7 @@ impl RabbitMq {
         let port = free_port();
         let mut node = Self {
             port,
+            tls_port,
             dist_port: free_port(),
             node: format!("vodbridge{port}@localhost"),
             state: RabbitState::Running,
@@ -208,8 +285,12 @@ impl RabbitMq {
     fn spawn(&mut self) {
         let binary = require("rabbitmq-server", "rabbitmq-server");
         let d = self.dir.path();
+        let mut command = Command::new(binary);
+        if self.tls_port.is_some() {
+            command.env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"));
+        }
         self.child = Some(launch(
-            Command::new(binary)
+            command
                 .env("RABBITMQ_NODENAME", &self.node)
                 .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
                 .env("RABBITMQ_NODE_PORT", self.port.to_string())
@@ -223,12 +304,22 @@ impl RabbitMq {
             Duration::from_secs(90),
             "rabbitmq-server",
         ));
+        if let Some(port) = self.tls_port {
+            wait_for_port(port, Duration::from_secs(30), "rabbitmq-server (TLS)");
+        }
     }
 
     /// `amqp://guest:guest@127.0.0.1:port/%2f`.
     #[must_use]
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// `amqps://guest:guest@127.0.0.1:tls_port/%2f`, when started with TLS.
+    #[must_use]
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("amqps://guest:guest@127.0.0.1:{port}/%2f"))
     }
 
     /// Stops the broker (`rabbitmqctl stop_app`: connections drop, the port closes, queues are
@@ -305,6 +396,9 @@ impl RabbitMq {
         assert!(started, "rabbitmqctl -n {} start_app failed", self.node);
         self.state = RabbitState::Running;
         wait_for_port(self.port, Duration::from_secs(60), "rabbitmq-server");
+        if let Some(port) = self.tls_port {
+            wait_for_port(port, Duration::from_secs(30), "rabbitmq-server (TLS)");
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use std::{
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions},
     protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
+    tcp::{OwnedIdentity, OwnedTLSConfig},
     types::{AMQPValue, FieldTable, LongString, ShortString},
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind,
     ExchangeKind,
@@ -68,6 +69,18 @@ pub struct AmqpSinkConfig {
     /// Longest pause between reconnect attempts.
     #[serde(default = "default_max_backoff")]
     pub max_reconnect_backoff_ms: u64,
+    /// `amqps://` only: CA certificates (PEM) trusted besides the built-in web PKI roots, for
+    /// a broker whose certificate a private CA signed.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `amqps://` only: client certificate chain (PEM) for brokers that require one (mutual
+    /// TLS, e.g. `fail_if_no_peer_cert`); needs `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// `amqps://` only: the client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1,
+    /// unencrypted).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 const fn yes() -> bool {
@@ -90,6 +103,9 @@ impl fmt::Debug for AmqpSinkConfig {
             .field("declare_exchange", &self.declare_exchange)
             .field("channels", &self.channels)
             .field("structured", &self.structured)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
             .finish_non_exhaustive()
     }
 }
@@ -169,6 +185,7 @@ impl AmqpSink {
         if !(1..=64).contains(&config.channels) {
             return Err(Error::Config("channels must be 1 to 64".into()));
         }
+        let tls = tls_config(&url, &config)?;
         let sink = Self {
             name: name.to_owned(),
             config: config.clone(),
@@ -180,6 +197,7 @@ impl AmqpSink {
         tokio::spawn(supervise(
             name.to_owned(),
             url,
+            tls,
             config,
             Arc::clone(&sink.current),
             Arc::clone(&sink.lost),
@@ -200,6 +218,7 @@ impl AmqpSink {
 async fn supervise(
     name: String,
     url: String,
+    tls: OwnedTLSConfig,
     config: AmqpSinkConfig,
     current: Arc<Mutex<Option<Arc<Connected>>>>,
     lost: Arc<Notify>,
@@ -208,7 +227,7 @@ async fn supervise(
     let max = Duration::from_millis(config.max_reconnect_backoff_ms.max(100));
     let mut delay = Duration::from_millis(100);
     while !closing.load(Ordering::Relaxed) {
-        match open(&url, &config).await {
+        match open(&url, &tls, &config).await {
             Ok(connected) => {
                 tracing::info!(sink = %name, url = %redact_url(&url), "Connected to RabbitMQ.");
                 delay = Duration::from_millis(100);
@@ -252,8 +271,68 @@ async fn supervise(
     }
 }
 
-async fn open(url: &str, config: &AmqpSinkConfig) -> std::result::Result<Connected, lapin::Error> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+/// Reads the TLS files of an `amqps://` sink; TLS settings on a plain `amqp://` URL are a
+/// configuration error (they would silently do nothing).
+fn tls_config(url: &str, config: &AmqpSinkConfig) -> Result<OwnedTLSConfig> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| Error::File {
+            path: path.clone(),
+            source,
+        })
+    };
+    let any = config.ca_file.is_some()
+        || config.client_cert_file.is_some()
+        || config.client_key_file.is_some();
+    if any && !url.starts_with("amqps://") {
+        return Err(Error::Config(
+            "ca_file, client_cert_file and client_key_file need an amqps:// url".into(),
+        ));
+    }
+    let cert_chain = match &config.ca_file {
+        Some(path) => {
+            let pem = String::from_utf8(read(path)?).map_err(|_| {
+                Error::Config(format!("ca_file {} is not PEM text", path.display()))
+            })?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(Error::Config(format!(
+                    "ca_file {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            Some(pem)
+        }
+        None => None,
+    };
+    let identity = match (&config.client_cert_file, &config.client_key_file) {
+        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
+            pem: read(cert)?,
+            key: read(key)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(Error::Config(
+                "client_cert_file and client_key_file go together".into(),
+            ))
+        }
+    };
+    Ok(OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
+}
+
+async fn open(
+    url: &str,
+    tls: &OwnedTLSConfig,
+    config: &AmqpSinkConfig,
+) -> std::result::Result<Connected, lapin::Error> {
+    let connection = Connection::connect_with_config(
+        url,
+        ConnectionProperties::default(),
+        tls.clone(),
+        lapin::runtime::default_runtime()?,
+    )
+    .await?;
     let setup = connection.create_channel().await?;
     if !config.exchange.is_empty() {
         let kind = match config.exchange_type {

@@ -12,7 +12,7 @@ use lapin::{
 };
 use vodbridge_amqp::{AmqpSink, AmqpSinkConfig, ExchangeType};
 use vodbridge_core::{Envelope, EventId, FailureReason, Ingress, Message, Sink};
-use vodbridge_testkit::RabbitMq;
+use vodbridge_testkit::{RabbitMq, TestPki};
 
 fn envelope(n: u32) -> Arc<Envelope> {
     let data = format!(r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":"{n}"}}}}"#);
@@ -50,6 +50,9 @@ fn config(broker: &RabbitMq) -> AmqpSinkConfig {
         channels: 4,
         structured: false,
         max_reconnect_backoff_ms: 500,
+        ca_file: None,
+        client_cert_file: None,
+        client_key_file: None,
     }
 }
 
@@ -296,4 +299,86 @@ async fn drain_ids(
         }
     }
     (seen, deliveries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqps_with_a_private_ca_and_a_client_certificate() {
+    let pki = TestPki::generate();
+    let broker = RabbitMq::start_tls(&pki);
+    let tls_url = broker.tls_url().expect("a TLS listener");
+    let tls = |ca: bool, client: bool| AmqpSinkConfig {
+        url: Some(tls_url.clone()),
+        ca_file: ca.then(|| pki.ca()),
+        client_cert_file: client.then(|| pki.client_cert()),
+        client_key_file: client.then(|| pki.client_key()),
+        ..config(&broker)
+    };
+
+    // Trusting the CA and presenting a client certificate: connected, publishes confirmed.
+    let sink = AmqpSink::connect("amqps", tls(true, true)).expect("sink");
+    healthy(&sink, Duration::from_secs(20)).await;
+    let consumer = queue(&broker, "tls", "vod.#").await;
+    sink.publish(&message(1, "vod.1.NewFileUpload"))
+        .await
+        .expect("confirmed over TLS");
+    let delivered = drain(&consumer, "tls", 1).await;
+    assert_eq!(
+        header(&delivered[0], "cloudEvents_subject").as_deref(),
+        Some("1")
+    );
+
+    // An unknown CA (web PKI roots only), or no client certificate: never connected, publishes
+    // fail as retryable.
+    for (ca, client, what) in [
+        (false, true, "server certificate from an unknown CA"),
+        (true, false, "no client certificate"),
+    ] {
+        let sink = AmqpSink::connect("amqps-bad", tls(ca, client)).expect("starts");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!sink.is_healthy(), "{what}: must not connect");
+        let error = sink
+            .publish(&message(2, "vod.1.NewFileUpload"))
+            .await
+            .expect_err(what);
+        assert!(error.is_retryable(), "{what}: {error}");
+        sink.close().await.expect("closes");
+    }
+
+    // TLS files on a plain URL, half a client identity, or a missing file: start-up errors.
+    let plain = AmqpSinkConfig {
+        ca_file: Some(pki.ca()),
+        ..config(&broker)
+    };
+    let errors = [
+        AmqpSink::connect("a", plain).err(),
+        AmqpSink::connect(
+            "b",
+            AmqpSinkConfig {
+                client_key_file: None,
+                ..tls(true, true)
+            },
+        )
+        .err(),
+        AmqpSink::connect(
+            "c",
+            AmqpSinkConfig {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..tls(true, false)
+            },
+        )
+        .err(),
+        AmqpSink::connect(
+            "d",
+            AmqpSinkConfig {
+                ca_file: Some(pki.client_key()),
+                ..tls(true, false)
+            },
+        )
+        .err(),
+    ]
+    .map(|e| e.map(|e| e.to_string()).unwrap_or_default());
+    assert!(errors[0].contains("need an amqps:// url"), "{}", errors[0]);
+    assert!(errors[1].contains("go together"), "{}", errors[1]);
+    assert!(errors[2].contains("/nonexistent/ca.pem"), "{}", errors[2]);
+    assert!(errors[3].contains("no PEM certificate"), "{}", errors[3]);
 }

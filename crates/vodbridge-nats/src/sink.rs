@@ -71,9 +71,16 @@ pub struct NatsSinkConfig {
     /// Require TLS.
     #[serde(default)]
     pub tls_required: bool,
-    /// Extra root certificates (PEM) for TLS.
+    /// Extra root certificates (PEM) for TLS: a server certificate signed by a private CA.
     #[serde(default)]
     pub root_certificates: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that verify clients (`verify: true`); needs
+    /// `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM, unencrypted).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 fn default_subjects() -> Vec<String> {
@@ -136,8 +143,38 @@ impl NatsSink {
             })?;
             options = options.token(token.trim().to_owned());
         }
+        // async-nats reads certificate files only when it connects, in the background: check
+        // them here so a wrong path is a start-up error, not an endless reconnect loop.
+        let readable = |path: &PathBuf| {
+            std::fs::metadata(path)
+                .and_then(|m| {
+                    if m.is_file() {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::other("not a file"))
+                    }
+                })
+                .map_err(|source| Error::File {
+                    path: path.clone(),
+                    source,
+                })
+        };
         if let Some(path) = &config.root_certificates {
+            readable(path)?;
             options = options.add_root_certificates(path.clone());
+        }
+        match (&config.client_cert_file, &config.client_key_file) {
+            (Some(cert), Some(key)) => {
+                readable(cert)?;
+                readable(key)?;
+                options = options.add_client_certificate(cert.clone(), key.clone());
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::Config(
+                    "client_cert_file and client_key_file go together".into(),
+                ))
+            }
         }
         let urls: Vec<&str> = config
             .url

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use vodbridge_core::{Envelope, EventId, FailureReason, Ingress, Message, Sink};
 use vodbridge_nats::{NatsSink, NatsSinkConfig, StorageKind};
-use vodbridge_testkit::NatsServer;
+use vodbridge_testkit::{NatsServer, TestPki};
 
 fn envelope(n: u32) -> Arc<Envelope> {
     let data = format!(r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":"{n}"}}}}"#);
@@ -48,6 +48,8 @@ fn config(server: &NatsServer, storage: StorageKind) -> NatsSinkConfig {
         token_file: None,
         tls_required: false,
         root_certificates: None,
+        client_cert_file: None,
+        client_key_file: None,
     }
 }
 
@@ -195,5 +197,76 @@ async fn a_crash_restart_with_file_storage_loses_nothing() {
     assert_eq!(
         info.state.messages, 300,
         "every acknowledged event survived, none twice ({failures} retried publishes)"
+    );
+}
+
+#[tokio::test]
+async fn tls_with_a_private_ca_and_a_client_certificate() {
+    let pki = TestPki::generate();
+    let server = NatsServer::start_tls(&pki);
+    let tls = |ca: bool, client: bool| NatsSinkConfig {
+        tls_required: true,
+        root_certificates: ca.then(|| pki.ca()),
+        client_cert_file: client.then(|| pki.client_cert()),
+        client_key_file: client.then(|| pki.client_key()),
+        ..config(&server, StorageKind::Memory)
+    };
+
+    // Trusting the CA and presenting a client certificate: connected, publishes acknowledged.
+    let sink = NatsSink::connect("nats-tls", tls(true, true))
+        .await
+        .expect("sink");
+    healthy(&sink, Duration::from_secs(10)).await;
+    sink.publish(&message(1, "vod.tls")).await.expect("acked");
+
+    // An unknown CA, or no client certificate: never connected, publishes fail as retryable.
+    for (ca, client, what) in [
+        (false, true, "server certificate from an unknown CA"),
+        (true, false, "no client certificate"),
+    ] {
+        let sink = NatsSink::connect("nats-bad-tls", tls(ca, client))
+            .await
+            .expect("starts; connects in the background");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!sink.is_healthy(), "{what}: must not connect");
+        let error = sink.publish(&message(2, "vod.tls")).await.expect_err(what);
+        assert!(error.is_retryable(), "{what}: {error}");
+    }
+
+    // Half a client identity, or a missing file, is a start-up error.
+    let mut half = tls(true, true);
+    half.client_key_file = None;
+    let error = NatsSink::connect("nats", half)
+        .await
+        .err()
+        .expect("rejected");
+    assert!(error.to_string().contains("go together"), "{error}");
+    let mut missing = tls(true, false);
+    missing.root_certificates = Some("/nonexistent/ca.pem".into());
+    let error = NatsSink::connect("nats", missing)
+        .await
+        .err()
+        .expect("rejected");
+    assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
+
+    // A consumer over TLS reads what was published.
+    let client = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(pki.ca())
+        .add_client_certificate(pki.client_cert(), pki.client_key())
+        .connect(server.url())
+        .await
+        .expect("consumer connects");
+    let info = async_nats::jetstream::new(client)
+        .get_stream("VOD")
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .clone();
+    assert_eq!(
+        info.state.messages, 1,
+        "exactly the one acknowledged publish"
     );
 }
