@@ -65,7 +65,8 @@ impl App {
             }
         }
         let pipeline = Pipeline::new(built, settings.routes.clone(), settings.dead_letter.clone())
-            .map_err(|e| Error::Config(e.to_string()))?;
+            .map_err(|e| Error::Config(e.to_string()))?
+            .with_unroutable_retry(settings.unroutable_retry);
         let mut pull_sources = Vec::new();
         for source in settings.sources.values() {
             if let SourceKind::Pull(pull) = &source.kind {

@@ -18,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use vodbridge_core::{
     EventTypePattern, Ingress, Resolution, Route, RouteAction, RouteTable, Target, Template,
+    UnroutableRetry,
 };
 use vodbridge_tencent::{
     api::{ClientConfig, VodClient},
@@ -51,6 +52,30 @@ pub struct Config {
     /// Where permanently rejected and unroutable events go. Unset: they stay unacknowledged,
     /// are counted, and come back from VOD.
     pub dead_letter: Option<TargetConfig>,
+    /// How publishes are tried.
+    pub delivery: DeliveryConfig,
+}
+
+/// How publishes are tried.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Times an `unroutable` answer (no queue bound, no stream for the subject) is tried again
+    /// before it counts as permanent and is dead-lettered; retries stay inside the event's
+    /// deadline (0 to 10).
+    pub unroutable_retries: u32,
+    /// Pause before the first such retry, doubled after each (10 to 10,000 ms).
+    pub unroutable_backoff_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let policy = UnroutableRetry::default();
+        Self {
+            unroutable_retries: policy.retries,
+            unroutable_backoff_ms: u64::try_from(policy.backoff.as_millis()).unwrap_or(200),
+        }
+    }
 }
 
 /// HTTP listener and request handling.
@@ -399,6 +424,8 @@ pub struct Settings {
     pub routes: RouteTable,
     /// The dead-letter target.
     pub dead_letter: Option<Target>,
+    /// Retries of `unroutable` answers.
+    pub unroutable_retry: UnroutableRetry,
 }
 
 /// A validated source.
@@ -610,6 +637,21 @@ impl Settings {
             .as_ref()
             .map(|t| target("dead_letter", t))
             .transpose()?;
+        let delivery = &config.delivery;
+        if delivery.unroutable_retries > 10 {
+            return Err(Error::Config(
+                "delivery.unroutable_retries must be 0 to 10".into(),
+            ));
+        }
+        if !(10..=10_000).contains(&delivery.unroutable_backoff_ms) {
+            return Err(Error::Config(
+                "delivery.unroutable_backoff_ms must be 10 to 10000".into(),
+            ));
+        }
+        let unroutable_retry = UnroutableRetry {
+            retries: delivery.unroutable_retries,
+            backoff: Duration::from_millis(delivery.unroutable_backoff_ms),
+        };
 
         Ok(Self {
             server: config.server,
@@ -618,6 +660,7 @@ impl Settings {
             sinks: config.sinks,
             routes,
             dead_letter,
+            unroutable_retry,
         })
     }
 
@@ -721,6 +764,12 @@ impl Settings {
                 || "none (rejected events stay unacknowledged)".to_owned(),
                 describe_target
             )
+        );
+        let _ = writeln!(
+            out,
+            "unroutable answers: tried {} more time(s), first after {} ms",
+            self.unroutable_retry.retries,
+            self.unroutable_retry.backoff.as_millis()
         );
         let _ = writeln!(out, "effective routes by event type:");
         let mut types: Vec<&str> = catalog::known_event_types().collect();

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub published: IntCounterVec,
     /// `vodbridge_publish_failures_total{sink, reason}`.
     pub publish_failures: IntCounterVec,
+    /// `vodbridge_unroutable_retries_total{sink}`: `unroutable` answers tried again (a consumer's
+    /// queue or stream is missing, maybe only for a moment).
+    pub unroutable_retries: IntCounterVec,
     /// `vodbridge_publish_duration_seconds{sink}`: publish to ack (or failure).
     pub publish_duration: HistogramVec,
     /// `vodbridge_confirmed_total{source}`: events confirmed to VOD (pull) or answered 200 (push).
@@ -113,6 +116,11 @@ impl Metrics {
             events_outcome: counter("events_total", "Events by merged delivery outcome.", &["source", "outcome"])?,
             published: counter("published_total", "Publishes acknowledged by the sink.", &["sink"])?,
             publish_failures: counter("publish_failures_total", "Publishes that failed.", &["sink", "reason"])?,
+            unroutable_retries: counter(
+                "unroutable_retries_total",
+                "Unroutable answers tried again before counting as permanent.",
+                &["sink"],
+            )?,
             publish_duration: histogram(
                 "publish_duration_seconds",
                 "Time from publish to the sink's answer.",
@@ -184,6 +192,11 @@ impl Metrics {
     pub fn record_delivery(&self, source: &str, envelope: &Envelope, report: &DeliveryReport) {
         for attempt in &report.attempts {
             let sink = attempt.sink.name();
+            if attempt.unroutable_retries > 0 {
+                self.unroutable_retries
+                    .with_label_values(&[sink])
+                    .inc_by(u64::from(attempt.unroutable_retries));
+            }
             self.publish_duration
                 .with_label_values(&[sink])
                 .observe(attempt.elapsed.as_secs_f64());

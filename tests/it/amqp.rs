@@ -16,7 +16,7 @@ use lapin::{
 use vodbridge_core::{Envelope, Ingress};
 use vodbridge_testkit::RabbitMq;
 
-use crate::helpers::{emulator, fixture, settings, wait_for, TestApp};
+use crate::helpers::{emulator, fixture, metric, settings, wait_for, TestApp};
 
 fn config(broker: &RabbitMq, emulator: &str) -> String {
     format!(
@@ -44,6 +44,12 @@ max_reconnect_backoff_ms = 300
 [[routes]]
 event_types = ["FileDeleted"]
 sinks = [{{ sink = "rabbit", destination = "nowhere.{{event_type}}" }}]
+[[routes]]
+event_types = ["EditMediaComplete"]
+sinks = [{{ sink = "rabbit", destination = "late.{{event_type}}" }}]
+[delivery]
+unroutable_retries = 1
+unroutable_backoff_ms = 1000
 [[routes]]
 event_types = ["*"]
 sinks = [{{ sink = "rabbit", destination = "vod.{{sub_app_id}}.{{event_type}}" }}]
@@ -172,6 +178,69 @@ async fn bridge_into_rabbitmq() {
         pushed,
         Some(fixture("ProcedureStateChanged").into()),
         "bytes as received"
+    );
+
+    // A queue that appears a moment after the first publish: the returned message is tried
+    // again (one retry after 1 s here) and the callback is answered 200. (Before the
+    // unroutable events below, which keep coming back and being retried.)
+    let retries = |metrics: &str| {
+        metric(
+            metrics,
+            r#"vodbridge_unroutable_retries_total{sink="rabbit"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    let retries_before = retries(&app.get("/metrics").await.1);
+    let late = {
+        let url = broker.url();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let connection = Connection::connect(&url, ConnectionProperties::default())
+                .await
+                .expect("connects");
+            let channel = connection.create_channel().await.expect("channel");
+            channel
+                .queue_declare(
+                    "late".into(),
+                    QueueDeclareOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("queue");
+            channel
+                .queue_bind(
+                    "late".into(),
+                    "vod".into(),
+                    "late.#".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind");
+            (connection, channel)
+        })
+    };
+    assert_eq!(
+        app.post("/callback/default", fixture("EditMediaComplete"))
+            .await
+            .status(),
+        200,
+        "delivered once the queue was bound"
+    );
+    let (_late_connection, late_channel) = late.await.expect("binder");
+    let message = late_channel
+        .basic_get("late".into(), lapin::options::BasicGetOptions::default())
+        .await
+        .expect("get")
+        .expect("the late event is in its queue");
+    assert_eq!(
+        message.delivery.routing_key.as_str(),
+        "late.EditMediaComplete"
+    );
+    assert_eq!(
+        retries(&app.get("/metrics").await.1) - retries_before,
+        1.0,
+        "the first publish was returned, the retry delivered it"
     );
 
     // An unroutable route is never acknowledged: 503 on push, no confirm on pull.

@@ -43,7 +43,12 @@ fn example_config_is_valid() {
     assert_eq!(settings.sinks.len(), 6);
     assert_eq!(settings.routes.routes().len(), 3);
     assert!(settings.dead_letter.is_some());
+    assert_eq!(settings.unroutable_retry.retries, 2);
     let described = settings.describe();
+    assert!(
+        described.contains("unroutable answers: tried 2 more time(s), first after 200 ms"),
+        "{described}"
+    );
     assert!(
         described.contains("vod.{sub_app_id}.{event_type}"),
         "{described}"
@@ -73,6 +78,8 @@ fn errors_name_the_key() {
     assert!(error_of("[server]\nlisen = \"0.0.0.0:1\"").contains("lisen"));
     assert!(error_of("[sinks.k]\ntype = \"carrier-pigeon\"").contains("carrier-pigeon"));
     assert!(error_of("[sinks.f]\ntype = \"file\"").contains("path"));
+    assert!(error_of("[delivery]\nunroutable_retries = 11").contains("delivery.unroutable_retries"));
+    assert!(error_of("[delivery]\nunroutable_backoff_ms = 0").contains("unroutable_backoff_ms"));
     let e = error_of("[sinks.a]\ntype = \"stdout\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{ sink = \"b\" }]");
     assert!(
         e.contains("routes[0].sinks[0]") && e.contains("\"b\""),

@@ -36,7 +36,7 @@ mod sink;
 pub use envelope::{Envelope, EventId, Ingress, SPEC_VERSION};
 pub use error::{Error, Result};
 pub use outcome::Outcome;
-pub use pipeline::{DeliveryReport, Pipeline, SinkAttempt};
+pub use pipeline::{DeliveryReport, Pipeline, SinkAttempt, UnroutableRetry};
 pub use route::{
     EventTypePattern, Resolution, Route, RouteAction, RouteContext, RouteTable, Target, Template,
 };

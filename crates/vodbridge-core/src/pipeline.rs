@@ -25,6 +25,30 @@ pub struct Pipeline {
     routes: RouteTable,
     /// Where permanently rejected (and unroutable) events go; `None` leaves them unacknowledged.
     dead_letter: Option<Target>,
+    /// How an `unroutable` answer is retried before it counts as permanent.
+    unroutable: UnroutableRetry,
+}
+
+/// How often an `unroutable` answer (no queue bound, no stream for the subject, unknown topic)
+/// is tried again before it counts as a permanent failure and is dead-lettered: a consumer
+/// that is (re)declaring its queue right now should not divert events. Retries stay inside
+/// the event's deadline; the backoff doubles after each try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnroutableRetry {
+    /// Tries after the first one.
+    pub retries: u32,
+    /// Pause before the first retry.
+    pub backoff: Duration,
+}
+
+impl Default for UnroutableRetry {
+    /// Two retries, after 200 ms and 400 ms.
+    fn default() -> Self {
+        Self {
+            retries: 2,
+            backoff: Duration::from_millis(200),
+        }
+    }
 }
 
 /// One publish attempt, for metrics and logs.
@@ -39,6 +63,8 @@ pub struct SinkAttempt {
     pub elapsed: Duration,
     /// True when this was the dead-letter publish.
     pub dead_letter: bool,
+    /// Times an `unroutable` answer was tried again (see [`UnroutableRetry`]).
+    pub unroutable_retries: u32,
 }
 
 /// Everything `deliver` learned about one event.
@@ -90,7 +116,15 @@ impl Pipeline {
             sinks,
             routes,
             dead_letter,
+            unroutable: UnroutableRetry::default(),
         })
+    }
+
+    /// Replaces the [`UnroutableRetry`] policy (default: two retries, 200 ms then 400 ms).
+    #[must_use]
+    pub const fn with_unroutable_retry(mut self, policy: UnroutableRetry) -> Self {
+        self.unroutable = policy;
+        self
     }
 
     /// The routing table.
@@ -152,9 +186,12 @@ impl Pipeline {
             };
             // `Pipeline::new` checked every target's sink exists.
             let sink = self.sinks.get(&target.sink).map(Arc::clone);
+            let policy = self.unroutable;
             async move {
                 match sink {
-                    Some(sink) => publish(sink, message, deadline, false).await,
+                    Some(sink) => {
+                        publish_retrying_unroutable(sink, message, deadline, policy).await
+                    }
                     None => unreachable!("route targets are validated in Pipeline::new"),
                 }
             }
@@ -228,6 +265,42 @@ impl Pipeline {
     }
 }
 
+/// [`publish`], trying an `unroutable` rejection again per `policy` while the deadline allows
+/// the pause; the attempt reports the last answer and the whole time taken.
+async fn publish_retrying_unroutable(
+    sink: Arc<dyn Sink>,
+    message: Message,
+    deadline: Instant,
+    policy: UnroutableRetry,
+) -> SinkAttempt {
+    let started = Instant::now();
+    let mut backoff = policy.backoff;
+    let mut retries = 0;
+    loop {
+        let unroutable = |attempt: &SinkAttempt| {
+            matches!(
+                &attempt.result,
+                Err(SinkError::Rejected {
+                    reason: FailureReason::Unroutable,
+                    ..
+                })
+            )
+        };
+        let mut attempt = publish(Arc::clone(&sink), message.clone(), deadline, false).await;
+        if !unroutable(&attempt)
+            || retries >= policy.retries
+            || Instant::now() + backoff >= deadline
+        {
+            attempt.elapsed = started.elapsed();
+            attempt.unroutable_retries = retries;
+            return attempt;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = backoff.saturating_mul(2);
+        retries += 1;
+    }
+}
+
 async fn publish(
     sink: Arc<dyn Sink>,
     message: Message,
@@ -247,6 +320,7 @@ async fn publish(
         result,
         elapsed: started.elapsed(),
         dead_letter,
+        unroutable_retries: 0,
         sink,
     }
 }
@@ -520,6 +594,115 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A sink that answers `unroutable` for its first `n` publishes, then acks.
+    fn unroutable_first(name: &'static str, n: usize) -> Arc<Scripted> {
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        Scripted::new(name, move || {
+            if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+                Err(SinkError::rejected(FailureReason::Unroutable, "no queue"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unroutable_is_retried_with_backoff_before_it_counts() {
+        // The queue appears before the second retry: delivered, nothing dead-lettered.
+        let k = unroutable_first("k", 2);
+        let dlq = Scripted::new("dlq", || Ok(()));
+        let p = pipeline(
+            vec![k.clone(), dlq.clone()],
+            vec![route("*", &["k"])],
+            Some("dlq"),
+        );
+        let start = Instant::now();
+        let report = p.deliver(Arc::new(sample()), ctx(), soon()).await;
+        assert_eq!(report.outcome, Outcome::Delivered);
+        assert_eq!(k.seen().len(), 3, "first try and two retries");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(600),
+            "200 ms, then 400 ms"
+        );
+        assert!(dlq.seen().is_empty());
+        assert_eq!(report.attempts[0].elapsed, Duration::from_millis(600));
+        assert_eq!(report.attempts[0].unroutable_retries, 2);
+
+        // Still unroutable after the retries: dead-lettered.
+        let k = unroutable_first("k", 3);
+        let dlq = Scripted::new("dlq", || Ok(()));
+        let p = pipeline(
+            vec![k.clone(), dlq.clone()],
+            vec![route("*", &["k"])],
+            Some("dlq"),
+        );
+        let report = p.deliver(Arc::new(sample()), ctx(), soon()).await;
+        assert_eq!(
+            report.outcome,
+            Outcome::DeadLettered {
+                reason: FailureReason::Unroutable
+            }
+        );
+        assert_eq!(k.seen().len(), 3);
+
+        // No retries configured: the first answer counts.
+        let k = unroutable_first("k", 1);
+        let dlq = Scripted::new("dlq", || Ok(()));
+        let p = pipeline(vec![k.clone(), dlq], vec![route("*", &["k"])], Some("dlq"))
+            .with_unroutable_retry(UnroutableRetry {
+                retries: 0,
+                backoff: Duration::from_millis(200),
+            });
+        let report = p.deliver(Arc::new(sample()), ctx(), soon()).await;
+        assert!(matches!(report.outcome, Outcome::DeadLettered { .. }));
+        assert_eq!(k.seen().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unroutable_retries_stop_before_the_deadline() {
+        let k = unroutable_first("k", 100);
+        let p = pipeline(vec![k.clone()], vec![route("*", &["k"])], None).with_unroutable_retry(
+            UnroutableRetry {
+                retries: 10,
+                backoff: Duration::from_millis(200),
+            },
+        );
+        let start = Instant::now();
+        let report = p
+            .deliver(
+                Arc::new(sample()),
+                ctx(),
+                start + Duration::from_millis(1000),
+            )
+            .await;
+        // Tries at 0, 200 and 600 ms; the next pause (800 ms) would cross the deadline.
+        assert_eq!(k.seen().len(), 3);
+        assert_eq!(start.elapsed(), Duration::from_millis(600));
+        assert!(matches!(
+            report.outcome,
+            Outcome::Rejected {
+                reason: FailureReason::Unroutable,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_failures_are_not_retried_by_the_pipeline() {
+        for error in [
+            SinkError::rejected(FailureReason::TooLarge, "big"),
+            SinkError::retryable(FailureReason::Unavailable, "down"),
+        ] {
+            let k = Scripted::new("k", move || Err(error.clone()));
+            let p = pipeline(vec![k.clone()], vec![route("*", &["k"])], None);
+            let start = Instant::now();
+            p.deliver(Arc::new(sample()), ctx(), soon()).await;
+            assert_eq!(k.seen().len(), 1);
+            assert_eq!(start.elapsed(), Duration::ZERO);
+        }
     }
 
     #[tokio::test]
