@@ -201,6 +201,9 @@ pub struct RabbitMq {
 }
 
 impl RabbitMq {
+    /// The node's `max_message_size` (bytes): larger publishes are refused by the broker.
+    pub const MAX_MESSAGE_SIZE: usize = 512 * 1024;
+
     /// Starts a node on free ports; returns once it accepts AMQP connections (about 5 s).
     ///
     /// # Panics
@@ -231,26 +234,25 @@ impl RabbitMq {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
         std::fs::write(dir.path().join("enabled_plugins"), "[].\n").expect("write");
+        // Messages are capped at MAX_MESSAGE_SIZE so tests can hit the limit cheaply.
+        let mut conf = format!("max_message_size = {}\n", Self::MAX_MESSAGE_SIZE);
         let tls_port = pki.map(|pki| {
             let port = free_port();
             let [ca, cert, key] = pki.server_files_in(dir.path());
-            std::fs::write(
-                dir.path().join("rabbitmq.conf"),
-                format!(
-                    "listeners.ssl.default = 127.0.0.1:{port}\n\
-                     ssl_options.cacertfile = {}\n\
-                     ssl_options.certfile = {}\n\
-                     ssl_options.keyfile = {}\n\
-                     ssl_options.verify = verify_peer\n\
-                     ssl_options.fail_if_no_peer_cert = true\n",
-                    ca.display(),
-                    cert.display(),
-                    key.display()
-                ),
-            )
-            .expect("write rabbitmq.conf");
+            conf.push_str(&format!(
+                "listeners.ssl.default = 127.0.0.1:{port}\n\
+                 ssl_options.cacertfile = {}\n\
+                 ssl_options.certfile = {}\n\
+                 ssl_options.keyfile = {}\n\
+                 ssl_options.verify = verify_peer\n\
+                 ssl_options.fail_if_no_peer_cert = true\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            ));
             port
         });
+        std::fs::write(dir.path().join("rabbitmq.conf"), conf).expect("write rabbitmq.conf");
         let root = Command::new("id")
             .arg("-u")
             .output()
@@ -286,9 +288,7 @@ impl RabbitMq {
         let binary = require("rabbitmq-server", "rabbitmq-server");
         let d = self.dir.path();
         let mut command = Command::new(binary);
-        if self.tls_port.is_some() {
-            command.env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"));
-        }
+        command.env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"));
         self.child = Some(launch(
             command
                 .env("RABBITMQ_NODENAME", &self.node)

@@ -234,27 +234,24 @@ async fn supervise(
                 let connected = Arc::new(connected);
                 *current.lock().unwrap_or_else(PoisonError::into_inner) =
                     Some(Arc::clone(&connected));
-                // Wait until a publish reports a loss or the connection closes by itself.
+                // Wait until a publish reports a loss or the connection closes by itself. A
+                // channel the broker closed (a refused message) is replaced on the live
+                // connection, so publishes on the other channels go on undisturbed.
                 loop {
                     tokio::select! {
                         () = lost.notified() => {}
                         () = tokio::time::sleep(Duration::from_millis(250)) => {}
                     }
-                    let broken = !connected.connection.status().connected()
-                        || connected.channels.iter().any(|c| {
-                            !c.lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .status()
-                                .connected()
-                        });
-                    if broken || closing.load(Ordering::Relaxed) {
+                    if closing.load(Ordering::Relaxed)
+                        || !connected.connection.status().connected()
+                        || !replace_closed_channels(&name, &connected).await
+                    {
                         break;
                     }
                 }
                 if closing.load(Ordering::Relaxed) {
                     return;
                 }
-                // A channel closed by the broker (e.g. after an error) is reopened with the rest.
                 *current.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 let _ = connected
                     .connection
@@ -269,6 +266,40 @@ async fn supervise(
             }
         }
     }
+}
+
+/// Opens a confirm-mode channel in place of each closed one; false when that fails (the
+/// connection is then replaced as a whole).
+async fn replace_closed_channels(name: &str, connected: &Connected) -> bool {
+    for slot in &connected.channels {
+        let closed = !slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .status()
+            .connected();
+        if !closed {
+            continue;
+        }
+        match confirm_channel(&connected.connection).await {
+            Ok(channel) => {
+                *slot.lock().unwrap_or_else(PoisonError::into_inner) = channel;
+                tracing::info!(sink = %name, "Replaced a channel the broker closed.");
+            }
+            Err(error) => {
+                tracing::warn!(sink = %name, error = %error, "Cannot reopen a closed channel; reconnecting.");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+async fn confirm_channel(connection: &Connection) -> std::result::Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 /// Reads the TLS files of an `amqps://` sink; TLS settings on a plain `amqp://` URL are a
@@ -358,11 +389,7 @@ async fn open(
     let _ = setup.close(200, "setup done".into()).await;
     let mut channels = Vec::with_capacity(config.channels);
     for _ in 0..config.channels {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        channels.push(Mutex::new(channel));
+        channels.push(Mutex::new(confirm_channel(&connection).await?));
     }
     Ok(Connected {
         connection,

@@ -190,6 +190,67 @@ async fn rabbitmq_end_to_end() {
         .expect("the sink still works after a return");
     drain(&consumer, "uploads", 1).await;
 
+    // 2b. Above the broker's max_message_size: RabbitMQ refuses the message and closes the
+    //     channel. That is a permanent too_large failure, and the sink reopens and goes on.
+    let mut big = message(10, "vod.1.NewFileUpload");
+    big.envelope = Arc::new(Envelope {
+        data: Bytes::from(vec![b'x'; RabbitMq::MAX_MESSAGE_SIZE + 1024]),
+        ..(*big.envelope).clone()
+    });
+    let error = sink.publish(&big).await.expect_err("too large");
+    assert_eq!(error.reason(), FailureReason::TooLarge, "{error}");
+    assert!(!error.is_retryable(), "{error}");
+    // The other channels keep working: only the closed one is replaced, the connection and
+    // the publishes on it are not torn down.
+    for n in 11..14 {
+        sink.publish(&message(n, "vod.1.NewFileUpload"))
+            .await
+            .expect("the other channels are unaffected");
+    }
+    publish_until_confirmed(&sink, &message(14, "vod.1.NewFileUpload")).await;
+    let after = drain(&consumer, "uploads", 4).await;
+    let subjects: HashSet<String> = after
+        .iter()
+        .filter_map(|d| header(d, "cloudEvents_subject"))
+        .collect();
+    assert_eq!(subjects, ["11", "12", "13", "14"].map(String::from).into());
+
+    // 2c. declare_exchange = false: the exchange is only checked. Until someone declares it
+    //     the sink is unhealthy and publishes fail as retryable; then it connects by itself.
+    let passive = AmqpSink::connect(
+        "passive",
+        AmqpSinkConfig {
+            exchange: "vod-managed".into(),
+            declare_exchange: false,
+            ..config(&broker)
+        },
+    )
+    .expect("sink");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !passive.is_healthy(),
+        "a missing exchange keeps the sink down"
+    );
+    let error = passive
+        .publish(&message(12, "vod.1.NewFileUpload"))
+        .await
+        .expect_err("no exchange yet");
+    assert!(error.is_retryable(), "{error}");
+    consumer
+        .exchange_declare(
+            "vod-managed".into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declared by its owner");
+    healthy(&passive, Duration::from_secs(10)).await;
+    passive.close().await.expect("closes");
+
     // 3. A broker stop, then a crash (SIGKILL of the VM), each with publishes in flight on
     //    every channel, lose nothing confirmed: durable queue, persistent messages, failed
     //    publishes retried (as VOD's redelivery would). A message in flight at the stop may be
@@ -197,6 +258,18 @@ async fn rabbitmq_end_to_end() {
     //    id, never by count (a count-based drain once made such a duplicate look like a loss).
     interrupt_mid_stream(&sink, &mut broker, 2, RabbitMq::stop).await;
     interrupt_mid_stream(&sink, &mut broker, 3, RabbitMq::crash).await;
+}
+
+/// Publishes `msg`, retrying retryable failures for up to 5 s.
+async fn publish_until_confirmed(sink: &AmqpSink, msg: &Message) {
+    let started = std::time::Instant::now();
+    while let Err(error) = sink.publish(msg).await {
+        assert!(
+            error.is_retryable() && started.elapsed() < Duration::from_secs(5),
+            "{error}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Four publishers send 500 events each to `vod.{app}.NewFileUpload`, retrying retryable
