@@ -153,6 +153,50 @@ async fn unroutable_subject_is_rejected_not_retried() {
     assert_eq!(error.reason(), FailureReason::Unroutable);
 }
 
+#[tokio::test]
+async fn too_large_is_rejected_and_a_missing_stream_keeps_the_sink_down() {
+    let server = NatsServer::start();
+
+    // create_stream = false: the stream is only checked. Until its owner creates it the sink is
+    // unhealthy; then it becomes ready by itself.
+    let sink = NatsSink::connect(
+        "nats",
+        NatsSinkConfig {
+            create_stream: false,
+            ..config(&server, StorageKind::Memory)
+        },
+    )
+    .await
+    .expect("sink");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!sink.is_healthy(), "no stream yet");
+    let client = async_nats::connect(server.url()).await.expect("connects");
+    async_nats::jetstream::new(client)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "VOD".into(),
+            subjects: vec!["vod.>".into()],
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("created by its owner");
+    healthy(&sink, Duration::from_secs(15)).await;
+    sink.publish(&message(1, "vod.x")).await.expect("acked");
+
+    // Above the server's max_payload (1 MiB by default): permanent, too_large.
+    let mut big = message(2, "vod.x");
+    big.envelope = Arc::new(Envelope {
+        data: Bytes::from(vec![b'x'; 1024 * 1024 + 1]),
+        ..(*big.envelope).clone()
+    });
+    let error = sink.publish(&big).await.expect_err("too large");
+    assert_eq!(error.reason(), FailureReason::TooLarge, "{error}");
+    assert!(!error.is_retryable());
+    sink.publish(&message(3, "vod.x"))
+        .await
+        .expect("the connection is fine afterwards");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_restart_with_file_storage_loses_nothing() {
     let mut server = NatsServer::start();
