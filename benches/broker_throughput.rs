@@ -2,7 +2,8 @@
 //! beside a direct client publishing the same envelopes with the same guarantees (PubAck /
 //! publisher confirm, persistent, mandatory) at the same concurrency, in the same run.
 //!
-//! `cargo bench --bench broker_throughput` (env `EVENTS`, `CONCURRENCY` override the defaults).
+//! `cargo bench --bench broker_throughput`; env `EVENTS` (50,000), `CONCURRENCY` (32), `ROUNDS`
+//! (3: direct and pipeline alternate, medians reported) and `BROKERS` (`kafka,nats,amqp`).
 #![allow(missing_docs)]
 
 use std::{
@@ -14,6 +15,10 @@ use std::{
 };
 
 use bytes::Bytes;
+
+/// The allocator the `vodbridge` binary ships with, so the bench measures what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use lapin::{
     options::{
         BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -308,11 +313,78 @@ async fn direct_amqp(broker: &RabbitMq, envelopes: Arc<Vec<Envelope>>, concurren
 }
 
 /// A sink config from the TOML the bridge would read.
+/// Empties both benchmark queues, so every round starts from the same broker state.
+async fn purge(rabbit: &RabbitMq) {
+    let connection = Connection::connect(&rabbit.url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    for queue in ["bench-all", "vod-all"] {
+        channel
+            .queue_purge(queue.into(), lapin::options::QueuePurgeOptions::default())
+            .await
+            .expect("purge");
+    }
+    let _ = connection.close(200, "purged".into()).await;
+}
+
 fn toml_sink<T: serde::de::DeserializeOwned>(text: &str) -> T {
     use figment::providers::Format;
     figment::Figment::from(figment::providers::Toml::string(text))
         .extract()
         .expect("sink config")
+}
+
+/// Median of a non-empty list.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// One table row: `rounds` rounds of the direct client and the bridge pipeline, alternating
+/// which goes first (so drift on this shared machine hits both), then one push-path run.
+/// Prints the medians and the median of the per-round ratios.
+fn compare<D, P, B>(
+    label: &str,
+    rounds: usize,
+    (events, concurrency): (usize, usize),
+    direct: D,
+    piped: P,
+    through: B,
+) where
+    D: Fn() -> f64,
+    P: Fn() -> f64,
+    B: FnOnce() -> f64,
+{
+    let (mut directs, mut pipes, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (d, p) = if round % 2 == 0 {
+            let d = direct();
+            (d, piped())
+        } else {
+            let p = piped();
+            (direct(), p)
+        };
+        eprintln!(
+            "{label} round {}: direct {d:.0}/s, pipeline {p:.0}/s, ratio {:.2}",
+            round + 1,
+            p / d
+        );
+        directs.push(d);
+        pipes.push(p);
+        ratios.push(p / d);
+    }
+    let (direct, piped) = (median(directs), median(pipes));
+    let through = through();
+    let (low, high) = (
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+    );
+    println!(
+        "| {label} | {events} | {concurrency} | {direct:.0} | {piped:.0} | **{:.2}** ({low:.2}–{high:.2}) | {through:.0} | {:.2} |",
+        median(ratios),
+        through / direct
+    );
 }
 
 fn main() {
@@ -322,7 +394,13 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
-    let (events, concurrency) = (env("EVENTS", 5000), env("CONCURRENCY", 32));
+    let (events, concurrency, rounds) = (
+        env("EVENTS", 50_000),
+        env("CONCURRENCY", 32),
+        env("ROUNDS", 3).max(1),
+    );
+    let brokers = std::env::var("BROKERS").unwrap_or_else(|_| "kafka,nats,amqp".into());
+    let wanted = |name: &str| brokers.split(',').any(|b| b.trim() == name);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -343,125 +421,155 @@ fn main() {
         })
         .collect();
     let (bodies, envelopes) = (Arc::new(bodies), Arc::new(envelopes));
+    let shape = (events, concurrency);
 
-    let nats = NatsServer::start();
-    let rabbit = RabbitMq::start();
-    let kafka = Tansu::start();
-    runtime.block_on(create_kafka_topics(&kafka, &["direct", "pipe", "bridge"]));
-    runtime.block_on(async {
-        // The queue every routing key reaches (mandatory publishes need one).
-        let connection = Connection::connect(&rabbit.url(), ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let channel = connection.create_channel().await.expect("channel");
-        for exchange in ["bench", "vod"] {
-            channel
-                .exchange_declare(
-                    exchange.into(),
-                    lapin::ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("exchange");
-            let queue = format!("{exchange}-all");
-            channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("queue");
-            channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    exchange.into(),
-                    "#".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind");
-        }
-    });
-    let nats_sink = format!(
-        "[sinks.nats]\ntype = \"nats\"\nurl = \"{}\"\nstream = \"BRIDGE\"\ncreate_stream = true\nstream_subjects = [\"bridge.>\"]\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"nats\", destination = \"bridge.{{event_type}}\" }}]\n",
-        nats.url()
-    );
-    let amqp_sink = format!(
-        "[sinks.rabbit]\ntype = \"amqp\"\nurl = \"{}\"\nexchange = \"vod\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"rabbit\", destination = \"vod.{{event_type}}\" }}]\n",
-        rabbit.url()
-    );
-    println!("| broker | events | concurrency | direct client events/s | bridge pipeline (normalize + route + sink) events/s | ratio | bridge push path incl. HTTP load generator events/s | ratio |");
+    println!("| broker | events | concurrency | direct client events/s (median) | bridge pipeline (normalize + route + sink) events/s (median) | ratio: median (range) of {rounds} rounds | bridge push path incl. HTTP load generator events/s | ratio |");
     println!("|---|---|---|---|---|---|---|---|");
-    let direct = runtime.block_on(direct_kafka(&kafka, Arc::clone(&envelopes), concurrency));
-    let sink: Arc<dyn Sink> = Arc::new(
-        runtime
-            .block_on(async {
-                let config: vodbridge_kafka::KafkaSinkConfig =
-                    toml_sink(&format!("brokers = \"{}\"", kafka.bootstrap()));
-                vodbridge_kafka::KafkaSink::new("kafka", &config)
-            })
-            .expect("sink"),
-    );
-    let piped = runtime.block_on(pipeline(sink, "pipe", Arc::clone(&bodies), concurrency));
-    let kafka_sink = format!(
-        "[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"{}\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"kafka\", destination = \"bridge\" }}]\n",
-        kafka.bootstrap()
-    );
-    let through = runtime.block_on(bridge(&kafka_sink, Arc::clone(&bodies), concurrency));
-    println!(
-        "| Kafka (tansu, memory storage) | {events} | {concurrency} | {direct:.0} | {piped:.0} | {:.2} | {through:.0} | {:.2} |",
-        piped / direct,
-        through / direct
-    );
-    let direct = runtime.block_on(direct_nats(&nats, Arc::clone(&envelopes), concurrency));
-    let sink: Arc<dyn Sink> = runtime.block_on(async {
-        let config: vodbridge_nats::NatsSinkConfig = toml_sink(&format!(
-            "url = \"{}\"\nstream = \"PIPE\"\ncreate_stream = true\nstream_subjects = [\"pipe.>\"]",
-            nats.url()
-        ));
-        Arc::new(
-            vodbridge_nats::NatsSink::connect("nats", config)
-                .await
+
+    if wanted("kafka") {
+        let kafka = Tansu::start();
+        runtime.block_on(create_kafka_topics(&kafka, &["direct", "pipe", "bridge"]));
+        let sink: Arc<dyn Sink> = Arc::new(
+            runtime
+                .block_on(async {
+                    let config: vodbridge_kafka::KafkaSinkConfig =
+                        toml_sink(&format!("brokers = \"{}\"", kafka.bootstrap()));
+                    vodbridge_kafka::KafkaSink::new("kafka", &config)
+                })
                 .expect("sink"),
-        )
-    });
-    let piped = runtime.block_on(pipeline(
-        sink,
-        "pipe.{event_type}",
-        Arc::clone(&bodies),
-        concurrency,
-    ));
-    let through = runtime.block_on(bridge(&nats_sink, Arc::clone(&bodies), concurrency));
-    println!(
-        "| NATS JetStream (file storage) | {events} | {concurrency} | {direct:.0} | {piped:.0} | {:.2} | {through:.0} | {:.2} |",
-        piped / direct,
-        through / direct
-    );
-    let direct = runtime.block_on(direct_amqp(&rabbit, Arc::clone(&envelopes), concurrency));
-    let sink: Arc<dyn Sink> = runtime.block_on(async {
-        let config: vodbridge_amqp::AmqpSinkConfig =
-            toml_sink(&format!("url = \"{}\"\nexchange = \"vod\"", rabbit.url()));
-        Arc::new(vodbridge_amqp::AmqpSink::connect("rabbit", config).expect("sink"))
-    });
-    let piped = runtime.block_on(pipeline(
-        sink,
-        "vod.{event_type}",
-        Arc::clone(&bodies),
-        concurrency,
-    ));
-    let through = runtime.block_on(bridge(&amqp_sink, Arc::clone(&bodies), concurrency));
-    println!(
-        "| RabbitMQ (durable, confirms) | {events} | {concurrency} | {direct:.0} | {piped:.0} | {:.2} | {through:.0} | {:.2} |",
-        piped / direct,
-        through / direct
-    );
+        );
+        let kafka_sink = format!(
+            "[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"{}\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"kafka\", destination = \"bridge\" }}]\n",
+            kafka.bootstrap()
+        );
+        compare(
+            "Kafka (tansu, memory storage)",
+            rounds,
+            shape,
+            || runtime.block_on(direct_kafka(&kafka, Arc::clone(&envelopes), concurrency)),
+            || {
+                runtime.block_on(pipeline(
+                    Arc::clone(&sink),
+                    "pipe",
+                    Arc::clone(&bodies),
+                    concurrency,
+                ))
+            },
+            || runtime.block_on(bridge(&kafka_sink, Arc::clone(&bodies), concurrency)),
+        );
+    }
+
+    if wanted("nats") {
+        let nats = NatsServer::start();
+        let sink: Arc<dyn Sink> = runtime.block_on(async {
+            let config: vodbridge_nats::NatsSinkConfig = toml_sink(&format!(
+                "url = \"{}\"\nstream = \"PIPE\"\ncreate_stream = true\nstream_subjects = [\"pipe.>\"]",
+                nats.url()
+            ));
+            Arc::new(
+                vodbridge_nats::NatsSink::connect("nats", config)
+                    .await
+                    .expect("sink"),
+            )
+        });
+        let nats_sink = format!(
+            "[sinks.nats]\ntype = \"nats\"\nurl = \"{}\"\nstream = \"BRIDGE\"\ncreate_stream = true\nstream_subjects = [\"bridge.>\"]\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"nats\", destination = \"bridge.{{event_type}}\" }}]\n",
+            nats.url()
+        );
+        compare(
+            "NATS JetStream (file storage)",
+            rounds,
+            shape,
+            || runtime.block_on(direct_nats(&nats, Arc::clone(&envelopes), concurrency)),
+            || {
+                runtime.block_on(pipeline(
+                    Arc::clone(&sink),
+                    "pipe.{event_type}",
+                    Arc::clone(&bodies),
+                    concurrency,
+                ))
+            },
+            || runtime.block_on(bridge(&nats_sink, Arc::clone(&bodies), concurrency)),
+        );
+    }
+
+    if wanted("amqp") {
+        let rabbit = RabbitMq::start();
+        runtime.block_on(async {
+            // The queue every routing key reaches (mandatory publishes need one).
+            let connection = Connection::connect(&rabbit.url(), ConnectionProperties::default())
+                .await
+                .expect("connect");
+            let channel = connection.create_channel().await.expect("channel");
+            for exchange in ["bench", "vod"] {
+                channel
+                    .exchange_declare(
+                        exchange.into(),
+                        lapin::ExchangeKind::Topic,
+                        ExchangeDeclareOptions {
+                            durable: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("exchange");
+                let queue = format!("{exchange}-all");
+                channel
+                    .queue_declare(
+                        queue.as_str().into(),
+                        QueueDeclareOptions {
+                            durable: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("queue");
+                channel
+                    .queue_bind(
+                        queue.as_str().into(),
+                        exchange.into(),
+                        "#".into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("bind");
+            }
+        });
+        let sink: Arc<dyn Sink> = runtime.block_on(async {
+            let config: vodbridge_amqp::AmqpSinkConfig =
+                toml_sink(&format!("url = \"{}\"\nexchange = \"vod\"", rabbit.url()));
+            Arc::new(vodbridge_amqp::AmqpSink::connect("rabbit", config).expect("sink"))
+        });
+        let amqp_sink = format!(
+            "[sinks.rabbit]\ntype = \"amqp\"\nurl = \"{}\"\nexchange = \"vod\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"rabbit\", destination = \"vod.{{event_type}}\" }}]\n",
+            rabbit.url()
+        );
+        compare(
+            "RabbitMQ (durable, confirms)",
+            rounds,
+            shape,
+            || {
+                runtime.block_on(async {
+                    purge(&rabbit).await;
+                    direct_amqp(&rabbit, Arc::clone(&envelopes), concurrency).await
+                })
+            },
+            || {
+                runtime.block_on(async {
+                    purge(&rabbit).await;
+                    pipeline(
+                        Arc::clone(&sink),
+                        "vod.{event_type}",
+                        Arc::clone(&bodies),
+                        concurrency,
+                    )
+                    .await
+                })
+            },
+            || runtime.block_on(bridge(&amqp_sink, Arc::clone(&bodies), concurrency)),
+        );
+    }
 }

@@ -5,6 +5,10 @@
 //! `cargo bench --bench pull_throughput` (env `EVENTS`, `LOOPS` override the defaults).
 #![allow(missing_docs)]
 
+/// The allocator the `vodbridge` binary ships with, so the bench measures what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     net::SocketAddr,
     time::{Duration, Instant},

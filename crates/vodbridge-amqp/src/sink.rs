@@ -21,7 +21,7 @@ use lapin::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use vodbridge_core::{FailureReason, Message, PublishFuture, Sink, SinkError};
+use vodbridge_core::{FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError};
 
 use crate::error::{Error, Result};
 
@@ -430,7 +430,7 @@ fn headers(message: &Message) -> FieldTable {
     let mut table = FieldTable::default();
     for (name, value) in message.envelope.attributes() {
         table.insert(
-            format!("cloudEvents_{name}").into(),
+            HeaderStyle::Amqp.header_name(name).as_ref().into(),
             AMQPValue::LongString(LongString::from(value.as_ref())),
         );
     }

@@ -16,6 +16,109 @@ pub const SPEC_VERSION: &str = "1.0";
 /// Content type of `data`: VOD events are JSON.
 const DATA_CONTENT_TYPE: &str = "application/json";
 
+/// How a binary-mode protocol binding names an attribute's header: `ce_id` (Kafka),
+/// `cloudEvents_id` (AMQP), `ce-id` (NATS, as HTTP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderStyle {
+    /// `ce_` prefix (CloudEvents Kafka binding).
+    Kafka,
+    /// `cloudEvents_` prefix (CloudEvents AMQP binding).
+    Amqp,
+    /// `ce-` prefix (CloudEvents HTTP binding, used for NATS headers).
+    Nats,
+}
+
+/// Every attribute [`Envelope::attributes`] yields, plus the dead-letter extensions, with its
+/// header name in each [`HeaderStyle`].
+const HEADER_NAMES: [[&str; 4]; 14] = [
+    [
+        "specversion",
+        "ce_specversion",
+        "cloudEvents_specversion",
+        "ce-specversion",
+    ],
+    ["id", "ce_id", "cloudEvents_id", "ce-id"],
+    ["source", "ce_source", "cloudEvents_source", "ce-source"],
+    ["type", "ce_type", "cloudEvents_type", "ce-type"],
+    ["subject", "ce_subject", "cloudEvents_subject", "ce-subject"],
+    ["time", "ce_time", "cloudEvents_time", "ce-time"],
+    [
+        "vodeventtype",
+        "ce_vodeventtype",
+        "cloudEvents_vodeventtype",
+        "ce-vodeventtype",
+    ],
+    [
+        "vodsubappid",
+        "ce_vodsubappid",
+        "cloudEvents_vodsubappid",
+        "ce-vodsubappid",
+    ],
+    [
+        "vodingress",
+        "ce_vodingress",
+        "cloudEvents_vodingress",
+        "ce-vodingress",
+    ],
+    [
+        "vodtaskid",
+        "ce_vodtaskid",
+        "cloudEvents_vodtaskid",
+        "ce-vodtaskid",
+    ],
+    [
+        "partitionkey",
+        "ce_partitionkey",
+        "cloudEvents_partitionkey",
+        "ce-partitionkey",
+    ],
+    [
+        "deadletterreason",
+        "ce_deadletterreason",
+        "cloudEvents_deadletterreason",
+        "ce-deadletterreason",
+    ],
+    [
+        "deadletterdetail",
+        "ce_deadletterdetail",
+        "cloudEvents_deadletterdetail",
+        "ce-deadletterdetail",
+    ],
+    [
+        "deadlettersink",
+        "ce_deadlettersink",
+        "cloudEvents_deadlettersink",
+        "ce-deadlettersink",
+    ],
+];
+
+impl HeaderStyle {
+    /// The prefix this style puts before an attribute name.
+    #[must_use]
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            Self::Kafka => "ce_",
+            Self::Amqp => "cloudEvents_",
+            Self::Nats => "ce-",
+        }
+    }
+
+    /// The header carrying attribute `name`: borrowed for every attribute the bridge writes
+    /// (publishing allocates no header names), built for any other.
+    #[must_use]
+    pub fn header_name(self, name: &str) -> Cow<'static, str> {
+        let column = match self {
+            Self::Kafka => 1,
+            Self::Amqp => 2,
+            Self::Nats => 3,
+        };
+        HEADER_NAMES.iter().find(|row| row[0] == name).map_or_else(
+            || Cow::Owned(format!("{}{name}", self.prefix())),
+            |row| Cow::Borrowed(row[column]),
+        )
+    }
+}
+
 /// A stable event id: the first 32 hex characters of a SHA-256 over the source and the event's
 /// canonical JSON. It is the same for every push retry and pull redelivery of one event, so
 /// consumers can drop duplicates.
@@ -382,6 +485,30 @@ pub(crate) mod tests {
             ingress: Ingress::Push,
             task_id: None,
             partition_key: "1".into(),
+        }
+    }
+
+    #[test]
+    fn header_names_are_prefix_plus_attribute_for_every_style() {
+        let mut full = sample();
+        full.task_id = Some("t".into());
+        let mut names: Vec<&str> = full.attributes().iter().map(|(n, _)| *n).collect();
+        names.extend([
+            "deadletterreason",
+            "deadletterdetail",
+            "deadlettersink",
+            "other",
+        ]);
+        for style in [HeaderStyle::Kafka, HeaderStyle::Amqp, HeaderStyle::Nats] {
+            for name in &names {
+                let header = style.header_name(name);
+                assert_eq!(header, format!("{}{name}", style.prefix()));
+                assert_eq!(
+                    matches!(header, Cow::Borrowed(_)),
+                    *name != "other",
+                    "{name}: table entries are borrowed"
+                );
+            }
         }
     }
 

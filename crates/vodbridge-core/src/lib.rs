@@ -33,7 +33,7 @@ mod pipeline;
 mod route;
 mod sink;
 
-pub use envelope::{Envelope, EventId, Ingress, SPEC_VERSION};
+pub use envelope::{Envelope, EventId, HeaderStyle, Ingress, SPEC_VERSION};
 pub use error::{Error, Result};
 pub use outcome::Outcome;
 pub use pipeline::{DeliveryReport, Pipeline, SinkAttempt, UnroutableRetry};

@@ -20,7 +20,7 @@ use rdkafka::{
     util::Timeout,
 };
 use serde::{Deserialize, Serialize};
-use vodbridge_core::{FailureReason, Message, PublishFuture, Sink, SinkError};
+use vodbridge_core::{FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError};
 
 use crate::error::{Error, Result};
 
@@ -290,7 +290,7 @@ impl Sink for KafkaSink {
             } else {
                 for (name, value) in envelope.attributes() {
                     headers = headers.insert(Header {
-                        key: &format!("ce_{name}"),
+                        key: &HeaderStyle::Kafka.header_name(name),
                         value: Some(value.as_ref()),
                     });
                 }

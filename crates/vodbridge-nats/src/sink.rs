@@ -18,7 +18,7 @@ use async_nats::{
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use vodbridge_core::{FailureReason, Message, PublishFuture, Sink, SinkError};
+use vodbridge_core::{FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError};
 
 use crate::error::{Error, Result};
 
@@ -306,7 +306,7 @@ impl NatsSink {
             Bytes::from(envelope.to_structured_json(dead_letter))
         } else {
             for (name, value) in envelope.attributes() {
-                headers.insert(format!("ce-{name}").as_str(), value.as_ref());
+                headers.insert(HeaderStyle::Nats.header_name(name).as_ref(), value.as_ref());
             }
             if let Some((reason, detail)) = dead_letter {
                 headers.insert("ce-deadletterreason", reason);
