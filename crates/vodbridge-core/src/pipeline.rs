@@ -178,7 +178,7 @@ impl Pipeline {
             Resolution::Publish(index, targets) => (index, targets),
         };
 
-        let attempts: Vec<SinkAttempt> = join_all(targets.iter().map(|target| {
+        let publish_to = |target: &Target| {
             let message = Message {
                 destination: target.destination.render(&envelope, &context),
                 envelope: Arc::clone(&envelope),
@@ -195,8 +195,12 @@ impl Pipeline {
                     None => unreachable!("route targets are validated in Pipeline::new"),
                 }
             }
-        }))
-        .await;
+        };
+        // One target is the common case: no join machinery for it.
+        let attempts: Vec<SinkAttempt> = match targets {
+            [only] => vec![publish_to(only).await],
+            _ => join_all(targets.iter().map(publish_to)).await,
+        };
 
         let outcome = attempts
             .iter()
@@ -277,23 +281,23 @@ async fn publish_retrying_unroutable(
     let mut backoff = policy.backoff;
     let mut retries = 0;
     loop {
-        let unroutable = |attempt: &SinkAttempt| {
-            matches!(
-                &attempt.result,
-                Err(SinkError::Rejected {
-                    reason: FailureReason::Unroutable,
-                    ..
-                })
-            )
-        };
-        let mut attempt = publish(Arc::clone(&sink), message.clone(), deadline, false).await;
-        if !unroutable(&attempt)
-            || retries >= policy.retries
-            || Instant::now() + backoff >= deadline
-        {
-            attempt.elapsed = started.elapsed();
-            attempt.unroutable_retries = retries;
-            return attempt;
+        let result = publish_once(sink.as_ref(), &message, deadline).await;
+        let unroutable = matches!(
+            &result,
+            Err(SinkError::Rejected {
+                reason: FailureReason::Unroutable,
+                ..
+            })
+        );
+        if !unroutable || retries >= policy.retries || Instant::now() + backoff >= deadline {
+            return SinkAttempt {
+                destination: message.destination,
+                result,
+                elapsed: started.elapsed(),
+                dead_letter: false,
+                unroutable_retries: retries,
+                sink,
+            };
         }
         tokio::time::sleep(backoff).await;
         backoff = backoff.saturating_mul(2);
@@ -308,13 +312,7 @@ async fn publish(
     dead_letter: bool,
 ) -> SinkAttempt {
     let started = Instant::now();
-    let result = match timeout_at(deadline, sink.publish(&message)).await {
-        Ok(result) => result,
-        Err(_) => Err(SinkError::retryable(
-            FailureReason::Timeout,
-            "no acknowledgement before the deadline",
-        )),
-    };
+    let result = publish_once(sink.as_ref(), &message, deadline).await;
     SinkAttempt {
         destination: message.destination,
         result,
@@ -322,6 +320,21 @@ async fn publish(
         dead_letter,
         unroutable_retries: 0,
         sink,
+    }
+}
+
+/// One publish under the deadline; a missed deadline is a retryable timeout.
+async fn publish_once(
+    sink: &dyn Sink,
+    message: &Message,
+    deadline: Instant,
+) -> Result<(), SinkError> {
+    match timeout_at(deadline, sink.publish(message)).await {
+        Ok(result) => result,
+        Err(_) => Err(SinkError::retryable(
+            FailureReason::Timeout,
+            "no acknowledgement before the deadline",
+        )),
     }
 }
 
