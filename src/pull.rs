@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use time::OffsetDateTime;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
-use vodbridge_core::{Envelope, EventId, Ingress, RouteContext};
+use vodbridge_core::{Envelope, EventId, FailureReason, Ingress, RouteContext};
 use vodbridge_tencent::{
     api::{ErrorClass, VodClient, MAX_CONFIRM_HANDLES},
     Normalizer, RawEvent,
@@ -319,15 +319,36 @@ async fn process_batch(
 
     let mut groups: Vec<Vec<Pulled>> = Vec::new();
     let mut group_of: HashMap<String, usize> = HashMap::new();
+    let mut invalid: Vec<(Pulled, String)> = Vec::new();
     for element in &events {
         let event = match RawEvent::parse(element) {
             Ok(event) => event,
             Err(error) => {
+                // An object with a handle but no usable EventType can still leave VOD's queue
+                // through the dead-letter destination; anything else cannot be confirmed.
+                let salvaged = state
+                    .pipeline
+                    .dead_letter()
+                    .and_then(|_| source.normalizer.salvage(element, received_at));
+                if let Some(salvaged) = salvaged {
+                    metrics
+                        .events_received
+                        .with_label_values(&[name, "pull", "other"])
+                        .inc();
+                    invalid.push((
+                        Pulled {
+                            handle: salvaged.handle,
+                            envelope: Arc::new(salvaged.envelope),
+                        },
+                        error.to_string(),
+                    ));
+                    continue;
+                }
                 metrics
                     .events_outcome
                     .with_label_values(&[name, "unparseable"])
                     .inc();
-                tracing::warn!(source = name, error = %error, "Pulled an event that cannot be read; it stays unconfirmed.");
+                tracing::warn!(source = name, error = %error, "Pulled an event that cannot be read; it stays unconfirmed (with a dead letter configured, a JSON object with an EventHandle would be dead-lettered).");
                 continue;
             }
         };
@@ -377,6 +398,39 @@ async fn process_batch(
                 groups.len() - 1
             });
         groups[index].push(Pulled { handle, envelope });
+    }
+
+    for (pulled, error) in invalid {
+        if !source.recent().contains(&pulled.envelope.id) {
+            let report = state
+                .pipeline
+                .reject(
+                    Arc::clone(&pulled.envelope),
+                    RouteContext { source: name },
+                    deadline,
+                    FailureReason::Invalid,
+                    error,
+                )
+                .await;
+            metrics.record_delivery(name, &pulled.envelope, &report);
+            if !report.outcome.is_handled() {
+                tracing::warn!(source = name, event_id = %pulled.envelope.id, outcome = ?report.outcome, "Invalid pulled event not dead-lettered; VOD will hand it out again.");
+                continue;
+            }
+            tracing::warn!(source = name, event_id = %pulled.envelope.id, "Pulled an event without a usable EventType; dead-lettered.");
+            source.recent().insert(pulled.envelope.id.clone());
+        } else {
+            metrics
+                .duplicates_suppressed
+                .with_label_values(&[name])
+                .inc();
+        }
+        let _ = confirms
+            .send(Confirm {
+                handle: pulled.handle,
+                valid_until,
+            })
+            .await;
     }
 
     let in_flight = metrics

@@ -513,3 +513,76 @@ async fn shutdown_finishes_in_flight_events_and_confirms_them() {
         "acknowledged during the drain, confirmed before exit"
     );
 }
+
+#[tokio::test]
+async fn events_without_a_usable_event_type_are_dead_lettered_then_confirmed() {
+    let invalid = json!({"WeirdEvent": {"FileId": "5285485487985271487"}});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dead_letters = dir.path().join("dead.jsonl");
+
+    // With a dead letter: the invalid event goes there with reason `invalid` and is confirmed;
+    // the regular one is published as usual.
+    let emu = emulator(Duration::from_secs(1)).await;
+    let sink = Scripted::new("main", Behaviour::Ack);
+    let toml = format!(
+        "{}\n[sinks.main]\ntype = \"stdout\"\n[sinks.dlq]\ntype = \"file\"\npath = {:?}\n\
+         [[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"main\" }}]\n\
+         [dead_letter]\nsink = \"dlq\"\n",
+        pull_source("app", &emu, 1, 2, 30_000, 5_000),
+        dead_letters.display().to_string()
+    );
+    let app = TestApp::start(settings(&toml), vec![Arc::clone(&sink) as Arc<dyn Sink>]).await;
+    let invalid_key = emu.emulator.enqueue(1, &invalid);
+    emu.emulator.enqueue(1, &event(1).1);
+    wait_for("both confirmed", Duration::from_secs(10), || {
+        confirmed_keys(&emu).len() == 2
+    })
+    .await;
+    assert!(confirmed_keys(&emu).contains(&invalid_key));
+    assert_eq!(
+        sink.received_count(),
+        1,
+        "only the regular event was routed"
+    );
+    let text = std::fs::read_to_string(&dead_letters).expect("dead letters");
+    let line: Value = serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+    assert_eq!(line["type"], "com.tencentcloud.vod.Invalid");
+    assert_eq!(line["deadletterreason"], "invalid");
+    assert_eq!(line["subject"], "5285485487985271487");
+    assert_eq!(line["data"], invalid, "the body without its EventHandle");
+    let (_, metrics) = app.get("/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vodbridge_dead_lettered_total{reason="invalid"}"#
+        ),
+        Some(1.0)
+    );
+    app.stop().await.expect("clean stop");
+
+    // Without one: never confirmed, counted on every hand-out, the rest flows.
+    let emu = emulator(Duration::from_millis(300)).await;
+    let sink = Scripted::new("main", Behaviour::Ack);
+    let app = bridge(&emu, &sink, 30_000, 5_000).await;
+    let invalid_key = emu.emulator.enqueue(1, &invalid);
+    emu.emulator.enqueue(1, &event(2).1);
+    wait_for("handed out three times", Duration::from_secs(10), || {
+        emu.emulator
+            .ledger()
+            .iter()
+            .any(|e| e.key == invalid_key && e.delivered >= 3)
+    })
+    .await;
+    assert_eq!(confirmed_keys(&emu).len(), 1, "only the regular event");
+    assert!(!confirmed_keys(&emu).contains(&invalid_key));
+    let (_, metrics) = app.get("/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            r#"vodbridge_events_total{outcome="unparseable",source="app"}"#
+        )
+        .is_some_and(|n| n >= 2.0),
+        "counted on each hand-out"
+    );
+    app.stop().await.expect("clean stop");
+}

@@ -210,6 +210,22 @@ impl Pipeline {
             .await
     }
 
+    /// Sends an event that cannot be routed at all (its body is unusable) straight to the
+    /// dead-letter destination with `reason`; without one the outcome is
+    /// [`Outcome::Rejected`] and the event stays unacknowledged.
+    pub async fn reject(
+        &self,
+        envelope: Arc<Envelope>,
+        context: RouteContext<'_>,
+        deadline: Instant,
+        reason: FailureReason,
+        detail: String,
+    ) -> DeliveryReport {
+        let outcome = Outcome::Rejected { reason, detail };
+        self.dead_letter_if_rejected(envelope, context, deadline, None, outcome, Vec::new())
+            .await
+    }
+
     async fn dead_letter_if_rejected(
         &self,
         envelope: Arc<Envelope>,
@@ -716,6 +732,52 @@ mod tests {
             assert_eq!(k.seen().len(), 1);
             assert_eq!(start.elapsed(), Duration::ZERO);
         }
+    }
+
+    #[tokio::test]
+    async fn reject_goes_straight_to_the_dead_letter() {
+        let a = Scripted::new("a", || Ok(()));
+        let dlq = Scripted::new("dlq", || Ok(()));
+        let p = pipeline(
+            vec![a.clone(), dlq.clone()],
+            vec![route("*", &["a"])],
+            Some("dlq"),
+        );
+        let report = p
+            .reject(
+                Arc::new(sample()),
+                ctx(),
+                soon(),
+                FailureReason::Invalid,
+                "no EventType".into(),
+            )
+            .await;
+        assert_eq!(
+            report.outcome,
+            Outcome::DeadLettered {
+                reason: FailureReason::Invalid
+            }
+        );
+        assert!(a.seen().is_empty(), "never routed");
+        assert_eq!(
+            dlq.seen(),
+            vec![("dlq".to_owned(), Some(FailureReason::Invalid))]
+        );
+
+        let p = pipeline(vec![a], vec![route("*", &["a"])], None);
+        let report = p
+            .reject(
+                Arc::new(sample()),
+                ctx(),
+                soon(),
+                FailureReason::Invalid,
+                String::new(),
+            )
+            .await;
+        assert!(
+            !report.outcome.is_handled(),
+            "no dead letter: unacknowledged"
+        );
     }
 
     #[tokio::test]

@@ -20,6 +20,22 @@ pub const TYPE_PREFIX: &str = "com.tencentcloud.vod.";
 /// CloudEvents `type` of legacy v2.0 callback bodies, passed through untouched.
 pub const LEGACY_TYPE: &str = "com.tencentcloud.vod.legacy";
 
+/// The event type of a salvaged body: a JSON object VOD handed out without a usable
+/// `EventType` (see [`Normalizer::salvage`]). Its CloudEvents type is
+/// `com.tencentcloud.vod.Invalid`.
+pub const INVALID_EVENT_TYPE: &str = "Invalid";
+
+/// A pulled body that cannot become a regular event but can still be taken out of VOD's queue:
+/// its `EventHandle`, and an envelope for the dead-letter destination.
+#[derive(Debug)]
+pub struct Salvaged {
+    /// The `EventHandle` to confirm once the envelope is dead-lettered.
+    pub handle: String,
+    /// Type `com.tencentcloud.vod.Invalid`, id from the canonical body without the handle (so
+    /// every redelivery gets the same id), `data` = the body without the handle.
+    pub envelope: Envelope,
+}
+
 /// A VOD event body (`EventContent`, a normal-callback body, or a legacy v2.0 body) read once:
 /// its top-level members, plus the delivery-only fields `EventHandle`, `Sign`, `T`.
 ///
@@ -283,6 +299,26 @@ impl Normalizer {
             Some(id) => format!("/tencentcloud/vod/{id}"),
             None => format!("/tencentcloud/vod/{source_name}"),
         }
+    }
+
+    /// For a body [`RawEvent::parse`] refused because its `EventType` is missing or not a
+    /// non-empty string, while it is still a JSON object with an `EventHandle`: the handle and
+    /// an envelope of event type [`INVALID_EVENT_TYPE`] for the dead-letter destination.
+    /// `None` for anything else (not UTF-8 JSON, not an object, no handle): such a body cannot
+    /// be confirmed.
+    #[must_use]
+    pub fn salvage(&self, body: &Bytes, received_at: OffsetDateTime) -> Option<Salvaged> {
+        let text = std::str::from_utf8(body).ok()?;
+        let Members(members) = serde_json::from_str(text).ok()?;
+        let event = RawEvent {
+            body,
+            members,
+            event_type: Cow::Borrowed(INVALID_EVENT_TYPE),
+            legacy: false,
+        };
+        let handle = event.event_handle()?.to_owned();
+        let envelope = self.normalize(event, received_at).ok()?;
+        Some(Salvaged { handle, envelope })
     }
 
     /// The CloudEvents `source` this normalizer stamps.

@@ -39,7 +39,7 @@ pub mod tc3;
 
 pub use callback_auth::SignKey;
 pub use error::{Error, Result};
-pub use event::{Normalizer, RawEvent, LEGACY_TYPE, TYPE_PREFIX};
+pub use event::{Normalizer, RawEvent, Salvaged, INVALID_EVENT_TYPE, LEGACY_TYPE, TYPE_PREFIX};
 pub use model::{
     AudioStream, DeletePart, EditMediaFileInfo, EditMediaTask, EditMediaTaskInput,
     EditMediaTaskOutput, EventContent, FileDeleteResultInfo, FileDeleteTask, FileUploadTask,

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use time::{macros::datetime, OffsetDateTime};
 use vodbridge_core::{Envelope, EventId, Ingress};
-use vodbridge_tencent::{EventContent, Normalizer, RawEvent, VodEvent};
+use vodbridge_tencent::{EventContent, Normalizer, RawEvent, VodEvent, INVALID_EVENT_TYPE};
 
 const RECEIVED: OffsetDateTime = datetime!(2026-11-27 06:00:00 UTC);
 
@@ -205,6 +205,48 @@ fn bad_bodies_are_clear_errors() {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains(want), "{body:?}: {err}");
+    }
+}
+
+#[test]
+fn pulled_bodies_without_a_usable_event_type_are_salvaged_for_the_dead_letter() {
+    let n = normalizer();
+    let first = Bytes::from_static(
+        br#"{"EventHandle":"h-1","EventType":"","WeirdEvent":{"FileId":"5285485487985271487"}}"#,
+    );
+    let again = Bytes::from_static(
+        br#"{"WeirdEvent":{"FileId":"5285485487985271487"},"EventType":"","EventHandle":"h-2"}"#,
+    );
+    assert!(RawEvent::parse(&first).is_err(), "not a regular event");
+    let salvaged = n.salvage(&first, RECEIVED).expect("salvaged");
+    assert_eq!(salvaged.handle, "h-1");
+    let envelope = &salvaged.envelope;
+    assert_eq!(envelope.ty, "com.tencentcloud.vod.Invalid");
+    assert_eq!(envelope.event_type, INVALID_EVENT_TYPE);
+    assert_eq!(envelope.subject.as_deref(), Some("5285485487985271487"));
+    assert_eq!(
+        &envelope.data[..],
+        br#"{"EventType":"","WeirdEvent":{"FileId":"5285485487985271487"}}"#,
+        "the body without its handle"
+    );
+    let redelivered = n.salvage(&again, RECEIVED).expect("salvaged");
+    assert_eq!(redelivered.handle, "h-2");
+    assert_eq!(
+        redelivered.envelope.id, envelope.id,
+        "the same id on every hand-out"
+    );
+
+    // Nothing to confirm: not JSON, not an object, or no handle.
+    for body in [
+        &b"{not json"[..],
+        b"[1,2]",
+        b"{\"WeirdEvent\":{}}",
+        b"\"EventHandle\"",
+    ] {
+        assert!(
+            n.salvage(&Bytes::copy_from_slice(body), RECEIVED).is_none(),
+            "{body:?}"
+        );
     }
 }
 
