@@ -17,6 +17,7 @@ use std::{
 use bytes::Bytes;
 
 /// The allocator the `vodbridge` binary ships with, so the bench measures what runs.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use lapin::{

@@ -6,6 +6,7 @@
 #![allow(missing_docs)]
 
 /// The allocator the `vodbridge` binary ships with, so the bench measures what runs.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

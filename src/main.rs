@@ -12,6 +12,7 @@ use vodbridge::{
 
 /// mimalloc instead of glibc malloc: the bridge allocates per event on every worker thread, and
 /// glibc's arena locks showed up in profiles (BENCHMARKS.md: push path +46 %, pipeline +38 %).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
