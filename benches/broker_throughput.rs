@@ -1,9 +1,10 @@
 //! Load harness: events/s through the bridge into Kafka (tansu), NATS JetStream and RabbitMQ,
 //! beside a direct client publishing the same envelopes with the same guarantees (PubAck /
-//! publisher confirm, persistent, mandatory) at the same concurrency, in the same run.
+//! publisher confirm, persistent, mandatory) at the same concurrency, in the same run; the
+//! bridge is measured from those envelopes and from the raw bodies.
 //!
 //! `cargo bench --bench broker_throughput`; env `EVENTS` (50,000), `CONCURRENCY` (32), `ROUNDS`
-//! (3: direct and pipeline alternate, medians reported) and `BROKERS` (`kafka,nats,amqp`).
+//! (5: the three measurements rotate, medians reported) and `BROKERS` (`kafka,nats,amqp`).
 #![allow(missing_docs)]
 
 use std::{
@@ -123,18 +124,7 @@ async fn pipeline(
     while !sink.is_healthy() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let routes = RouteTable::new(
-        vec![Route {
-            patterns: vec![EventTypePattern::Any],
-            action: RouteAction::Publish(vec![Target {
-                sink: sink.name().to_owned(),
-                destination: Template::parse(destination).expect("template"),
-            }]),
-        }],
-        vodbridge_tencent::catalog::known_event_types(),
-    )
-    .expect("routes");
-    let pipeline = Arc::new(Pipeline::new(vec![sink], routes, None).expect("pipeline"));
+    let pipeline = Arc::new(one_route_pipeline(sink, destination));
     let normalizer = Arc::new(Normalizer::new(
         "/tencentcloud/vod/default",
         None,
@@ -163,9 +153,50 @@ async fn pipeline(
     .await
 }
 
+/// The pipeline and sink from the same envelopes the direct client gets (no parsing): what
+/// routing and the sink add over a client holding envelopes.
+async fn pipeline_from_envelopes(
+    sink: Arc<dyn Sink>,
+    destination: &str,
+    envelopes: Arc<Vec<Arc<Envelope>>>,
+    concurrency: usize,
+) -> f64 {
+    while !sink.is_healthy() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pipeline = Arc::new(one_route_pipeline(sink, destination));
+    drive(envelopes.len(), concurrency, move |i| {
+        let (pipeline, envelope) = (Arc::clone(&pipeline), Arc::clone(&envelopes[i]));
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+            let report = pipeline
+                .deliver(envelope, RouteContext { source: "default" }, deadline)
+                .await;
+            assert!(report.outcome.is_handled(), "{:?}", report.outcome);
+        }
+    })
+    .await
+}
+
+/// Every event type to `sink` at `destination`.
+fn one_route_pipeline(sink: Arc<dyn Sink>, destination: &str) -> Pipeline {
+    let routes = RouteTable::new(
+        vec![Route {
+            patterns: vec![EventTypePattern::Any],
+            action: RouteAction::Publish(vec![Target {
+                sink: sink.name().to_owned(),
+                destination: Template::parse(destination).expect("template"),
+            }]),
+        }],
+        vodbridge_tencent::catalog::known_event_types(),
+    )
+    .expect("routes");
+    Pipeline::new(vec![sink], routes, None).expect("pipeline")
+}
+
 async fn direct_nats(
     server: &NatsServer,
-    envelopes: Arc<Vec<Envelope>>,
+    envelopes: Arc<Vec<Arc<Envelope>>>,
     concurrency: usize,
 ) -> f64 {
     let client = async_nats::connect(server.url()).await.expect("connect");
@@ -179,7 +210,7 @@ async fn direct_nats(
     .await
     .expect("stream");
     drive(envelopes.len(), concurrency, move |i| {
-        let (js, envelope) = (js.clone(), envelopes[i].clone());
+        let (js, envelope) = (js.clone(), Arc::clone(&envelopes[i]));
         async move {
             let mut headers = async_nats::HeaderMap::new();
             for (name, value) in envelope.attributes() {
@@ -220,7 +251,11 @@ async fn create_kafka_topics(broker: &Tansu, topics: &[&str]) {
     }
 }
 
-async fn direct_kafka(broker: &Tansu, envelopes: Arc<Vec<Envelope>>, concurrency: usize) -> f64 {
+async fn direct_kafka(
+    broker: &Tansu,
+    envelopes: Arc<Vec<Arc<Envelope>>>,
+    concurrency: usize,
+) -> f64 {
     use rdkafka::{
         message::{Header, OwnedHeaders},
         producer::{FutureProducer, FutureRecord},
@@ -234,7 +269,7 @@ async fn direct_kafka(broker: &Tansu, envelopes: Arc<Vec<Envelope>>, concurrency
         .create()
         .expect("producer");
     drive(envelopes.len(), concurrency, move |i| {
-        let (producer, envelope) = (producer.clone(), envelopes[i].clone());
+        let (producer, envelope) = (producer.clone(), Arc::clone(&envelopes[i]));
         async move {
             let mut headers = OwnedHeaders::new();
             for (name, value) in envelope.attributes() {
@@ -260,7 +295,11 @@ async fn direct_kafka(broker: &Tansu, envelopes: Arc<Vec<Envelope>>, concurrency
     .await
 }
 
-async fn direct_amqp(broker: &RabbitMq, envelopes: Arc<Vec<Envelope>>, concurrency: usize) -> f64 {
+async fn direct_amqp(
+    broker: &RabbitMq,
+    envelopes: Arc<Vec<Arc<Envelope>>>,
+    concurrency: usize,
+) -> f64 {
     let connection = Connection::connect(&broker.url(), ConnectionProperties::default())
         .await
         .expect("connect");
@@ -275,7 +314,7 @@ async fn direct_amqp(broker: &RabbitMq, envelopes: Arc<Vec<Envelope>>, concurren
     }
     let channels = Arc::new(channels);
     drive(envelopes.len(), concurrency, move |i| {
-        let (channels, envelope) = (Arc::clone(&channels), envelopes[i].clone());
+        let (channels, envelope) = (Arc::clone(&channels), Arc::clone(&envelopes[i]));
         async move {
             let mut headers = FieldTable::default();
             for (name, value) in envelope.attributes() {
@@ -342,48 +381,55 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// One table row: `rounds` rounds of the direct client and the bridge pipeline, alternating
-/// which goes first (so drift on this shared machine hits both), then one push-path run.
-/// Prints the medians and the median of the per-round ratios.
-fn compare<D, P, B>(
+/// One table row: `rounds` rounds of the direct client, the bridge from the same envelopes and
+/// the bridge from raw bodies, rotating which goes first (so drift on this shared machine hits
+/// all three), then one push-path run. Prints medians and the medians of the per-round ratios.
+fn compare(
     label: &str,
     rounds: usize,
     (events, concurrency): (usize, usize),
-    direct: D,
-    piped: P,
-    through: B,
-) where
-    D: Fn() -> f64,
-    P: Fn() -> f64,
-    B: FnOnce() -> f64,
-{
-    let (mut directs, mut pipes, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    direct: &dyn Fn() -> f64,
+    enveloped: &dyn Fn() -> f64,
+    piped: &dyn Fn() -> f64,
+    through: &dyn Fn() -> f64,
+) {
+    let runs: [&dyn Fn() -> f64; 3] = [direct, enveloped, piped];
+    let mut rates: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let (mut env_ratios, mut pipe_ratios) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let (d, p) = if round % 2 == 0 {
-            let d = direct();
-            (d, piped())
-        } else {
-            let p = piped();
-            (direct(), p)
-        };
+        let mut this = [0.0; 3];
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            this[which] = runs[which]();
+        }
         eprintln!(
-            "{label} round {}: direct {d:.0}/s, pipeline {p:.0}/s, ratio {:.2}",
+            "{label} round {}: direct {:.0}/s, from envelopes {:.0}/s ({:.2}), from bodies {:.0}/s ({:.2})",
             round + 1,
-            p / d
+            this[0],
+            this[1],
+            this[1] / this[0],
+            this[2],
+            this[2] / this[0]
         );
-        directs.push(d);
-        pipes.push(p);
-        ratios.push(p / d);
+        for (all, rate) in rates.iter_mut().zip(this) {
+            all.push(rate);
+        }
+        env_ratios.push(this[1] / this[0]);
+        pipe_ratios.push(this[2] / this[0]);
     }
-    let (direct, piped) = (median(directs), median(pipes));
+    let [direct, enveloped, piped] = rates.map(median);
     let through = through();
-    let (low, high) = (
-        ratios.iter().copied().fold(f64::INFINITY, f64::min),
-        ratios.iter().copied().fold(0.0, f64::max),
-    );
+    let range = |ratios: &[f64]| {
+        (
+            ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratios.iter().copied().fold(0.0, f64::max),
+        )
+    };
+    let ((el, eh), (pl, ph)) = (range(&env_ratios), range(&pipe_ratios));
     println!(
-        "| {label} | {events} | {concurrency} | {direct:.0} | {piped:.0} | **{:.2}** ({low:.2}–{high:.2}) | {through:.0} | {:.2} |",
-        median(ratios),
+        "| {label} | {events} | {concurrency} | {direct:.0} | {enveloped:.0} | **{:.2}** ({el:.2}–{eh:.2}) | {piped:.0} | **{:.2}** ({pl:.2}–{ph:.2}) | {through:.0} | {:.2} |",
+        median(env_ratios),
+        median(pipe_ratios),
         through / direct
     );
 }
@@ -398,7 +444,7 @@ fn main() {
     let (events, concurrency, rounds) = (
         env("EVENTS", 50_000),
         env("CONCURRENCY", 32),
-        env("ROUNDS", 3).max(1),
+        env("ROUNDS", 5).max(1),
     );
     let brokers = std::env::var("BROKERS").unwrap_or_else(|_| "kafka,nats,amqp".into());
     let wanted = |name: &str| brokers.split(',').any(|b| b.trim() == name);
@@ -413,19 +459,21 @@ fn main() {
         .collect();
     let normalizer = Normalizer::new("/tencentcloud/vod/default", None, Ingress::Push);
     let now = time::OffsetDateTime::now_utc();
-    let envelopes: Vec<Envelope> = bodies
+    let envelopes: Vec<Arc<Envelope>> = bodies
         .iter()
         .map(|b| {
-            normalizer
-                .normalize(RawEvent::parse(b).expect("parses"), now)
-                .expect("normalizes")
+            Arc::new(
+                normalizer
+                    .normalize(RawEvent::parse(b).expect("parses"), now)
+                    .expect("normalizes"),
+            )
         })
         .collect();
     let (bodies, envelopes) = (Arc::new(bodies), Arc::new(envelopes));
     let shape = (events, concurrency);
 
-    println!("| broker | events | concurrency | direct client events/s (median) | bridge pipeline (normalize + route + sink) events/s (median) | ratio: median (range) of {rounds} rounds | bridge push path incl. HTTP load generator events/s | ratio |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| broker | events | concurrency | direct client events/s | bridge from the same envelopes (route + sink) events/s | ratio, median (range) of {rounds} rounds | bridge from raw bodies (parse + normalize + route + sink) events/s | ratio | push path incl. HTTP load generator events/s | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
 
     if wanted("kafka") {
         let kafka = Tansu::start();
@@ -447,8 +495,16 @@ fn main() {
             "Kafka (tansu, memory storage)",
             rounds,
             shape,
-            || runtime.block_on(direct_kafka(&kafka, Arc::clone(&envelopes), concurrency)),
-            || {
+            &|| runtime.block_on(direct_kafka(&kafka, Arc::clone(&envelopes), concurrency)),
+            &|| {
+                runtime.block_on(pipeline_from_envelopes(
+                    Arc::clone(&sink),
+                    "pipe",
+                    Arc::clone(&envelopes),
+                    concurrency,
+                ))
+            },
+            &|| {
                 runtime.block_on(pipeline(
                     Arc::clone(&sink),
                     "pipe",
@@ -456,7 +512,7 @@ fn main() {
                     concurrency,
                 ))
             },
-            || runtime.block_on(bridge(&kafka_sink, Arc::clone(&bodies), concurrency)),
+            &|| runtime.block_on(bridge(&kafka_sink, Arc::clone(&bodies), concurrency)),
         );
     }
 
@@ -481,8 +537,16 @@ fn main() {
             "NATS JetStream (file storage)",
             rounds,
             shape,
-            || runtime.block_on(direct_nats(&nats, Arc::clone(&envelopes), concurrency)),
-            || {
+            &|| runtime.block_on(direct_nats(&nats, Arc::clone(&envelopes), concurrency)),
+            &|| {
+                runtime.block_on(pipeline_from_envelopes(
+                    Arc::clone(&sink),
+                    "pipe.{event_type}",
+                    Arc::clone(&envelopes),
+                    concurrency,
+                ))
+            },
+            &|| {
                 runtime.block_on(pipeline(
                     Arc::clone(&sink),
                     "pipe.{event_type}",
@@ -490,7 +554,7 @@ fn main() {
                     concurrency,
                 ))
             },
-            || runtime.block_on(bridge(&nats_sink, Arc::clone(&bodies), concurrency)),
+            &|| runtime.block_on(bridge(&nats_sink, Arc::clone(&bodies), concurrency)),
         );
     }
 
@@ -552,13 +616,25 @@ fn main() {
             "RabbitMQ (durable, confirms)",
             rounds,
             shape,
-            || {
+            &|| {
                 runtime.block_on(async {
                     purge(&rabbit).await;
                     direct_amqp(&rabbit, Arc::clone(&envelopes), concurrency).await
                 })
             },
-            || {
+            &|| {
+                runtime.block_on(async {
+                    purge(&rabbit).await;
+                    pipeline_from_envelopes(
+                        Arc::clone(&sink),
+                        "vod.{event_type}",
+                        Arc::clone(&envelopes),
+                        concurrency,
+                    )
+                    .await
+                })
+            },
+            &|| {
                 runtime.block_on(async {
                     purge(&rabbit).await;
                     pipeline(
@@ -570,7 +646,7 @@ fn main() {
                     .await
                 })
             },
-            || runtime.block_on(bridge(&amqp_sink, Arc::clone(&bodies), concurrency)),
+            &|| runtime.block_on(bridge(&amqp_sink, Arc::clone(&bodies), concurrency)),
         );
     }
 }
