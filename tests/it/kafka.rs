@@ -107,13 +107,13 @@ max_backoff_ms = 300
 type = "kafka"
 brokers = "{brokers}"
 message_timeout_ms = 2000
-# tansu (memory storage) forgets producer ids on restart; see crates/vodbridge-kafka/tests/it.rs.
-properties = {{ "message.max.bytes" = "8000", "enable.idempotence" = "false" }}
+# Idempotence on (the default): tansu (memory storage) forgets producer ids on restart, and
+# the sink replaces the wedged producer (see crates/vodbridge-kafka/tests/it.rs).
+properties = {{ "message.max.bytes" = "8000" }}
 [sinks.dlq]
 type = "kafka"
 brokers = "{brokers}"
 message_timeout_ms = 2000
-properties = {{ "enable.idempotence" = "false" }}
 [[routes]]
 event_types = ["*"]
 sinks = [{{ sink = "kafka", destination = "vod.events" }}]

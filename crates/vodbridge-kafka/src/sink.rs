@@ -6,10 +6,10 @@ use std::{
     fmt,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rdkafka::{
@@ -88,15 +88,32 @@ fn is_secret(key: &str) -> bool {
 /// A Kafka sink.
 pub struct KafkaSink {
     name: String,
-    /// The producer; replaced after a fatal error (librdkafka requires a new instance).
+    structured: bool,
+    /// Shared with the health probe.
+    state: Arc<State>,
+}
+
+/// The producer and what decides when to replace it.
+struct State {
+    name: String,
+    /// The producer; replaced after a fatal error or a stall (librdkafka requires a new
+    /// instance).
     producer: std::sync::RwLock<FutureProducer>,
     /// How to build a producer again.
     client: ClientConfig,
-    structured: bool,
     /// Last result of the metadata probe.
-    healthy: Arc<AtomicBool>,
+    healthy: AtomicBool,
     /// Stops the probe.
-    closing: Arc<AtomicBool>,
+    closing: AtomicBool,
+    /// Time base of the two marks below.
+    started: Instant,
+    /// Milliseconds since `started` of the last delivery report (or of creation).
+    last_delivery_ms: AtomicU64,
+    /// Milliseconds since `started` of the last producer replacement.
+    last_replaced_ms: AtomicU64,
+    /// No delivery for this long while the cluster answers metadata requests and publishes
+    /// time out: the producer is wedged.
+    stall_after: Duration,
 }
 
 impl KafkaSink {
@@ -134,24 +151,31 @@ impl KafkaSink {
         let producer: FutureProducer = client
             .create()
             .map_err(|e| Error::Producer(e.to_string()))?;
-        let healthy = Arc::new(AtomicBool::new(false));
-        let closing = Arc::new(AtomicBool::new(false));
-        spawn_probe(
-            name.to_owned(),
-            producer.clone(),
-            Arc::clone(&healthy),
-            Arc::clone(&closing),
-        );
-        Ok(Self {
+        let timeout_ms = client
+            .get("message.timeout.ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(config.message_timeout_ms);
+        let state = Arc::new(State {
             name: name.to_owned(),
             producer: std::sync::RwLock::new(producer),
             client,
+            healthy: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            started: Instant::now(),
+            last_delivery_ms: AtomicU64::new(0),
+            last_replaced_ms: AtomicU64::new(0),
+            stall_after: Duration::from_millis(timeout_ms.saturating_mul(2).max(5_000)),
+        });
+        spawn_probe(Arc::clone(&state));
+        Ok(Self {
+            name: name.to_owned(),
             structured: config.structured,
-            healthy,
-            closing,
+            state,
         })
     }
+}
 
+impl State {
     fn producer(&self) -> FutureProducer {
         self.producer
             .read()
@@ -159,19 +183,60 @@ impl KafkaSink {
             .clone()
     }
 
-    /// After a fatal error (e.g. the idempotent producer's state was lost by the cluster)
-    /// librdkafka refuses every further message: build a new producer.
-    fn recover_if_fatal(&self, failed: &FutureProducer) {
-        let Some((code, reason)) = failed.client().fatal_error() else {
-            return;
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn delivered(&self) {
+        self.last_delivery_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// After a failed publish: replace the producer when librdkafka reports a fatal error (e.g.
+    /// the idempotent producer's state was lost by the cluster), or when it is wedged: the
+    /// cluster answers metadata requests, yet publishes time out and nothing was delivered for
+    /// `stall_after` (seen when a broker restarts without the producer's state and librdkafka
+    /// keeps retrying the old producer id forever). At most one replacement per `stall_after`.
+    fn recover(&self, failed: &FutureProducer, error: &KafkaError) {
+        let why = if let Some((code, reason)) = failed.client().fatal_error() {
+            format!("fatal error {code:?}: {reason}")
+        } else {
+            let timed_out = matches!(
+                error,
+                KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut
+                )
+            );
+            let now = self.now_ms();
+            let stall = u64::try_from(self.stall_after.as_millis()).unwrap_or(u64::MAX);
+            let silent = now.saturating_sub(self.last_delivery_ms.load(Ordering::Relaxed));
+            let since_replaced = now.saturating_sub(self.last_replaced_ms.load(Ordering::Relaxed));
+            if !(timed_out
+                && self.healthy.load(Ordering::Relaxed)
+                && silent >= stall
+                && since_replaced >= stall)
+            {
+                return;
+            }
+            format!("no delivery for {silent} ms while the cluster is reachable")
         };
-        tracing::error!(sink = %self.name, code = ?code, reason = %reason, "Kafka producer hit a fatal error; creating a new one.");
+        tracing::error!(sink = %self.name, why = %why, "Kafka producer is stuck; creating a new one.");
         match self.client.create::<FutureProducer>() {
             Ok(fresh) => {
-                *self
-                    .producer
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh
+                let now = self.now_ms();
+                self.last_replaced_ms.store(now, Ordering::Relaxed);
+                // Measure the new producer's silence from now.
+                self.last_delivery_ms.store(now, Ordering::Relaxed);
+                let old = std::mem::replace(
+                    &mut *self
+                        .producer
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                    fresh,
+                );
+                // Dropping a producer purges and joins its thread: not on a runtime worker.
+                // Its in-flight messages fail (retryable) or arrive (a duplicate at worst).
+                tokio::task::spawn_blocking(move || drop(old));
             }
             Err(error) => {
                 tracing::error!(sink = %self.name, error = %error, "Cannot create a new Kafka producer.")
@@ -180,17 +245,12 @@ impl KafkaSink {
     }
 }
 
-/// Fetches cluster metadata every few seconds on a blocking thread; a reachable cluster is a
-/// healthy sink.
-fn spawn_probe(
-    name: String,
-    producer: FutureProducer,
-    healthy: Arc<AtomicBool>,
-    closing: Arc<AtomicBool>,
-) {
+/// Fetches cluster metadata every few seconds on a blocking thread, through the current
+/// producer; a reachable cluster is a healthy sink.
+fn spawn_probe(state: Arc<State>) {
     tokio::spawn(async move {
-        while !closing.load(Ordering::Relaxed) {
-            let probe = producer.clone();
+        while !state.closing.load(Ordering::Relaxed) {
+            let probe = state.producer();
             let reachable = tokio::task::spawn_blocking(move || {
                 probe
                     .client()
@@ -199,11 +259,11 @@ fn spawn_probe(
             })
             .await
             .unwrap_or(false);
-            if healthy.swap(reachable, Ordering::Relaxed) != reachable {
+            if state.healthy.swap(reachable, Ordering::Relaxed) != reachable {
                 if reachable {
-                    tracing::info!(sink = %name, "Kafka cluster reachable.");
+                    tracing::info!(sink = %state.name, "Kafka cluster reachable.");
                 } else {
-                    tracing::warn!(sink = %name, "Kafka cluster unreachable.");
+                    tracing::warn!(sink = %state.name, "Kafka cluster unreachable.");
                 }
             }
             tokio::time::sleep(Duration::from_millis(if reachable { 3000 } else { 500 })).await;
@@ -322,11 +382,14 @@ impl Sink for KafkaSink {
                 .headers(headers);
             // Queue-full is answered at once (retryable) rather than waited on: the caller's
             // deadline, not librdkafka's queue, bounds the wait.
-            let producer = self.producer();
+            let producer = self.state.producer();
             match producer.send(record, Timeout::After(Duration::ZERO)).await {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    self.state.delivered();
+                    Ok(())
+                }
                 Err((error, _)) => {
-                    self.recover_if_fatal(&producer);
+                    self.state.recover(&producer, &error);
                     Err(classify(&error))
                 }
             }
@@ -334,13 +397,13 @@ impl Sink for KafkaSink {
     }
 
     fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.state.healthy.load(Ordering::Relaxed)
     }
 
     fn close(&self) -> PublishFuture<'_> {
         Box::pin(async move {
-            self.closing.store(true, Ordering::Relaxed);
-            let producer = self.producer();
+            self.state.closing.store(true, Ordering::Relaxed);
+            let producer = self.state.producer();
             tokio::task::spawn_blocking(move || {
                 producer.flush(Timeout::After(Duration::from_secs(10)))
             })
