@@ -324,6 +324,14 @@ pub struct FileSinkConfig {
     /// write reached the OS.
     #[serde(default)]
     pub fsync: FsyncPolicy,
+    /// Start a new file once the current one reaches this many bytes: the full one is renamed
+    /// to `{path}.{UTC time}-{sequence}` (names sort by age). Unset: never rotate.
+    #[serde(default)]
+    pub rotate_bytes: Option<u64>,
+    /// Rotated files to keep; older ones are deleted, and the events in them with them. Unset:
+    /// keep every rotated file (nothing is ever deleted).
+    #[serde(default)]
+    pub keep_files: Option<usize>,
 }
 
 /// When the file sink acknowledges.
@@ -577,8 +585,25 @@ impl Settings {
             sources.insert(name.clone(), build_source(name, source)?);
         }
 
-        for name in config.sinks.keys() {
+        for (name, sink) in &config.sinks {
             validate_name("sinks", name)?;
+            if let SinkConfig::File(file) = sink {
+                if file.rotate_bytes.is_some_and(|b| b < 4096) {
+                    return Err(Error::Config(format!(
+                        "sinks.{name}.rotate_bytes must be at least 4096"
+                    )));
+                }
+                if file.keep_files == Some(0) {
+                    return Err(Error::Config(format!(
+                        "sinks.{name}.keep_files must be at least 1 (unset keeps every file)"
+                    )));
+                }
+                if file.keep_files.is_some() && file.rotate_bytes.is_none() {
+                    return Err(Error::Config(format!(
+                        "sinks.{name}.keep_files needs rotate_bytes"
+                    )));
+                }
+            }
         }
         let target = |key: &str, t: &TargetConfig| -> Result<Target> {
             if !config.sinks.contains_key(&t.sink) {
@@ -711,7 +736,15 @@ impl Settings {
         for (name, sink) in &self.sinks {
             let detail = match sink {
                 SinkConfig::Stdout(_) => String::new(),
-                SinkConfig::File(f) => format!(" path={} fsync={:?}", f.path.display(), f.fsync),
+                SinkConfig::File(f) => format!(
+                    " path={} fsync={:?} rotate_bytes={} keep_files={}",
+                    f.path.display(),
+                    f.fsync,
+                    f.rotate_bytes
+                        .map_or_else(|| "never".to_owned(), |b| b.to_string()),
+                    f.keep_files
+                        .map_or_else(|| "all".to_owned(), |k| k.to_string())
+                ),
                 SinkConfig::Kafka(k) => format!(
                     " brokers={} message_timeout_ms={} {} mode, {} librdkafka properties",
                     k.brokers,

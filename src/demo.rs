@@ -71,6 +71,8 @@ pub async fn run(
             SinkConfig::File(FileSinkConfig {
                 path: path.clone(),
                 fsync: FsyncPolicy::Always,
+                rotate_bytes: None,
+                keep_files: None,
             }),
         );
     }

@@ -5,7 +5,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::{self, BufWriter, Write},
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use vodbridge_core::{FailureReason, Message, PublishFuture, Sink, SinkError};
 
 use crate::{
-    config::FsyncPolicy,
+    config::{FileSinkConfig, FsyncPolicy},
     error::{Error, Result},
 };
 
@@ -45,10 +45,102 @@ enum Job {
 /// Where the writer thread writes.
 enum Output {
     Stdout,
-    File {
-        file: BufWriter<File>,
-        fsync: FsyncPolicy,
-    },
+    File(FileOutput),
+}
+
+/// The file sink's current file and its rotation.
+struct FileOutput {
+    path: PathBuf,
+    file: BufWriter<File>,
+    fsync: FsyncPolicy,
+    /// Bytes in the current file.
+    size: u64,
+    rotate_bytes: Option<u64>,
+    keep_files: Option<usize>,
+    /// Makes rotated names unique within a second.
+    sequence: u64,
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl FileOutput {
+    /// After a durable batch: once the file reached `rotate_bytes`, rename it aside, start a
+    /// new one, and delete the oldest rotated files beyond `keep_files`.
+    fn rotate_if_full(&mut self) -> io::Result<()> {
+        let Some(limit) = self.rotate_bytes else {
+            return Ok(());
+        };
+        if self.size < limit {
+            return Ok(());
+        }
+        self.file.flush()?;
+        self.file.get_ref().sync_all()?;
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .unwrap_or_else(|_| "19700101T000000Z".to_owned());
+        let rotated = loop {
+            self.sequence += 1;
+            let candidate = rotated_name(&self.path, &stamp, self.sequence);
+            if !candidate.exists() {
+                break candidate;
+            }
+        };
+        std::fs::rename(&self.path, &rotated)?;
+        self.file = BufWriter::with_capacity(256 * 1024, open_append(&self.path)?);
+        self.size = 0;
+        if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // Make the rename and the new file durable too.
+            File::open(dir).and_then(|d| d.sync_all())?;
+        }
+        if let Some(keep) = self.keep_files {
+            let mut old = rotated_files(&self.path)?;
+            old.sort();
+            let excess = old.len().saturating_sub(keep);
+            for path in old.into_iter().take(excess) {
+                std::fs::remove_file(&path)?;
+                tracing::info!(file = %path.display(), "Deleted a rotated file beyond keep_files.");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `{path}.{stamp}-{sequence:06}`: sorts by age.
+fn rotated_name(path: &Path, stamp: &str, sequence: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{stamp}-{sequence:06}"));
+    PathBuf::from(name)
+}
+
+/// The rotated files of `path`, in no order.
+fn rotated_files(path: &Path) -> io::Result<Vec<PathBuf>> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let Some(base) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!("{base}.");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        // `{base}.YYYYMMDDTHHMMSSZ-NNNNNN`
+        let rest = name.strip_prefix(&prefix).unwrap_or_default();
+        if rest.len() == 23 && rest.as_bytes()[8] == b'T' && rest.as_bytes()[15] == b'Z' {
+            out.push(entry.path());
+        }
+    }
+    Ok(out)
 }
 
 impl Output {
@@ -62,13 +154,14 @@ impl Output {
                 }
                 out.flush()
             }
-            Self::File { file, fsync } => {
+            Self::File(out) => {
                 for line in lines {
-                    file.write_all(line)?;
+                    out.file.write_all(line)?;
+                    out.size += line.len() as u64;
                 }
-                file.flush()?;
-                if *fsync == FsyncPolicy::Always {
-                    file.get_ref().sync_data()?;
+                out.file.flush()?;
+                if out.fsync == FsyncPolicy::Always {
+                    out.file.get_ref().sync_data()?;
                 }
                 Ok(())
             }
@@ -97,29 +190,34 @@ impl LineSink {
         Self::start(name, "stdout", Output::Stdout)
     }
 
-    /// A sink appending to `path`, creating it (and its parent directories) if needed.
+    /// A sink appending to `config.path`, creating it (and its parent directories) if
+    /// needed, rotating it as configured.
     ///
     /// # Errors
     ///
     /// [`Error::Sink`] when the file cannot be opened for appending.
-    pub fn file(name: &str, path: &Path, fsync: FsyncPolicy) -> Result<Self> {
-        let open = || -> io::Result<File> {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)?;
-            }
-            OpenOptions::new().create(true).append(true).open(path)
-        };
-        let file = open().map_err(|e| Error::Sink {
+    pub fn file(name: &str, config: &FileSinkConfig) -> Result<Self> {
+        let path = &config.path;
+        let opened = open_append(path).and_then(|file| {
+            let size = file.metadata()?.len();
+            Ok((file, size))
+        });
+        let (file, size) = opened.map_err(|e| Error::Sink {
             name: name.to_owned(),
             reason: format!("{}: {e}", path.display()),
         })?;
         Ok(Self::start(
             name,
             "file",
-            Output::File {
+            Output::File(FileOutput {
+                path: path.clone(),
                 file: BufWriter::with_capacity(256 * 1024, file),
-                fsync,
-            },
+                fsync: config.fsync,
+                size,
+                rotate_bytes: config.rotate_bytes,
+                keep_files: config.keep_files,
+                sequence: 0,
+            }),
         ))
     }
 
@@ -184,6 +282,12 @@ fn run_writer(name: &str, mut output: Output, mut rx: mpsc::Receiver<Job>, healt
             for (_, done) in batch.drain(..) {
                 // The publisher may have given up (deadline); its event is then not acknowledged.
                 let _ = done.send(result.clone());
+            }
+            // The batch is acknowledged; a failed rotation only delays it to the next batch.
+            if let (Ok(()), Output::File(out)) = (&result, &mut output) {
+                if let Err(e) = out.rotate_if_full() {
+                    tracing::error!(sink = name, error = %e, "Rotating the file failed; writing on to the current one.");
+                }
             }
         }
         if let Some(done) = close {

@@ -21,7 +21,7 @@ use crate::{config::SinkConfig, error::Result};
 pub async fn build(name: &str, config: &SinkConfig) -> Result<Arc<dyn Sink>> {
     Ok(match config {
         SinkConfig::Stdout(_) => Arc::new(LineSink::stdout(name)),
-        SinkConfig::File(file) => Arc::new(LineSink::file(name, &file.path, file.fsync)?),
+        SinkConfig::File(file) => Arc::new(LineSink::file(name, file)?),
         SinkConfig::Kafka(kafka) => {
             Arc::new(vodbridge_kafka::KafkaSink::new(name, kafka).map_err(|e| {
                 crate::Error::Sink {

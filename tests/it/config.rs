@@ -79,6 +79,10 @@ fn errors_name_the_key() {
     assert!(error_of("[sinks.k]\ntype = \"carrier-pigeon\"").contains("carrier-pigeon"));
     assert!(error_of("[sinks.f]\ntype = \"file\"").contains("path"));
     assert!(error_of("[delivery]\nunroutable_retries = 11").contains("delivery.unroutable_retries"));
+    let file = "[sinks.f]\ntype = \"file\"\npath = \"/tmp/x\"\n";
+    assert!(error_of(&format!("{file}rotate_bytes = 100")).contains("sinks.f.rotate_bytes"));
+    assert!(error_of(&format!("{file}rotate_bytes = 9999\nkeep_files = 0")).contains("keep_files"));
+    assert!(error_of(&format!("{file}keep_files = 2")).contains("needs rotate_bytes"));
     assert!(error_of("[delivery]\nunroutable_backoff_ms = 0").contains("unroutable_backoff_ms"));
     let e = error_of("[sinks.a]\ntype = \"stdout\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{ sink = \"b\" }]");
     assert!(

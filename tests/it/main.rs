@@ -5,6 +5,7 @@ mod amqp;
 mod cli;
 mod config;
 mod deploy;
+mod file_sink;
 mod helpers;
 mod kafka;
 mod nats;
