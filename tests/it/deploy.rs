@@ -195,6 +195,32 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
 }
 
 #[test]
+fn plain_manifests_are_the_rendered_chart_and_valid() {
+    // Renders the chart with deploy/kubernetes/values.yaml, validates every manifest for
+    // Kubernetes 1.31 and fails when deploy/kubernetes/vodbridge.yaml differs.
+    let report = run(
+        "python3",
+        "pip helm-python-sdk kubernetes-validate pyyaml",
+        &["deploy/kubernetes/generate.py", "--check"],
+        ROOT,
+    );
+    assert!(report.contains("up to date"), "{report}");
+    let manifests = std::fs::read_to_string(format!("{ROOT}/deploy/kubernetes/vodbridge.yaml"))
+        .expect("plain manifests");
+    for kind in [
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+    ] {
+        assert!(manifests.contains(&format!("kind: {kind}\n")), "{kind}");
+    }
+    assert!(!manifests.contains("helm.sh/chart"), "no Helm-only labels");
+    assert!(manifests.contains("secretName: vodbridge-secrets"));
+}
+
+#[test]
 fn compose_stack_validates_and_its_configs_pass_their_checks() {
     let report = run(
         "python3",
