@@ -104,6 +104,8 @@ pub struct NatsSink {
     context: jetstream::Context,
     /// Set once the stream was found (or created) on the server.
     stream_ready: Arc<AtomicBool>,
+    /// Set while a stream check started by a `StreamNotFound` answer runs.
+    rechecking: Arc<AtomicBool>,
 }
 
 impl NatsSink {
@@ -208,7 +210,28 @@ impl NatsSink {
             client,
             context,
             stream_ready,
+            rechecking: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// After a `StreamNotFound` answer with `create_stream` on: check the stream again and
+    /// create it if it is gone (deleted while the bridge ran), one check at a time. The
+    /// publish itself fails as unroutable; the pipeline's retry finds the new stream.
+    fn recheck_stream(&self) {
+        if !self.config.create_stream || self.rechecking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (name, context, config, ready, rechecking) = (
+            self.name.clone(),
+            self.context.clone(),
+            self.config.clone(),
+            Arc::clone(&self.stream_ready),
+            Arc::clone(&self.rechecking),
+        );
+        tokio::spawn(async move {
+            ensure_stream(name, context, config, ready).await;
+            rechecking.store(false, Ordering::Release);
+        });
     }
 }
 
@@ -222,6 +245,9 @@ async fn ensure_stream(
     let mut delay = Duration::from_millis(100);
     loop {
         let result = if config.create_stream {
+            if context.get_stream(&config.stream).await.is_err() {
+                tracing::warn!(sink = %name, stream = %config.stream, "NATS stream not found; creating it.");
+            }
             context
                 .get_or_create_stream(stream::Config {
                     name: config.stream.clone(),
@@ -246,8 +272,9 @@ async fn ensure_stream(
         };
         match result {
             Ok(()) => {
-                ready.store(true, Ordering::Relaxed);
-                tracing::info!(sink = %name, stream = %config.stream, "NATS stream ready.");
+                if !ready.swap(true, Ordering::Relaxed) {
+                    tracing::info!(sink = %name, stream = %config.stream, "NATS stream ready.");
+                }
                 return;
             }
             Err(error) => {
@@ -352,10 +379,18 @@ impl Sink for NatsSink {
                 .context
                 .send_publish(subject, publish)
                 .await
-                .map_err(|e| classify(e.kind(), e.to_string()))?;
-            ack.await
-                .map(|_| ())
-                .map_err(|e| classify(e.kind(), e.to_string()))
+                .map_err(|e| {
+                    if e.kind() == PublishErrorKind::StreamNotFound {
+                        self.recheck_stream();
+                    }
+                    classify(e.kind(), e.to_string())
+                })?;
+            ack.await.map(|_| ()).map_err(|e| {
+                if e.kind() == PublishErrorKind::StreamNotFound {
+                    self.recheck_stream();
+                }
+                classify(e.kind(), e.to_string())
+            })
         })
     }
 

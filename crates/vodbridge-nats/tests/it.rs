@@ -197,6 +197,41 @@ async fn too_large_is_rejected_and_a_missing_stream_keeps_the_sink_down() {
         .expect("the connection is fine afterwards");
 }
 
+#[tokio::test]
+async fn a_stream_deleted_while_running_is_created_again() {
+    let server = NatsServer::start();
+    let sink = NatsSink::connect("nats", config(&server, StorageKind::Memory))
+        .await
+        .expect("sink");
+    healthy(&sink, Duration::from_secs(10)).await;
+    sink.publish(&message(1, "vod.x")).await.expect("acked");
+    let client = async_nats::connect(server.url()).await.expect("connects");
+    let js = async_nats::jetstream::new(client);
+    js.delete_stream("VOD").await.expect("deleted by someone");
+
+    // The first publish finds no stream (unroutable: the pipeline retries such answers); the
+    // sink creates the stream again, and a retry moments later is stored.
+    let error = sink
+        .publish(&message(2, "vod.x"))
+        .await
+        .expect_err("no stream right now");
+    assert_eq!(error.reason(), FailureReason::Unroutable, "{error}");
+    let started = std::time::Instant::now();
+    while let Err(error) = sink.publish(&message(2, "vod.x")).await {
+        assert!(started.elapsed() < Duration::from_secs(5), "{error}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let info = js
+        .get_stream("VOD")
+        .await
+        .expect("created again")
+        .info()
+        .await
+        .expect("info")
+        .clone();
+    assert_eq!(info.state.messages, 1, "the retried event, stored once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_restart_with_file_storage_loses_nothing() {
     let mut server = NatsServer::start();
