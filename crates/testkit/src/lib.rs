@@ -86,6 +86,8 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     /// CA, certificate and key when TLS (with client verification) is on.
     tls: Option<[PathBuf; 3]>,
+    /// The token clients must present, if any.
+    token: Option<String>,
     child: Option<Child>,
 }
 
@@ -102,6 +104,26 @@ impl NatsServer {
             port: free_port(),
             store,
             tls: None,
+            token: None,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts a JetStream-enabled server that only accepts clients presenting `token`.
+    ///
+    /// # Panics
+    ///
+    /// When `nats-server` is missing or does not start.
+    #[must_use]
+    pub fn start_with_token(token: &str) -> Self {
+        let store = tempfile::tempdir().expect("tempdir");
+        let mut server = Self {
+            port: free_port(),
+            store,
+            tls: None,
+            token: Some(token.to_owned()),
             child: None,
         };
         server.spawn();
@@ -122,6 +144,7 @@ impl NatsServer {
             port: free_port(),
             store,
             tls,
+            token: None,
             child: None,
         };
         server.spawn();
@@ -141,6 +164,7 @@ impl NatsServer {
                     "-sd",
                 ])
                 .arg(self.store.path())
+                .args(self.token.iter().flat_map(|t| ["--auth", t.as_str()]))
                 .args(self.tls.iter().flat_map(|[ca, cert, key]| {
                     [
                         "--tlsverify".as_ref(),

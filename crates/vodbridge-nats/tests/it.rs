@@ -280,6 +280,45 @@ async fn a_crash_restart_with_file_storage_loses_nothing() {
 }
 
 #[tokio::test]
+async fn token_file_authenticates_and_a_wrong_token_never_connects() {
+    let server = NatsServer::start_with_token("s3cret-token");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("token");
+    let bad = dir.path().join("wrong");
+    std::fs::write(&good, "s3cret-token\n").expect("write");
+    std::fs::write(&bad, "guess\n").expect("write");
+    let with = |path: &std::path::Path| NatsSinkConfig {
+        token_file: Some(path.to_path_buf()),
+        ..config(&server, StorageKind::Memory)
+    };
+
+    let sink = NatsSink::connect("nats", with(&good)).await.expect("sink");
+    healthy(&sink, Duration::from_secs(10)).await;
+    sink.publish(&message(1, "vod.token")).await.expect("acked");
+
+    let sink = NatsSink::connect("nats", with(&bad))
+        .await
+        .expect("starts; connects in the background");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!sink.is_healthy(), "a wrong token never connects");
+    let error = sink
+        .publish(&message(2, "vod.token"))
+        .await
+        .expect_err("not connected");
+    assert!(error.is_retryable(), "{error}");
+    assert!(
+        !format!("{:?}", with(&good)).contains("s3cret"),
+        "the token is read from the file, never part of the config"
+    );
+
+    let missing = NatsSink::connect("nats", with(&dir.path().join("absent")))
+        .await
+        .err()
+        .expect("a missing token file is a start-up error");
+    assert!(missing.to_string().contains("absent"), "{missing}");
+}
+
+#[tokio::test]
 async fn tls_with_a_private_ca_and_a_client_certificate() {
     let pki = TestPki::generate();
     let server = NatsServer::start_tls(&pki);
