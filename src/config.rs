@@ -767,7 +767,7 @@ impl Settings {
                 ),
                 SinkConfig::Nats(n) => format!(
                     " url={} stream={}{} {} mode",
-                    n.url,
+                    n.display_url(),
                     n.stream,
                     if n.create_stream {
                         " (created if missing)"

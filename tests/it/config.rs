@@ -111,3 +111,34 @@ fn errors_name_the_key() {
     assert!(error_of("[sources.x]\nmode = \"carrier\"").contains("carrier"));
     assert!(error_of("[dead_letter]\nsink = \"missing\"").contains("dead_letter"));
 }
+
+#[test]
+fn passwords_in_broker_urls_are_never_printed() {
+    let toml = r#"
+[sinks.nats]
+type = "nats"
+url = "nats://bridge:hunter2@nats-1:4222,nats://bridge:hunter2@nats-2:4222"
+stream = "VOD"
+[sinks.rabbit]
+type = "amqp"
+url = "amqp://bridge:hunter3@rabbitmq:5672/%2f"
+exchange = "vod"
+[[routes]]
+event_types = ["*"]
+sinks = [{ sink = "nats" }, { sink = "rabbit" }]
+"#;
+    let settings =
+        Settings::from_config(Config::from_toml(toml).expect("parses")).expect("validates");
+    let described = settings.describe();
+    let debug = format!("{settings:?}");
+    for text in [&described, &debug] {
+        assert!(
+            !text.contains("hunter2") && !text.contains("hunter3"),
+            "{text}"
+        );
+    }
+    assert!(
+        described.contains("nats://bridge:***@nats-1:4222,nats://bridge:***@nats-2:4222"),
+        "{described}"
+    );
+}

@@ -30,6 +30,7 @@ mod envelope;
 mod error;
 mod outcome;
 mod pipeline;
+mod redact;
 mod route;
 mod sink;
 
@@ -37,6 +38,7 @@ pub use envelope::{Envelope, EventId, HeaderStyle, Ingress, SPEC_VERSION};
 pub use error::{Error, Result};
 pub use outcome::Outcome;
 pub use pipeline::{DeliveryReport, Pipeline, SinkAttempt, UnroutableRetry};
+pub use redact::redact_url;
 pub use route::{
     EventTypePattern, Resolution, Route, RouteAction, RouteContext, RouteTable, Target, Template,
 };

@@ -2,6 +2,7 @@
 //! that classifies failures.
 
 use std::{
+    fmt,
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -18,7 +19,9 @@ use async_nats::{
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use vodbridge_core::{FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError};
+use vodbridge_core::{
+    redact_url, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
+};
 
 use crate::error::{Error, Result};
 
@@ -34,7 +37,7 @@ pub enum StorageKind {
 }
 
 /// The `type = "nats"` sink section.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSinkConfig {
     /// Server URL(s), comma-separated: `nats://host:4222`, `tls://host:4222`.
@@ -81,6 +84,36 @@ pub struct NatsSinkConfig {
     /// The client certificate's private key (PEM, unencrypted).
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for NatsSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSinkConfig")
+            .field("url", &redact_url(&self.url))
+            .field("stream", &self.stream)
+            .field("create_stream", &self.create_stream)
+            .field("stream_subjects", &self.stream_subjects)
+            .field("duplicate_window_secs", &self.duplicate_window_secs)
+            .field("storage", &self.storage)
+            .field("replicas", &self.replicas)
+            .field("ack_timeout_ms", &self.ack_timeout_ms)
+            .field("structured", &self.structured)
+            .field("credentials_file", &self.credentials_file)
+            .field("token_file", &self.token_file)
+            .field("tls_required", &self.tls_required)
+            .field("root_certificates", &self.root_certificates)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
+            .finish()
+    }
+}
+
+impl NatsSinkConfig {
+    /// The server URL(s) with any password or token redacted, for display.
+    #[must_use]
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
 }
 
 fn default_subjects() -> Vec<String> {
