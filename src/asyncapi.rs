@@ -20,6 +20,16 @@ fn header_prefix(sink: &SinkConfig) -> &'static str {
     }
 }
 
+/// `host:port` of a URL: no scheme, no user information, no path.
+fn host_of(url: &str) -> String {
+    let rest = url
+        .trim()
+        .split_once("://")
+        .map_or(url.trim(), |(_, rest)| rest);
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    rest.split('/').next().unwrap_or_default().to_owned()
+}
+
 fn server(sink: &SinkConfig) -> Option<Value> {
     let (host, protocol) = match sink {
         SinkConfig::Kafka(k) => (
@@ -31,28 +41,8 @@ fn server(sink: &SinkConfig) -> Option<Value> {
                 .to_owned(),
             "kafka",
         ),
-        SinkConfig::Amqp(a) => {
-            let url = a.display_url();
-            let host = url
-                .split("://")
-                .nth(1)
-                .map(|rest| rest.rsplit('@').next().unwrap_or(rest))
-                .unwrap_or_default();
-            (
-                host.split('/').next().unwrap_or_default().to_owned(),
-                "amqp",
-            )
-        }
-        SinkConfig::Nats(n) => (
-            n.url
-                .split(',')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .trim_start_matches("nats://")
-                .to_owned(),
-            "nats",
-        ),
+        SinkConfig::Amqp(a) => (host_of(&a.display_url()), "amqp"),
+        SinkConfig::Nats(n) => (host_of(n.url.split(',').next().unwrap_or_default()), "nats"),
         SinkConfig::Stdout(_) | SinkConfig::File(_) => return None,
     };
     Some(json!({ "host": host, "protocol": protocol }))
@@ -225,4 +215,28 @@ pub fn document(settings: &Settings) -> Value {
         "operations": operations,
         "components": { "messages": messages }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_hosts_carry_no_scheme_credentials_or_path() {
+        for (url, host) in [
+            ("nats://bridge:hunter2@nats-1:4222", "nats-1:4222"),
+            ("tls://nats:4222", "nats:4222"),
+            ("amqp://u:***@rabbitmq:5672/%2f", "rabbitmq:5672"),
+            ("nats-1:4222", "nats-1:4222"),
+        ] {
+            assert_eq!(host_of(url), host, "{url}");
+        }
+        let nats: vodbridge_nats::NatsSinkConfig = serde_json::from_str(
+            r#"{"url":"nats://bridge:hunter2@nats-1:4222,nats://bridge:hunter2@nats-2:4222","stream":"VOD"}"#,
+        )
+        .expect("config");
+        let server = server(&SinkConfig::Nats(nats)).expect("a server");
+        assert_eq!(server["host"], "nats-1:4222");
+        assert!(!server.to_string().contains("hunter2"));
+    }
 }
