@@ -321,8 +321,36 @@ async fn process_batch(
     let mut group_of: HashMap<String, usize> = HashMap::new();
     let mut invalid: Vec<(Pulled, String)> = Vec::new();
     for element in &events {
-        let event = match RawEvent::parse(element) {
-            Ok(event) => event,
+        // `refused`: why an event without a usable EventType goes to the dead letter instead.
+        let (handle, envelope, refused) = match RawEvent::parse(element) {
+            Ok(event) => {
+                let Some(handle) = event.event_handle().map(str::to_owned) else {
+                    metrics
+                        .events_outcome
+                        .with_label_values(&[name, "unparseable"])
+                        .inc();
+                    tracing::warn!(
+                        source = name,
+                        "Pulled an event without EventHandle; it cannot be confirmed."
+                    );
+                    continue;
+                };
+                metrics
+                    .events_received
+                    .with_label_values(&[name, "pull", event_type_label(event.event_type())])
+                    .inc();
+                match source.normalizer.normalize(event, received_at) {
+                    Ok(envelope) => (handle, Arc::new(envelope), None),
+                    Err(error) => {
+                        metrics
+                            .events_outcome
+                            .with_label_values(&[name, "unparseable"])
+                            .inc();
+                        tracing::warn!(source = name, error = %error, "Pulled an event that cannot be normalized.");
+                        continue;
+                    }
+                }
+            }
             Err(error) => {
                 // An object with a handle but no usable EventType can still leave VOD's queue
                 // through the dead-letter destination; anything else cannot be confirmed.
@@ -335,47 +363,19 @@ async fn process_batch(
                         .events_received
                         .with_label_values(&[name, "pull", "other"])
                         .inc();
-                    invalid.push((
-                        Pulled {
-                            handle: salvaged.handle,
-                            envelope: Arc::new(salvaged.envelope),
-                        },
-                        error.to_string(),
-                    ));
+                    (
+                        salvaged.handle,
+                        Arc::new(salvaged.envelope),
+                        Some(error.to_string()),
+                    )
+                } else {
+                    metrics
+                        .events_outcome
+                        .with_label_values(&[name, "unparseable"])
+                        .inc();
+                    tracing::warn!(source = name, error = %error, "Pulled an event that cannot be read; it stays unconfirmed (with a dead letter configured, a JSON object with an EventHandle would be dead-lettered).");
                     continue;
                 }
-                metrics
-                    .events_outcome
-                    .with_label_values(&[name, "unparseable"])
-                    .inc();
-                tracing::warn!(source = name, error = %error, "Pulled an event that cannot be read; it stays unconfirmed (with a dead letter configured, a JSON object with an EventHandle would be dead-lettered).");
-                continue;
-            }
-        };
-        let Some(handle) = event.event_handle().map(str::to_owned) else {
-            metrics
-                .events_outcome
-                .with_label_values(&[name, "unparseable"])
-                .inc();
-            tracing::warn!(
-                source = name,
-                "Pulled an event without EventHandle; it cannot be confirmed."
-            );
-            continue;
-        };
-        metrics
-            .events_received
-            .with_label_values(&[name, "pull", event_type_label(event.event_type())])
-            .inc();
-        let envelope = match source.normalizer.normalize(event, received_at) {
-            Ok(envelope) => Arc::new(envelope),
-            Err(error) => {
-                metrics
-                    .events_outcome
-                    .with_label_values(&[name, "unparseable"])
-                    .inc();
-                tracing::warn!(source = name, error = %error, "Pulled an event that cannot be normalized.");
-                continue;
             }
         };
         if source.recent().contains(&envelope.id) {
@@ -391,6 +391,10 @@ async fn process_batch(
                 .await;
             continue;
         }
+        if let Some(why) = refused {
+            invalid.push((Pulled { handle, envelope }, why));
+            continue;
+        }
         let index = *group_of
             .entry(envelope.partition_key.clone())
             .or_insert_with(|| {
@@ -401,30 +405,23 @@ async fn process_batch(
     }
 
     for (pulled, error) in invalid {
-        if !source.recent().contains(&pulled.envelope.id) {
-            let report = state
-                .pipeline
-                .reject(
-                    Arc::clone(&pulled.envelope),
-                    RouteContext { source: name },
-                    deadline,
-                    FailureReason::Invalid,
-                    error,
-                )
-                .await;
-            metrics.record_delivery(name, &pulled.envelope, &report);
-            if !report.outcome.is_handled() {
-                tracing::warn!(source = name, event_id = %pulled.envelope.id, outcome = ?report.outcome, "Invalid pulled event not dead-lettered; VOD will hand it out again.");
-                continue;
-            }
-            tracing::warn!(source = name, event_id = %pulled.envelope.id, "Pulled an event without a usable EventType; dead-lettered.");
-            source.recent().insert(pulled.envelope.id.clone());
-        } else {
-            metrics
-                .duplicates_suppressed
-                .with_label_values(&[name])
-                .inc();
+        let report = state
+            .pipeline
+            .reject(
+                Arc::clone(&pulled.envelope),
+                RouteContext { source: name },
+                deadline,
+                FailureReason::Invalid,
+                error,
+            )
+            .await;
+        metrics.record_delivery(name, &pulled.envelope, &report);
+        if !report.outcome.is_handled() {
+            tracing::warn!(source = name, event_id = %pulled.envelope.id, outcome = ?report.outcome, "Invalid pulled event not dead-lettered; VOD will hand it out again.");
+            continue;
         }
+        tracing::warn!(source = name, event_id = %pulled.envelope.id, "Pulled an event without a usable EventType; dead-lettered.");
+        source.recent().insert(pulled.envelope.id.clone());
         let _ = confirms
             .send(Confirm {
                 handle: pulled.handle,

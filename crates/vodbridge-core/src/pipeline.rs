@@ -189,9 +189,7 @@ impl Pipeline {
             let policy = self.unroutable;
             async move {
                 match sink {
-                    Some(sink) => {
-                        publish_retrying_unroutable(sink, message, deadline, policy).await
-                    }
+                    Some(sink) => publish(sink, message, deadline, false, policy).await,
                     None => unreachable!("route targets are validated in Pipeline::new"),
                 }
             }
@@ -259,7 +257,12 @@ impl Pipeline {
             }),
             envelope,
         };
-        let attempt = publish(sink, message, deadline, true).await;
+        // The dead-letter destination is tried once: its failure leaves the event unacknowledged.
+        let once = UnroutableRetry {
+            retries: 0,
+            ..self.unroutable
+        };
+        let attempt = publish(sink, message, deadline, true, once).await;
         let outcome = match &attempt.result {
             Ok(()) => Outcome::DeadLettered { reason: *reason },
             // The dead-letter destination failed too: the event stays unacknowledged. A transient
@@ -285,12 +288,13 @@ impl Pipeline {
     }
 }
 
-/// [`publish`], trying an `unroutable` rejection again per `policy` while the deadline allows
-/// the pause; the attempt reports the last answer and the whole time taken.
-async fn publish_retrying_unroutable(
+/// Publishes `message`, trying an `unroutable` rejection again per `policy` while the deadline
+/// allows the pause; the attempt reports the last answer and the whole time taken.
+async fn publish(
     sink: Arc<dyn Sink>,
     message: Message,
     deadline: Instant,
+    dead_letter: bool,
     policy: UnroutableRetry,
 ) -> SinkAttempt {
     let started = Instant::now();
@@ -310,7 +314,7 @@ async fn publish_retrying_unroutable(
                 destination: message.destination,
                 result,
                 elapsed: started.elapsed(),
-                dead_letter: false,
+                dead_letter,
                 unroutable_retries: retries,
                 sink,
             };
@@ -318,24 +322,6 @@ async fn publish_retrying_unroutable(
         tokio::time::sleep(backoff).await;
         backoff = backoff.saturating_mul(2);
         retries += 1;
-    }
-}
-
-async fn publish(
-    sink: Arc<dyn Sink>,
-    message: Message,
-    deadline: Instant,
-    dead_letter: bool,
-) -> SinkAttempt {
-    let started = Instant::now();
-    let result = publish_once(sink.as_ref(), &message, deadline).await;
-    SinkAttempt {
-        destination: message.destination,
-        result,
-        elapsed: started.elapsed(),
-        dead_letter,
-        unroutable_retries: 0,
-        sink,
     }
 }
 
