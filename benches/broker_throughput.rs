@@ -381,19 +381,51 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// What every row measures with.
+struct Run<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    rounds: usize,
+    concurrency: usize,
+    bodies: &'a Arc<Vec<Bytes>>,
+    envelopes: &'a Arc<Vec<Arc<Envelope>>>,
+}
+
 /// One table row: `rounds` rounds of the direct client, the bridge from the same envelopes and
 /// the bridge from raw bodies, rotating which goes first (so drift on this shared machine hits
 /// all three), then one push-path run. Prints medians and the medians of the per-round ratios.
 fn compare(
+    run: &Run<'_>,
     label: &str,
-    rounds: usize,
-    (events, concurrency): (usize, usize),
+    (sink, destination): (&Arc<dyn Sink>, &str),
+    before_each: &dyn Fn(),
     direct: &dyn Fn() -> f64,
-    enveloped: &dyn Fn() -> f64,
-    piped: &dyn Fn() -> f64,
     through: &dyn Fn() -> f64,
 ) {
-    let runs: [&dyn Fn() -> f64; 3] = [direct, enveloped, piped];
+    let (runtime, rounds, events, concurrency) =
+        (run.runtime, run.rounds, run.bodies.len(), run.concurrency);
+    let direct = || {
+        before_each();
+        direct()
+    };
+    let enveloped = || {
+        before_each();
+        runtime.block_on(pipeline_from_envelopes(
+            Arc::clone(sink),
+            destination,
+            Arc::clone(run.envelopes),
+            concurrency,
+        ))
+    };
+    let piped = || {
+        before_each();
+        runtime.block_on(pipeline(
+            Arc::clone(sink),
+            destination,
+            Arc::clone(run.bodies),
+            concurrency,
+        ))
+    };
+    let runs: [&dyn Fn() -> f64; 3] = [&direct, &enveloped, &piped];
     let mut rates: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     let (mut env_ratios, mut pipe_ratios) = (Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -470,7 +502,13 @@ fn main() {
         })
         .collect();
     let (bodies, envelopes) = (Arc::new(bodies), Arc::new(envelopes));
-    let shape = (events, concurrency);
+    let run = Run {
+        runtime: &runtime,
+        rounds,
+        concurrency,
+        bodies: &bodies,
+        envelopes: &envelopes,
+    };
 
     println!("| broker | events | concurrency | direct client events/s | bridge from the same envelopes (route + sink) events/s | ratio, median (range) of {rounds} rounds | bridge from raw bodies (parse + normalize + route + sink) events/s | ratio | push path incl. HTTP load generator events/s | ratio |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
@@ -492,26 +530,11 @@ fn main() {
             kafka.bootstrap()
         );
         compare(
+            &run,
             "Kafka (tansu, memory storage)",
-            rounds,
-            shape,
+            (&sink, "pipe"),
+            &|| {},
             &|| runtime.block_on(direct_kafka(&kafka, Arc::clone(&envelopes), concurrency)),
-            &|| {
-                runtime.block_on(pipeline_from_envelopes(
-                    Arc::clone(&sink),
-                    "pipe",
-                    Arc::clone(&envelopes),
-                    concurrency,
-                ))
-            },
-            &|| {
-                runtime.block_on(pipeline(
-                    Arc::clone(&sink),
-                    "pipe",
-                    Arc::clone(&bodies),
-                    concurrency,
-                ))
-            },
             &|| runtime.block_on(bridge(&kafka_sink, Arc::clone(&bodies), concurrency)),
         );
     }
@@ -534,26 +557,11 @@ fn main() {
             nats.url()
         );
         compare(
+            &run,
             "NATS JetStream (file storage)",
-            rounds,
-            shape,
+            (&sink, "pipe.{event_type}"),
+            &|| {},
             &|| runtime.block_on(direct_nats(&nats, Arc::clone(&envelopes), concurrency)),
-            &|| {
-                runtime.block_on(pipeline_from_envelopes(
-                    Arc::clone(&sink),
-                    "pipe.{event_type}",
-                    Arc::clone(&envelopes),
-                    concurrency,
-                ))
-            },
-            &|| {
-                runtime.block_on(pipeline(
-                    Arc::clone(&sink),
-                    "pipe.{event_type}",
-                    Arc::clone(&bodies),
-                    concurrency,
-                ))
-            },
             &|| runtime.block_on(bridge(&nats_sink, Arc::clone(&bodies), concurrency)),
         );
     }
@@ -613,39 +621,11 @@ fn main() {
             rabbit.url()
         );
         compare(
+            &run,
             "RabbitMQ (durable, confirms)",
-            rounds,
-            shape,
-            &|| {
-                runtime.block_on(async {
-                    purge(&rabbit).await;
-                    direct_amqp(&rabbit, Arc::clone(&envelopes), concurrency).await
-                })
-            },
-            &|| {
-                runtime.block_on(async {
-                    purge(&rabbit).await;
-                    pipeline_from_envelopes(
-                        Arc::clone(&sink),
-                        "vod.{event_type}",
-                        Arc::clone(&envelopes),
-                        concurrency,
-                    )
-                    .await
-                })
-            },
-            &|| {
-                runtime.block_on(async {
-                    purge(&rabbit).await;
-                    pipeline(
-                        Arc::clone(&sink),
-                        "vod.{event_type}",
-                        Arc::clone(&bodies),
-                        concurrency,
-                    )
-                    .await
-                })
-            },
+            (&sink, "vod.{event_type}"),
+            &|| runtime.block_on(purge(&rabbit)),
+            &|| runtime.block_on(direct_amqp(&rabbit, Arc::clone(&envelopes), concurrency)),
             &|| runtime.block_on(bridge(&amqp_sink, Arc::clone(&bodies), concurrency)),
         );
     }

@@ -87,7 +87,6 @@ fn is_secret(key: &str) -> bool {
 
 /// A Kafka sink.
 pub struct KafkaSink {
-    name: String,
     structured: bool,
     /// Shared with the health probe.
     state: Arc<State>,
@@ -168,7 +167,6 @@ impl KafkaSink {
         });
         spawn_probe(Arc::clone(&state));
         Ok(Self {
-            name: name.to_owned(),
             structured: config.structured,
             state,
         })
@@ -319,7 +317,7 @@ fn default_topic(event_type: &str) -> String {
 
 impl Sink for KafkaSink {
     fn name(&self) -> &str {
-        &self.name
+        &self.state.name
     }
 
     fn kind(&self) -> &'static str {
