@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use vodbridge_tencent::SignKey;
 
-use crate::{generate::parse_types, Faults, Shared};
+use crate::{generate::parse_types, Faults, Limits, Shared};
 
 /// Largest `generate` count per call.
 const MAX_GENERATE: usize = 1_000_000;
@@ -111,14 +111,18 @@ pub(crate) struct PushParams {
     sign_key: Option<String>,
     #[serde(default = "default_concurrency")]
     concurrency: usize,
+    /// Events sent per second, each on its own schedule like VOD's steady stream (the
+    /// concurrency then does not apply); unset: as fast as `concurrency` allows.
+    rate: Option<f64>,
 }
 
 const fn default_concurrency() -> usize {
     8
 }
 
-/// Starts pushing events to `url` like VOD's normal callback; answers the keys at once and
-/// records each event's attempts and acknowledgement in the ledger.
+/// Starts pushing events to `url` like VOD's normal callback (`rate` per second on a steady
+/// schedule, or as fast as `concurrency` senders go); answers the keys at once and records each
+/// event's attempts, the answer VOD took and whether it gave up, in the ledger.
 pub(crate) async fn push(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<PushParams>,
@@ -140,6 +144,24 @@ pub(crate) async fn push(
     };
     let keys: Vec<u64> = jobs.iter().map(|(k, _)| *k).collect();
     let sign_key = params.sign_key.map(SignKey::new);
+    if let Some(rate) = params.rate {
+        if !(rate > 0.0 && rate <= 100_000.0) {
+            return bad_request("rate must be above 0 and at most 100000 events per second");
+        }
+        let (shared, url) = (Arc::clone(&shared), params.url.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            for (i, (key, event)) in jobs.into_iter().enumerate() {
+                #[allow(clippy::cast_precision_loss)] // Counts far below 2^52.
+                tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate)).await;
+                let (shared, url, sign_key) = (Arc::clone(&shared), url.clone(), sign_key.clone());
+                tokio::spawn(async move {
+                    push_one(&shared, &url, key, event, sign_key.as_ref()).await;
+                });
+            }
+        });
+        return Json(json!({ "Keys": keys })).into_response();
+    }
     let jobs = Arc::new(tokio::sync::Mutex::new(jobs.into_iter()));
     for _ in 0..params.concurrency.clamp(1, 64) {
         let (shared, jobs, url, sign_key) = (
@@ -160,8 +182,9 @@ pub(crate) async fn push(
     Json(json!({ "Keys": keys })).into_response()
 }
 
-/// POSTs one event: 5 s timeout, retried only on timeout or connection failure (VOD ignores
-/// the status and body of an answer).
+/// POSTs one event like VOD: 5 s timeout, sent again only when no answer came (a timeout or a
+/// failed or dropped connection), three sends at most. The status and body of an answer are
+/// ignored: any answer ends the event's delivery, and only a 200 is an acknowledgement.
 async fn push_one(
     shared: &Shared,
     url: &str,
@@ -185,17 +208,14 @@ async fn push_one(
             .body(body.clone())
             .send()
             .await;
-        match answer {
-            Ok(response) => {
-                if response.status() == reqwest::StatusCode::OK {
-                    shared.queue().note_push_acknowledged(key);
-                }
-                return;
-            }
-            Err(error) if error.is_timeout() || error.is_connect() => continue,
-            Err(_) => return,
+        if let Ok(response) = answer {
+            shared
+                .queue()
+                .note_push_answer(key, response.status().as_u16());
+            return;
         }
     }
+    shared.queue().note_push_gave_up(key);
 }
 
 pub(crate) async fn ledger(State(shared): State<Arc<Shared>>) -> Response {
@@ -219,4 +239,18 @@ pub(crate) async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -
 
 pub(crate) async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
     Json(crate::lock(&shared.faults).clone()).into_response()
+}
+
+pub(crate) async fn set_limits(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Limits>(&body) {
+        Ok(limits) => {
+            shared.set_limits(limits);
+            Json(limits).into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}
+
+pub(crate) async fn get_limits(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.limits()).into_response()
 }

@@ -51,16 +51,20 @@ pub(crate) async fn handle(
 /// RequestId.
 async fn call(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>> {
     let action = header_str(headers, "x-tc-action")?.to_owned();
-    if let Err(error) = verify(shared, headers, body) {
-        shared.queue().stats.auth_failures += 1;
-        return Err(error);
-    }
+    let secret_id = match verify(shared, headers, body) {
+        Ok(secret_id) => secret_id,
+        Err(error) => {
+            shared.queue().stats.auth_failures += 1;
+            return Err(error);
+        }
+    };
     if header_str(headers, "x-tc-version")? != VERSION {
         return Err(Error::api(
             "NoSuchVersion",
             format!("the version must be {VERSION}"),
         ));
     }
+    shared.apply_limits(&action, &secret_id)?;
     shared.inject_faults().await?;
     let params: Value = serde_json::from_slice(body)
         .map_err(|e| Error::api("InvalidParameter", format!("the body is not JSON: {e}")))?;
@@ -160,7 +164,8 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str> {
 
 /// Verifies TC3-HMAC-SHA256 exactly as Tencent does: known SecretId, timestamp within the
 /// clock window, scope date of that timestamp, and the signature over the signed headers.
-fn verify(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<()> {
+/// Returns the SecretId, the key of the request limits.
+fn verify(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<String> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -231,7 +236,7 @@ fn verify(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<()> {
             .as_bytes()
             .ct_eq(auth.signature.as_bytes()),
     ) {
-        Ok(())
+        Ok(auth.secret_id.to_string())
     } else {
         Err(failure("The provided credentials could not be validated. Please check your signature is correct."))
     }

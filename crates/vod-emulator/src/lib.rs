@@ -16,7 +16,10 @@
 //! - `POST /emulator/push?url=U&generate=N[&sign_key=K]`: POST events to a URL like VOD's
 //!   normal callback (5 s timeout, two retries on timeout, optional `Sign`/`T`).
 //! - `GET /emulator/ledger`, `GET /emulator/stats`: what happened to every event.
-//! - `PUT /emulator/faults`: error rate, latency, throttling.
+//! - `PUT /emulator/faults`: error rate, latency, an overall throttle.
+//! - `PUT /emulator/limits`: VOD's request limits per action and SecretId
+//!   ([`Limits`]; on by default: `PullEvents` and `ConfirmEvents` 100/s, `DescribeEventsState`
+//!   20/s), answered `RequestLimitExceeded` beyond them.
 //!
 //! [`generate::Generator`] makes realistic bodies for every known EventType.
 #![forbid(unsafe_code)]
@@ -26,6 +29,7 @@ mod admin;
 mod api;
 mod error;
 pub mod generate;
+mod limits;
 pub mod queue;
 
 use std::{
@@ -47,6 +51,7 @@ use tokio::{net::TcpListener, sync::Notify, task::JoinHandle, time::Instant};
 
 pub use error::{Error, Result};
 use generate::Generator;
+pub use limits::Limits;
 use queue::{LedgerEntry, Queue, Stats};
 
 /// How the emulator behaves.
@@ -66,6 +71,8 @@ pub struct EmulatorConfig {
     pub clock_window: Duration,
     /// Injected faults at start.
     pub faults: Faults,
+    /// Request limits per action and SecretId (VOD's quotas by default).
+    pub limits: Limits,
     /// Seed of the body generator.
     pub seed: u64,
 }
@@ -82,6 +89,7 @@ impl EmulatorConfig {
             retention: Duration::from_secs(4 * 24 * 3600),
             clock_window: Duration::from_secs(300),
             faults: Faults::default(),
+            limits: Limits::VOD,
             seed: 1,
         }
     }
@@ -95,7 +103,9 @@ pub struct Faults {
     pub error_rate: f64,
     /// Added to every call before it is processed (at most 60 s).
     pub latency_ms: u64,
-    /// Calls per second beyond which `RequestLimitExceeded` is answered (0: no limit).
+    /// Calls per second, all actions and SecretIds together, beyond which
+    /// `RequestLimitExceeded` is answered (0: no limit). VOD's own per-action limits are
+    /// [`Limits`]; this is an extra, coarser throttle for fault tests.
     pub throttle_rps: u32,
 }
 
@@ -109,6 +119,8 @@ pub(crate) struct Shared {
     generator: Mutex<Generator>,
     /// Start and count of the current one-second throttling window.
     throttle_window: Mutex<(Instant, u32)>,
+    /// VOD's per-action, per-SecretId request limits.
+    limiters: Mutex<limits::Limiters>,
     requests: AtomicU64,
     /// Client of push mode.
     pub(crate) http: reqwest::Client,
@@ -130,8 +142,36 @@ impl Shared {
         format!("00000000-0000-4000-8000-{n:012x}")
     }
 
+    pub(crate) fn set_limits(&self, limits: Limits) {
+        *lock(&self.limiters) = limits::Limiters::new(limits);
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        lock(&self.limiters).limits()
+    }
+
     pub(crate) fn generator(&self) -> MutexGuard<'_, Generator> {
         lock(&self.generator)
+    }
+
+    /// Applies VOD's request limit of `action` to one call by `secret_id`.
+    pub(crate) fn apply_limits(&self, action: &str, secret_id: &str) -> Result<()> {
+        if lock(&self.limiters).admit(action, secret_id) {
+            return Ok(());
+        }
+        {
+            let mut queue = self.queue();
+            queue.stats.throttled += 1;
+            match action {
+                "PullEvents" => queue.stats.throttled_pulls += 1,
+                "ConfirmEvents" => queue.stats.throttled_confirms += 1,
+                _ => {}
+            }
+        }
+        Err(Error::api(
+            "RequestLimitExceeded",
+            format!("the request rate of {action} exceeds the limit"),
+        ))
     }
 
     /// Applies the configured faults to one call.
@@ -180,6 +220,7 @@ impl Emulator {
     #[must_use]
     pub fn new(config: EmulatorConfig) -> Self {
         let faults = config.faults.clone();
+        let limiters = limits::Limiters::new(config.limits);
         let generator = Generator::new(config.seed);
         let queue = Queue::new(config.visibility, config.retention);
         Self {
@@ -190,6 +231,7 @@ impl Emulator {
                 faults: Mutex::new(faults),
                 generator: Mutex::new(generator),
                 throttle_window: Mutex::new((Instant::now(), 0)),
+                limiters: Mutex::new(limiters),
                 requests: AtomicU64::new(0),
                 http: reqwest::Client::new(),
             }),
@@ -207,6 +249,10 @@ impl Emulator {
             .route(
                 "/emulator/faults",
                 put(admin::set_faults).get(admin::get_faults),
+            )
+            .route(
+                "/emulator/limits",
+                put(admin::set_limits).get(admin::get_limits),
             )
             .with_state(Arc::clone(&self.shared))
     }
@@ -243,6 +289,11 @@ impl Emulator {
     /// Replaces the injected faults.
     pub fn set_faults(&self, faults: Faults) {
         *lock(&self.shared.faults) = faults;
+    }
+
+    /// Replaces the request limits (budgets start full).
+    pub fn set_limits(&self, limits: Limits) {
+        self.shared.set_limits(limits);
     }
 
     /// The ledger.

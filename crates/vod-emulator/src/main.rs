@@ -4,7 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use vod_emulator::{generate::parse_types, Emulator, EmulatorConfig, Faults};
+use vod_emulator::{generate::parse_types, Emulator, EmulatorConfig, Faults, Limits};
 
 /// A local stand-in for Tencent Cloud VOD's event APIs (PullEvents, ConfirmEvents,
 /// DescribeEventsState) with an admin API under /emulator/.
@@ -46,9 +46,22 @@ struct Cli {
     /// Latency added to every API call, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
-    /// API calls per second before RequestLimitExceeded (0: unlimited).
+    /// API calls per second, all actions together, before RequestLimitExceeded (0: unlimited);
+    /// an extra fault on top of VOD's per-action limits.
     #[arg(long, default_value_t = 0)]
     throttle_rps: u32,
+    /// PullEvents calls per second per SecretId (VOD: 100; 0: unlimited).
+    #[arg(long, default_value_t = Limits::VOD.pull_events)]
+    pull_events_rps: u32,
+    /// ConfirmEvents calls per second per SecretId (VOD: 100; 0: unlimited).
+    #[arg(long, default_value_t = Limits::VOD.confirm_events)]
+    confirm_events_rps: u32,
+    /// DescribeEventsState calls per second per SecretId (VOD: 20; 0: unlimited).
+    #[arg(long, default_value_t = Limits::VOD.describe_events_state)]
+    describe_events_state_rps: u32,
+    /// Turn VOD's request limits off (every action unlimited).
+    #[arg(long)]
+    no_limits: bool,
 }
 
 #[tokio::main]
@@ -68,6 +81,15 @@ async fn main() -> anyhow::Result<()> {
         error_rate: cli.error_rate,
         latency_ms: cli.latency_ms,
         throttle_rps: cli.throttle_rps,
+    };
+    config.limits = if cli.no_limits {
+        Limits::OFF
+    } else {
+        Limits {
+            pull_events: cli.pull_events_rps,
+            confirm_events: cli.confirm_events_rps,
+            describe_events_state: cli.describe_events_state_rps,
+        }
     };
     let emulator = Emulator::new(config);
     if cli.generate > 0 {

@@ -30,6 +30,12 @@ pub struct LedgerEntry {
     /// When it was confirmed (pull) or answered 200 (push); `null` while not.
     #[serde(with = "time::serde::rfc3339::option")]
     pub confirmed_at: Option<OffsetDateTime>,
+    /// Push: the HTTP status of the answer VOD took. VOD ignores it: any answer ends the
+    /// event's delivery, so an answer other than 200 is an event VOD will not send again.
+    /// `null` while unanswered (and always for pull).
+    pub answer_status: Option<u16>,
+    /// Push: every attempt timed out or failed to connect, and VOD gave up on the event.
+    pub gave_up: bool,
     /// True when retention removed it unconfirmed.
     pub expired: bool,
 }
@@ -64,14 +70,22 @@ pub struct Stats {
     pub redeliveries: u64,
     /// `PullEvents` calls answered.
     pub pulls: u64,
+    /// Push: events answered with a status other than 200 (VOD does not send them again).
+    pub push_not_acknowledged: u64,
+    /// Push: events whose every attempt timed out or failed (VOD gave up on them).
+    pub push_gave_up: u64,
     /// `ConfirmEvents` calls that confirmed.
     pub confirms: u64,
     /// `ConfirmEvents` calls refused for an expired or unknown handle.
     pub confirm_rejections: u64,
     /// Answers replaced by an injected `InternalError`.
     pub injected_errors: u64,
-    /// Answers replaced by `RequestLimitExceeded`.
+    /// Answers replaced by `RequestLimitExceeded` (every action).
     pub throttled: u64,
+    /// `PullEvents` calls over their request limit.
+    pub throttled_pulls: u64,
+    /// `ConfirmEvents` calls over their request limit.
+    pub throttled_confirms: u64,
     /// Requests refused for their signature.
     pub auth_failures: u64,
 }
@@ -145,6 +159,8 @@ impl Queue {
                 delivered: 0,
                 enqueued_at: OffsetDateTime::now_utc(),
                 confirmed_at: None,
+                answer_status: None,
+                gave_up: false,
                 expired: false,
             },
         );
@@ -162,15 +178,28 @@ impl Queue {
         }
     }
 
-    /// Notes that `key` was acknowledged (push answered 200).
-    pub fn note_push_acknowledged(&mut self, key: u64) {
-        if let Some(entry) = self
-            .ledger
-            .get_mut(&key)
-            .filter(|e| e.confirmed_at.is_none())
-        {
-            entry.confirmed_at = Some(OffsetDateTime::now_utc());
-            self.stats.confirmed += 1;
+    /// Notes the answer VOD took for push event `key`: 200 acknowledges it; any other status
+    /// ends its delivery all the same (VOD ignores the status).
+    pub fn note_push_answer(&mut self, key: u64, status: u16) {
+        let Some(entry) = self.ledger.get_mut(&key) else {
+            return;
+        };
+        entry.answer_status = Some(status);
+        if status == 200 {
+            if entry.confirmed_at.is_none() {
+                entry.confirmed_at = Some(OffsetDateTime::now_utc());
+                self.stats.confirmed += 1;
+            }
+        } else {
+            self.stats.push_not_acknowledged += 1;
+        }
+    }
+
+    /// Notes that VOD gave up on push event `key`: no attempt got an answer.
+    pub fn note_push_gave_up(&mut self, key: u64) {
+        if let Some(entry) = self.ledger.get_mut(&key) {
+            entry.gave_up = true;
+            self.stats.push_gave_up += 1;
         }
     }
 
