@@ -1,8 +1,16 @@
-//! Load harness: pull throughput of the bridge against the VOD emulator at 0 ms and 20 ms of
-//! simulated API latency, beside the bound the latency allows (loops × 16 / round trip) and a
-//! bare client that only pulls and confirms, measured in the same run.
+//! Load harness: pull throughput of the bridge against the VOD emulator.
 //!
-//! `cargo bench --bench pull_throughput` (env `EVENTS`, `LOOPS` override the defaults).
+//! Two tables, every row measured in the same run:
+//!
+//! 1. **The bridge's own cost**, request limits off: the bridge in-process at 0 ms and 20 ms of
+//!    simulated API latency, beside the bound the latency allows (loops × 16 / round trip) and a
+//!    bare client that only pulls and confirms.
+//! 2. **At VOD's real limits** (`PullEvents` and `ConfirmEvents` 100 calls/s each per account,
+//!    20 ms of latency): 1, 2 and 4 `vodbridge` processes × 4 loops and 1 × 16 on one account,
+//!    against the account's bound of 100 × 16 = 1,600 events/s, with the throttled answers and
+//!    the events handed out again, repeated `RUNS` times.
+//!
+//! `cargo bench --bench pull_throughput` (env `EVENTS`, `LOOPS`, `LIMITED_EVENTS`, `RUNS`).
 #![allow(missing_docs)]
 
 /// The allocator the `vodbridge` binary ships with, so the bench measures what runs.
@@ -15,7 +23,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use vod_emulator::{generate::parse_types, Emulator, EmulatorConfig, Faults, RunningEmulator};
+use vod_emulator::{
+    generate::parse_types, Emulator, EmulatorConfig, Faults, Limits, RunningEmulator,
+};
 use vodbridge::{
     config::{Config, Settings},
     App,
@@ -24,14 +34,23 @@ use vodbridge_tencent::{
     api::{ClientConfig, VodClient},
     tc3::Credentials,
 };
+use vodbridge_testkit::{free_port, BridgeProcess};
 
 const ID: &str = "AKIDBENCH";
 const KEY: &str = "bench-key";
 const SUB_APP_ID: u64 = 1_500_000_001;
+/// One account's bound at VOD's default limits: 100 ConfirmEvents calls/s × 16 handles.
+const ACCOUNT_BOUND: f64 = 1600.0;
 
-async fn emulator(events: usize, latency_ms: u64) -> RunningEmulator {
+async fn emulator(
+    events: usize,
+    latency_ms: u64,
+    limits: Limits,
+    long_poll: Duration,
+) -> RunningEmulator {
     let mut config = EmulatorConfig::new(ID, KEY);
-    config.long_poll = Duration::from_millis(200);
+    config.long_poll = long_poll;
+    config.limits = limits;
     let emulator = Emulator::new(config);
     emulator.generate(SUB_APP_ID, events, &parse_types(""));
     emulator.set_faults(Faults {
@@ -50,9 +69,24 @@ async fn wait_confirmed(emu: &RunningEmulator, events: u64) {
     }
 }
 
-/// The bridge on a pull source with a file sink (no fsync: the pull path is measured).
+fn source_toml(endpoint: &str, loops: usize) -> String {
+    format!(
+        r#"
+[sources.bench]
+mode = "pull"
+endpoint = "{endpoint}"
+sub_app_id = {SUB_APP_ID}
+secret_id = "{ID}"
+secret_key = "{KEY}"
+loops = {loops}
+"#
+    )
+}
+
+/// The bridge in-process on a pull source with a file sink (no fsync: the pull path is
+/// measured).
 async fn bridge(events: usize, loops: usize, latency_ms: u64) -> f64 {
-    let emu = emulator(events, latency_ms).await;
+    let emu = emulator(events, latency_ms, Limits::OFF, Duration::from_millis(200)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let toml = format!(
         r#"
@@ -60,19 +94,13 @@ async fn bridge(events: usize, loops: usize, latency_ms: u64) -> f64 {
 listen = "127.0.0.1:0"
 [telemetry]
 log_level = "error"
-[sources.bench]
-mode = "pull"
-endpoint = "{}"
-sub_app_id = {SUB_APP_ID}
-secret_id = "{ID}"
-secret_key = "{KEY}"
-loops = {loops}
+{}
 [sinks.file]
 type = "file"
 path = {:?}
 fsync = "never"
 "#,
-        emu.endpoint(),
+        source_toml(&emu.endpoint(), loops),
         dir.path().join("events.jsonl").display().to_string()
     );
     let settings = Settings::from_config(Config::from_toml(&toml).expect("config")).expect("valid");
@@ -91,7 +119,7 @@ fsync = "never"
 
 /// A bare client: `loops` tasks that pull and confirm, publishing nothing.
 async fn bare_client(events: usize, loops: usize, latency_ms: u64) -> f64 {
-    let emu = emulator(events, latency_ms).await;
+    let emu = emulator(events, latency_ms, Limits::OFF, Duration::from_millis(200)).await;
     let mut config = ClientConfig::new(emu.endpoint(), Credentials::new(ID, KEY));
     config.sub_app_id = Some(SUB_APP_ID);
     let client = VodClient::new(config).expect("client");
@@ -124,6 +152,59 @@ async fn bare_client(events: usize, loops: usize, latency_ms: u64) -> f64 {
     events as f64 / elapsed.as_secs_f64()
 }
 
+/// One limited row's result.
+struct Limited {
+    events_per_sec: f64,
+    throttled_pulls: u64,
+    throttled_confirms: u64,
+    handed_out_again: u64,
+}
+
+/// `processes` bridge binaries × `loops` on one account at VOD's limits; the events are
+/// enqueued once every process listens, and the clock runs until VOD saw every one confirmed.
+async fn replicas(events: usize, processes: usize, loops: usize) -> Limited {
+    let emu = emulator(0, 20, Limits::VOD, Duration::from_secs(5)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bridges: Vec<BridgeProcess> = (0..processes)
+        .map(|i| {
+            let port = free_port();
+            let toml = format!(
+                r#"
+[server]
+listen = "127.0.0.1:{port}"
+[telemetry]
+log_level = "error"
+{}
+[sinks.file]
+type = "file"
+path = {:?}
+fsync = "never"
+"#,
+                source_toml(&emu.endpoint(), loops),
+                dir.path()
+                    .join(format!("events-{i}.jsonl"))
+                    .display()
+                    .to_string()
+            );
+            BridgeProcess::start(env!("CARGO_BIN_EXE_vodbridge"), &toml, port)
+        })
+        .collect();
+    // Let every loop reach its first (empty) long poll.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    emu.emulator.generate(SUB_APP_ID, events, &parse_types(""));
+    wait_confirmed(&emu, events as u64).await;
+    let elapsed = started.elapsed();
+    let stats = emu.emulator.stats();
+    drop(bridges);
+    Limited {
+        events_per_sec: events as f64 / elapsed.as_secs_f64(),
+        throttled_pulls: stats.throttled_pulls,
+        throttled_confirms: stats.throttled_confirms,
+        handed_out_again: stats.redeliveries,
+    }
+}
+
 fn main() {
     let env = |name: &str, default: usize| {
         std::env::var(name)
@@ -136,6 +217,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    println!("Request limits off:\n");
     println!("| API latency | events | loops | bridge events/s | bare pull+confirm client events/s | bound loops×16/latency | bridge / bound |");
     println!("|---|---|---|---|---|---|---|");
     for (latency_ms, events) in [
@@ -151,5 +233,29 @@ fn main() {
             (format!("{bound:.0}"), format!("{:.2}", bridge / bound))
         };
         println!("| {latency_ms} ms | {events} | {loops} | {bridge:.0} | {bare:.0} | {bound} | {ratio} |");
+    }
+
+    let events = env("LIMITED_EVENTS", 20_000);
+    let runs = env("RUNS", 3);
+    println!("\nVOD's limits (PullEvents, ConfirmEvents 100/s each per account), 20 ms API latency, {events} events, {runs} runs per row:\n");
+    println!("| processes × loops | run | events/s | share of 1,600 | throttled PullEvents | throttled ConfirmEvents | handed out again |");
+    println!("|---|---|---|---|---|---|---|");
+    for (processes, loops) in [(1usize, 4usize), (2, 4), (4, 4), (1, 16)] {
+        let mut shares = Vec::new();
+        for run in 1..=runs {
+            let row = runtime.block_on(replicas(events, processes, loops));
+            let share = row.events_per_sec / ACCOUNT_BOUND;
+            shares.push(share);
+            println!(
+                "| {processes} × {loops} | {run} | {:.0} | {share:.3} | {} | {} | {} |",
+                row.events_per_sec,
+                row.throttled_pulls,
+                row.throttled_confirms,
+                row.handed_out_again
+            );
+        }
+        let min = shares.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = shares.iter().copied().fold(0.0, f64::max);
+        println!("| {processes} × {loops} | spread | | {min:.3}–{max:.3} | | | |");
     }
 }

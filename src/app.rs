@@ -1,6 +1,7 @@
 //! Wiring and lifecycle: build sinks and pipeline, bind the listener, serve, drain on shutdown.
 
 use std::{
+    collections::BTreeMap,
     future::{Future, IntoFuture},
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
@@ -14,6 +15,7 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use vodbridge_core::{Pipeline, Sink};
+use vodbridge_tencent::governor::Governor;
 
 use crate::{
     config::{Settings, SourceKind},
@@ -68,12 +70,23 @@ impl App {
             .map_err(|e| Error::Config(e.to_string()))?
             .with_unroutable_retry(settings.unroutable_retry);
         let mut pull_sources = Vec::new();
+        // One governor per VOD account: its API budget is shared by every source using it.
+        let mut governors: BTreeMap<String, Arc<Governor>> = BTreeMap::new();
         for source in settings.sources.values() {
             if let SourceKind::Pull(pull) = &source.kind {
+                let governor = governors
+                    .entry(pull.account.key.clone())
+                    .or_insert_with(|| {
+                        Arc::new(Governor::new(
+                            pull.account.label.clone(),
+                            pull.account.budget,
+                        ))
+                    });
                 pull_sources.push(Arc::new(PullSource::new(
                     &source.name,
                     source.normalizer.clone(),
-                    pull.clone(),
+                    (**pull).clone(),
+                    Arc::clone(governor),
                 )?));
             }
         }
@@ -90,6 +103,7 @@ impl App {
             sources: settings.sources,
             server: settings.server,
             pull_sources,
+            governors: governors.into_values().collect(),
         });
         let drain_timeout = Duration::from_secs(state.server.drain_timeout_secs);
         Ok(Self {
@@ -150,10 +164,10 @@ impl App {
             // Confirmers end once every loop of their source dropped its sender.
             let queue = Arc::new(tokio::sync::Mutex::new(rx));
             // Two confirmers per loop: a confirm round trip must never be what limits pulling.
-            for _ in 0..source.loops() * 2 {
+            let confirmer = Arc::new(pull::Confirmer::new(source, &self.state.metrics));
+            for _ in 0..(source.loops() * 2).max(4) {
                 confirmers.spawn(pull::run_confirmer(
-                    Arc::clone(source),
-                    Arc::clone(&self.state),
+                    Arc::clone(&confirmer),
                     Arc::clone(&queue),
                 ));
             }

@@ -23,6 +23,7 @@ use vodbridge_core::{
 use vodbridge_tencent::{
     api::{ClientConfig, VodClient},
     catalog,
+    governor::GovernorConfig,
     tc3::Credentials,
     Normalizer, SignKey,
 };
@@ -190,6 +191,20 @@ pub struct PullSourceConfig {
     pub dedupe_capacity: usize,
     /// Longest pause between pulls after errors.
     pub max_backoff_ms: u64,
+    /// The VOD account whose API budget this source spends. VOD's request limits belong to the
+    /// account, so sources with the same account (default: the same SecretId) share one request
+    /// governor in the process; the name also labels the governor's metrics (default: the name
+    /// of the first source using the account).
+    pub api_account: Option<String>,
+    /// The account's `PullEvents` quota, calls per second, shared by every replica (VOD's
+    /// default: 100; set it only for an account with a raised quota).
+    pub pull_requests_per_sec: u32,
+    /// The account's `ConfirmEvents` quota, calls per second, shared by every replica (VOD's
+    /// default: 100).
+    pub confirm_requests_per_sec: u32,
+    /// Longest wait for more acknowledged handles, so that a `ConfirmEvents` call carries 16;
+    /// never past a handle's deadline (0 confirms at once).
+    pub confirm_linger_ms: u64,
 }
 
 impl Default for PullSourceConfig {
@@ -210,6 +225,10 @@ impl Default for PullSourceConfig {
             confirm_margin_ms: 5_000,
             dedupe_capacity: 10_000,
             max_backoff_ms: 30_000,
+            api_account: None,
+            pull_requests_per_sec: 100,
+            confirm_requests_per_sec: 100,
+            confirm_linger_ms: 50,
         }
     }
 }
@@ -224,12 +243,15 @@ impl fmt::Debug for PullSourceConfig {
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
             .field("loops", &self.loops)
+            .field("api_account", &self.api_account)
+            .field("pull_requests_per_sec", &self.pull_requests_per_sec)
+            .field("confirm_requests_per_sec", &self.confirm_requests_per_sec)
             .finish_non_exhaustive()
     }
 }
 
 /// A push (normal callback) source.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PushSourceConfig {
     /// The VOD sub-application whose `NotificationUrl` points here (a normal callback does not
@@ -239,6 +261,38 @@ pub struct PushSourceConfig {
     pub cloudevents_source: Option<String>,
     /// Callback authentication.
     pub auth: CallbackAuthConfig,
+    /// How a callback is answered when its sinks cannot acknowledge it for a reason that may
+    /// pass (down, timeout, saturated). `hold` (the default): keep publishing and do not answer
+    /// before `hold_ms`, past VOD's 5 s timeout, so VOD sends the event again (VOD ignores the
+    /// status of an answer and resends only on a timeout or a failed connection). `reject`:
+    /// answer 503 with `Retry-After` at once, for senders that do retry on 503.
+    pub on_sink_failure: SinkFailureAnswer,
+    /// With `hold`: how long a callback keeps being published before it is given up (answered
+    /// 503, long after VOD stopped waiting); at least 6000 (VOD's timeout and a margin).
+    pub hold_ms: u64,
+}
+
+impl Default for PushSourceConfig {
+    fn default() -> Self {
+        Self {
+            sub_app_id: None,
+            cloudevents_source: None,
+            auth: CallbackAuthConfig::default(),
+            on_sink_failure: SinkFailureAnswer::Hold,
+            hold_ms: 10_000,
+        }
+    }
+}
+
+/// How a push source answers a callback whose sinks cannot acknowledge it yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFailureAnswer {
+    /// Keep publishing and do not answer before VOD's timeout has passed (VOD resends).
+    #[default]
+    Hold,
+    /// Answer 503 with `Retry-After` at once (for senders that retry on 503; VOD does not).
+    Reject,
 }
 
 /// How a push source authenticates callbacks. Every configured check must pass.
@@ -451,9 +505,9 @@ pub struct Source {
 #[derive(Debug, Clone)]
 pub enum SourceKind {
     /// Normal callbacks.
-    Push(CallbackAuth),
-    /// Reliable callbacks.
-    Pull(PullSettings),
+    Push(PushSettings),
+    /// Reliable callbacks (boxed: much larger than a push source, and built once).
+    Pull(Box<PullSettings>),
 }
 
 /// A validated pull source.
@@ -471,7 +525,44 @@ pub struct PullSettings {
     pub dedupe_capacity: usize,
     /// Longest pause between pulls after errors.
     pub max_backoff: Duration,
+    /// Whose API budget the source spends.
+    pub account: ApiAccount,
+    /// Longest wait for a fuller confirm batch.
+    pub confirm_linger: Duration,
 }
+
+/// A VOD account's API budget, shared by the pull sources that use it.
+#[derive(Clone, PartialEq)]
+pub struct ApiAccount {
+    /// What identifies the account: `api_account`, else the SecretId (never printed).
+    pub key: String,
+    /// The metric label: `api_account`, else the first source's name.
+    pub label: String,
+    /// Its per-action ceilings.
+    pub budget: GovernorConfig,
+}
+
+impl fmt::Debug for ApiAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiAccount")
+            .field("label", &self.label)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated push source.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    /// Callback authentication.
+    pub auth: CallbackAuth,
+    /// `Some(hold)`: a retryable failure is published again for up to `hold` and never answered
+    /// before VOD's timeout; `None`: answered 503 at once.
+    pub hold: Option<Duration>,
+}
+
+/// VOD's normal-callback timeout: an answer before it ends a delivery, whatever its status.
+pub const VOD_CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Validated callback authentication, secrets loaded.
 #[derive(Clone)]
@@ -584,6 +675,7 @@ impl Settings {
             validate_name("sources", name)?;
             sources.insert(name.clone(), build_source(name, source)?);
         }
+        share_accounts(&mut sources)?;
 
         for (name, sink) in &config.sinks {
             validate_name("sinks", name)?;
@@ -711,7 +803,8 @@ impl Settings {
                     let _ = writeln!(
                         out,
                         "  {name}: pull from {endpoint} sub_app_id={sub} loops={loops} handle_lifetime={life:?} \
-                         confirm_margin={margin:?}, cloudevents source {src}, secret_id={shown}…, secret_key=<redacted>",
+                         confirm_margin={margin:?}, cloudevents source {src}, secret_id={shown}…, secret_key=<redacted>, \
+                         account {account} (PullEvents {pull_rps}/s, ConfirmEvents {confirm_rps}/s, shared by every replica)",
                         name = source.name,
                         endpoint = pull.client.endpoint,
                         sub = pull.client.sub_app_id.map_or_else(|| "none".to_owned(), |v| v.to_string()),
@@ -719,15 +812,22 @@ impl Settings {
                         life = pull.handle_lifetime,
                         margin = pull.confirm_margin,
                         src = source.normalizer.source(),
+                        account = pull.account.label,
+                        pull_rps = pull.account.budget.pull_per_sec,
+                        confirm_rps = pull.account.budget.confirm_per_sec,
                     );
                 }
-                SourceKind::Push(auth) => {
+                SourceKind::Push(push) => {
                     let _ = writeln!(
                         out,
-                        "  {name}: push at POST /callback/{name}, cloudevents source {src}, {auth}",
+                        "  {name}: push at POST /callback/{name}, cloudevents source {src}, {auth}, on sink failure: {hold}",
                         name = source.name,
                         src = source.normalizer.source(),
-                        auth = auth.describe()
+                        auth = push.auth.describe(),
+                        hold = push.hold.map_or_else(
+                            || "503 at once".to_owned(),
+                            |h| format!("hold up to {} ms, no answer before VOD's timeout", h.as_millis())
+                        ),
                     );
                 }
             }
@@ -908,6 +1008,36 @@ fn build_source(name: &str, source: &SourceConfig) -> Result<Source> {
                     "{key}.confirm_margin_ms must be below handle_lifetime_ms"
                 )));
             }
+            let per_sec = |k: &str, v: u32| -> Result<f64> {
+                if (1..=100_000).contains(&v) {
+                    Ok(f64::from(v))
+                } else {
+                    Err(Error::Config(format!("{key}.{k} must be 1 to 100000")))
+                }
+            };
+            if pull.confirm_linger_ms > 1_000 {
+                return Err(Error::Config(format!(
+                    "{key}.confirm_linger_ms must be 0 to 1000"
+                )));
+            }
+            if let Some(account) = &pull.api_account {
+                validate_name(&format!("{key}.api_account"), account)?;
+            }
+            let account = ApiAccount {
+                key: pull
+                    .api_account
+                    .as_ref()
+                    .map_or_else(|| format!("secret-id:{secret_id}"), |a| format!("name:{a}")),
+                label: pull.api_account.clone().unwrap_or_else(|| name.to_owned()),
+                budget: GovernorConfig {
+                    pull_per_sec: per_sec("pull_requests_per_sec", pull.pull_requests_per_sec)?,
+                    confirm_per_sec: per_sec(
+                        "confirm_requests_per_sec",
+                        pull.confirm_requests_per_sec,
+                    )?,
+                    ..GovernorConfig::default()
+                },
+            };
             let mut credentials = Credentials::new(secret_id, secret_key);
             credentials.token = token.map(SecretString::from);
             let mut client = ClientConfig::new(pull.endpoint.clone(), credentials);
@@ -923,14 +1053,16 @@ fn build_source(name: &str, source: &SourceConfig) -> Result<Source> {
             Ok(Source {
                 name: name.to_owned(),
                 normalizer: Normalizer::new(cloudevents_source, pull.sub_app_id, Ingress::Pull),
-                kind: SourceKind::Pull(PullSettings {
+                kind: SourceKind::Pull(Box::new(PullSettings {
                     client,
                     loops: pull.loops,
                     handle_lifetime: Duration::from_millis(pull.handle_lifetime_ms),
                     confirm_margin: Duration::from_millis(pull.confirm_margin_ms),
                     dedupe_capacity: pull.dedupe_capacity,
                     max_backoff: Duration::from_millis(pull.max_backoff_ms.max(100)),
-                }),
+                    account,
+                    confirm_linger: Duration::from_millis(pull.confirm_linger_ms),
+                })),
             })
         }
         SourceConfig::Push(push) => {
@@ -953,6 +1085,21 @@ fn build_source(name: &str, source: &SourceConfig) -> Result<Source> {
                 auth.token.as_ref(),
                 auth.token_file.as_deref(),
             )?;
+            let hold = match push.on_sink_failure {
+                SinkFailureAnswer::Reject => None,
+                SinkFailureAnswer::Hold => {
+                    let hold = Duration::from_millis(push.hold_ms);
+                    if hold < VOD_CALLBACK_TIMEOUT + Duration::from_secs(1)
+                        || push.hold_ms > 120_000
+                    {
+                        return Err(Error::Config(format!(
+                            "sources.{name}.hold_ms must be 6000 to 120000: VOD resends a callback only \
+                             when it gets no answer within 5 s, so a held callback must outlast that"
+                        )));
+                    }
+                    Some(hold)
+                }
+            };
             let cloudevents_source = push
                 .cloudevents_source
                 .clone()
@@ -960,16 +1107,49 @@ fn build_source(name: &str, source: &SourceConfig) -> Result<Source> {
             Ok(Source {
                 name: name.to_owned(),
                 normalizer: Normalizer::new(cloudevents_source, push.sub_app_id, Ingress::Push),
-                kind: SourceKind::Push(CallbackAuth {
-                    sign_key: sign_key.map(SignKey::new),
-                    sign_skew_secs: auth.sign_skew_secs.unwrap_or(DEFAULT_SIGN_SKEW_SECS),
-                    token: token.map(SecretString::from),
-                    allowed_ips: auth.allowed_ips.clone(),
-                    trust_forwarded_for: auth.trust_forwarded_for,
+                kind: SourceKind::Push(PushSettings {
+                    auth: CallbackAuth {
+                        sign_key: sign_key.map(SignKey::new),
+                        sign_skew_secs: auth.sign_skew_secs.unwrap_or(DEFAULT_SIGN_SKEW_SECS),
+                        token: token.map(SecretString::from),
+                        allowed_ips: auth.allowed_ips.clone(),
+                        trust_forwarded_for: auth.trust_forwarded_for,
+                    },
+                    hold,
                 }),
             })
         }
     }
+}
+
+/// Gives the pull sources of one account one label, and refuses different budgets for it.
+fn share_accounts(sources: &mut BTreeMap<String, Source>) -> Result<()> {
+    let mut first: BTreeMap<String, (String, ApiAccount)> = BTreeMap::new();
+    for source in sources.values_mut() {
+        let SourceKind::Pull(pull) = &mut source.kind else {
+            continue;
+        };
+        match first.get(&pull.account.key) {
+            None => {
+                first.insert(
+                    pull.account.key.clone(),
+                    (source.name.clone(), pull.account.clone()),
+                );
+            }
+            Some((other, account)) => {
+                if account.budget != pull.account.budget {
+                    return Err(Error::Config(format!(
+                        "sources.{} and sources.{other} use one VOD account (the same api_account \
+                         or SecretId) with different pull_requests_per_sec, \
+                         confirm_requests_per_sec: an account has one budget",
+                        source.name
+                    )));
+                }
+                pull.account.label.clone_from(&account.label);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A secret given inline or as a file (not both); returns the plain value.

@@ -1,10 +1,16 @@
 //! Push ingress: `POST /callback/{source}` answers VOD only after every routed sink acknowledged.
+//!
+//! VOD takes any answer as delivered and resends only when a callback times out (5 s) or its
+//! connection fails. So with `hold` (the default) a callback whose sinks fail for a reason that
+//! may pass is published again and again and not answered before VOD's timeout has passed:
+//! VOD then sends it again, and an event a sink stores meanwhile is kept (a duplicate at most).
 
 use std::{
     collections::HashMap,
     fmt::Display,
     net::{IpAddr, SocketAddr},
     sync::{atomic::Ordering, Arc},
+    time::Duration,
 };
 
 use axum::{
@@ -16,12 +22,12 @@ use bytes::Bytes;
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
-use tokio::time::Instant;
-use vodbridge_core::{EventId, Ingress, Outcome, RouteContext};
+use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use vodbridge_core::{DeliveryReport, Envelope, EventId, Ingress, Outcome, RouteContext};
 use vodbridge_tencent::RawEvent;
 
 use crate::{
-    config::{CallbackAuth, SourceKind},
+    config::{CallbackAuth, PushSettings, SourceKind},
     server::AppState,
     telemetry::{event_type_label, InFlight},
 };
@@ -66,7 +72,7 @@ pub(crate) async fn callback(
             ),
         );
     };
-    let SourceKind::Push(auth) = &source.kind else {
+    let SourceKind::Push(push) = &source.kind else {
         return refuse(
             &state,
             &name,
@@ -77,36 +83,60 @@ pub(crate) async fn callback(
             ),
         );
     };
-    match handle(&state, &name, auth, source, request).await {
+    match handle(&state, &name, push, source, request).await {
         Ok(response) => response,
         Err(refusal) => refuse(&state, &name, refusal),
     }
 }
 
 async fn handle(
-    state: &AppState,
+    state: &Arc<AppState>,
     name: &str,
-    auth: &CallbackAuth,
+    push: &PushSettings,
     source: &crate::config::Source,
     request: Request,
 ) -> Result<Response, Refusal> {
+    let received = Instant::now();
     let retry_after = state.server.retry_after_secs;
-    if state.draining.load(Ordering::Relaxed) {
+    let auth = &push.auth;
+    // Holding or not, a refusal here is an answer VOD takes as delivered; so with `hold` a
+    // draining bridge still takes callbacks (its sinks stay open until the listener closes).
+    if push.hold.is_none() && state.draining.load(Ordering::Relaxed) {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "draining",
             "the bridge is shutting down",
         ));
     }
-    // Shed load at once rather than queue past VOD's 5 s timeout.
-    let Ok(_permit) = Arc::clone(&state.in_flight).try_acquire_owned() else {
-        return Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "saturated",
-            "too many callbacks in flight",
-        ));
+    let permit = match (Arc::clone(&state.in_flight).try_acquire_owned(), push.hold) {
+        (Ok(permit), _) => permit,
+        // Shed load at once rather than queue past the sender's timeout.
+        (Err(_), None) => {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "saturated",
+                "too many callbacks in flight",
+            ))
+        }
+        // Wait for room; an answer before VOD's timeout would lose the event.
+        (Err(_), Some(hold)) => {
+            match tokio::time::timeout_at(
+                received + hold,
+                Arc::clone(&state.in_flight).acquire_owned(),
+            )
+            .await
+            {
+                Ok(Ok(permit)) => permit,
+                _ => {
+                    return Err(Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "saturated",
+                        "too many callbacks in flight for the whole hold",
+                    ))
+                }
+            }
+        }
     };
-    let deadline = Instant::now() + state.publish_timeout;
 
     check_client(auth, &request)?;
     let query: HashMap<String, String> = Query::try_from_uri(request.uri())
@@ -125,34 +155,104 @@ async fn handle(
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_body", e))?;
     let envelope = Arc::new(envelope);
 
-    let metrics = &state.metrics;
-    metrics
+    state
+        .metrics
         .events_received
         .with_label_values(&[name, "push", event_type_label(&envelope.event_type)])
         .inc();
-    let in_flight = InFlight::enter(
-        &metrics
-            .in_flight
-            .with_label_values(&[Ingress::Push.as_str()]),
-    );
-    let report = state
-        .pipeline
-        .deliver(
-            Arc::clone(&envelope),
-            RouteContext { source: name },
-            deadline,
-        )
-        .await;
-    drop(in_flight);
+    let report = match push.hold {
+        None => {
+            let report = deliver_once(state, name, &envelope, received).await;
+            drop(permit);
+            report
+        }
+        Some(hold) => {
+            // Publishing goes on in its own task: when VOD hangs up after its timeout, the
+            // event is still stored if a sink comes back within the hold.
+            let task = tokio::spawn(deliver_holding(
+                Arc::clone(state),
+                name.to_owned(),
+                Arc::clone(&envelope),
+                received + hold,
+                permit,
+            ));
+            match task.await {
+                Ok(report) => report,
+                Err(join) => {
+                    tracing::error!(source = name, error = %join, "Publishing task failed; VOD sends the event again.");
+                    return Err(Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "internal",
+                        "publishing failed",
+                    ));
+                }
+            }
+        }
+    };
+    let metrics = &state.metrics;
     metrics.record_delivery(name, &envelope, &report);
 
     if report.outcome.is_handled() {
         metrics.confirmed.with_label_values(&[name]).inc();
         tracing::debug!(source = name, event_id = %envelope.id, event_type = %envelope.event_type, outcome = report.outcome.as_str(), "Callback handled.");
+    } else if push.hold.is_some() && matches!(report.outcome, Outcome::Retryable { .. }) {
+        tracing::warn!(source = name, event_id = %envelope.id, event_type = %envelope.event_type, outcome = ?report.outcome, held_ms = received.elapsed().as_millis() as u64, "Callback held past VOD's timeout without an acknowledgement; VOD sends it again.");
     } else {
         tracing::warn!(source = name, event_id = %envelope.id, event_type = %envelope.event_type, outcome = ?report.outcome, "Callback not acknowledged; VOD may retry.");
     }
     Ok(outcome_response(&report.outcome, &envelope.id, retry_after))
+}
+
+/// One delivery under the publish deadline.
+async fn deliver_once(
+    state: &AppState,
+    name: &str,
+    envelope: &Arc<Envelope>,
+    received: Instant,
+) -> DeliveryReport {
+    let _in_flight = InFlight::enter(
+        &state
+            .metrics
+            .in_flight
+            .with_label_values(&[Ingress::Push.as_str()]),
+    );
+    state
+        .pipeline
+        .deliver(
+            Arc::clone(envelope),
+            RouteContext { source: name },
+            received + state.publish_timeout,
+        )
+        .await
+}
+
+/// Delivers until a sink holds the event, a permanent answer comes, or `hold_until` passes:
+/// a retryable failure is tried again after a pause (100 ms, doubling to 1 s). Holds its
+/// in-flight permit throughout, so `max_in_flight` bounds held callbacks too.
+async fn deliver_holding(
+    state: Arc<AppState>,
+    name: String,
+    envelope: Arc<Envelope>,
+    hold_until: Instant,
+    permit: OwnedSemaphorePermit,
+) -> DeliveryReport {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        let report = deliver_once(&state, &name, &envelope, started).await;
+        let retryable = matches!(report.outcome, Outcome::Retryable { .. });
+        if !retryable || Instant::now() + pause >= hold_until {
+            drop(permit);
+            return report;
+        }
+        state
+            .metrics
+            .push_retries
+            .with_label_values(&[name.as_str()])
+            .inc();
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
 }
 
 /// The one place an outcome becomes an HTTP answer: 200 only for a handled event, 503 with

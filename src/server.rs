@@ -15,6 +15,7 @@ use axum::{
 };
 use tokio::sync::Semaphore;
 use vodbridge_core::Pipeline;
+use vodbridge_tencent::governor::Governor;
 
 use crate::{
     config::{ServerConfig, Source},
@@ -41,6 +42,8 @@ pub(crate) struct AppState {
     pub(crate) publish_timeout: Duration,
     /// Pull sources, for readiness (auth failures).
     pub(crate) pull_sources: Vec<Arc<PullSource>>,
+    /// The request governor of each VOD account, for the rate gauges.
+    pub(crate) governors: Vec<Arc<Governor>>,
 }
 
 impl AppState {
@@ -85,6 +88,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.metrics.refresh(&state.pipeline, state.is_ready());
+    state.metrics.refresh_governors(&state.governors);
     (
         [(
             header::CONTENT_TYPE,

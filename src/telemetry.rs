@@ -3,12 +3,15 @@
 use std::io::IsTerminal;
 
 use prometheus::{
-    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tracing_subscriber::{fmt, EnvFilter};
 use vodbridge_core::{DeliveryReport, Envelope, Outcome, Pipeline};
-use vodbridge_tencent::catalog;
+use vodbridge_tencent::{
+    catalog,
+    governor::{Action, Governor},
+};
 
 use crate::{
     config::{LogFormat, TelemetryConfig},
@@ -44,6 +47,14 @@ pub struct Metrics {
     pub pull_backoff: CounterVec,
     /// `vodbridge_pull_batch_size{source}`.
     pub pull_batch_size: HistogramVec,
+    /// `vodbridge_confirm_batch_size{source}`: handles per successful `ConfirmEvents` call (16
+    /// is a full call; the account's budget carries 16 × its confirm rate events a second).
+    pub confirm_batch_size: HistogramVec,
+    /// `vodbridge_vod_api_rate{account, action}`: the calls per second the account's governor
+    /// currently allows (the ceiling, cut on throttling, climbing back).
+    pub vod_api_rate: GaugeVec,
+    /// `vodbridge_vod_api_throttled_total{account, action}`: `RequestLimitExceeded` answers.
+    pub vod_api_throttled: IntCounterVec,
     /// `vodbridge_event_age_at_ack_seconds{source, ingress}`: event time to acknowledgement.
     pub event_age_at_ack: HistogramVec,
     /// `vodbridge_vod_backlog{source}`: events waiting in VOD's queue (`DescribeEventsState`,
@@ -55,6 +66,8 @@ pub struct Metrics {
     pub dead_lettered: IntCounterVec,
     /// `vodbridge_duplicates_suppressed_total{source}`.
     pub duplicates_suppressed: IntCounterVec,
+    /// `vodbridge_push_retries_total{source}`: publishes of held callbacks tried again.
+    pub push_retries: IntCounterVec,
     /// `vodbridge_callback_rejected_total{source, status}`: callbacks refused before publishing.
     pub callback_rejected: IntCounterVec,
     /// `vodbridge_sink_up{sink, kind}`: 1 while the sink can publish.
@@ -144,6 +157,29 @@ impl Metrics {
                 c
             },
             pull_batch_size: histogram("pull_batch_size", "Events per PullEvents answer.", &["source"], BATCH_BUCKETS)?,
+            confirm_batch_size: histogram(
+                "confirm_batch_size",
+                "Handles per successful ConfirmEvents call.",
+                &["source"],
+                BATCH_BUCKETS,
+            )?,
+            vod_api_rate: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "vodbridge_vod_api_rate",
+                        "Calls per second the VOD account's request governor currently allows, by action.",
+                    ),
+                    &["account", "action"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                names.borrow_mut().push("vodbridge_vod_api_rate".to_owned());
+                g
+            },
+            vod_api_throttled: counter(
+                "vod_api_throttled_total",
+                "RequestLimitExceeded answers from VOD, by account and action.",
+                &["account", "action"],
+            )?,
             event_age_at_ack: histogram(
                 "event_age_at_ack_seconds",
                 "Time from the event's own time to its acknowledgement.",
@@ -160,6 +196,11 @@ impl Metrics {
             duplicates_suppressed: counter(
                 "duplicates_suppressed_total",
                 "Redelivered events confirmed without publishing again.",
+                &["source"],
+            )?,
+            push_retries: counter(
+                "push_retries_total",
+                "Publishes of held callbacks tried again while their sinks could not acknowledge.",
                 &["source"],
             )?,
             callback_rejected: counter(
@@ -234,6 +275,24 @@ impl Metrics {
                 .set(i64::from(sink.is_healthy()));
         }
         self.ready.set(i64::from(ready));
+    }
+
+    /// Refreshes the governors' current rates.
+    pub fn refresh_governors(&self, governors: &[std::sync::Arc<Governor>]) {
+        for governor in governors {
+            for action in [Action::Pull, Action::Confirm] {
+                self.vod_api_rate
+                    .with_label_values(&[governor.account(), action.as_str()])
+                    .set(governor.rate(action));
+            }
+        }
+    }
+
+    /// Counts one `RequestLimitExceeded` answer.
+    pub fn note_throttled(&self, account: &str, action: Action) {
+        self.vod_api_throttled
+            .with_label_values(&[account, action.as_str()])
+            .inc();
     }
 
     /// The Prometheus text exposition of every family.

@@ -36,10 +36,14 @@ fn example_config_is_valid() {
         Settings::from_config(Config::from_toml(&text).expect("parses")).expect("validates");
     assert_eq!(settings.sources.len(), 2);
     assert!(matches!(settings.sources["app2"].kind, SourceKind::Pull(_)));
-    let SourceKind::Push(auth) = &settings.sources["app1"].kind else {
+    let SourceKind::Push(push) = &settings.sources["app1"].kind else {
         panic!("app1 is a push source")
     };
-    assert!(auth.sign_key.is_some(), "the key file was read");
+    assert!(push.auth.sign_key.is_some(), "the key file was read");
+    assert!(
+        push.hold.is_some(),
+        "push sources hold failures for VOD by default"
+    );
     assert_eq!(settings.sinks.len(), 6);
     assert_eq!(settings.routes.routes().len(), 3);
     assert!(settings.dead_letter.is_some());

@@ -268,13 +268,25 @@ async fn throttling_backs_off_and_loses_nothing() {
     assert_eq!(assert_confirmed_were_acked(&emu, &file_ids, &sink), 200);
     assert!(emu.emulator.stats().throttled > 0, "the emulator throttled");
     let (_, metrics) = app.get("/metrics").await;
-    assert!(
-        metric(
+    let throttled = metric(
+        &metrics,
+        r#"vodbridge_vod_api_throttled_total{account="app",action="PullEvents"}"#,
+    )
+    .unwrap_or(0.0)
+        + metric(
             &metrics,
-            r#"vodbridge_pull_backoff_seconds_total{reason="throttled",source="app"}"#
+            r#"vodbridge_vod_api_throttled_total{account="app",action="ConfirmEvents"}"#,
         )
-        .unwrap_or(0.0)
-            >= 1.0
+        .unwrap_or(0.0);
+    assert!(throttled > 0.0, "throttled answers are counted: {metrics}");
+    let rate = metric(
+        &metrics,
+        r#"vodbridge_vod_api_rate{account="app",action="PullEvents"}"#,
+    )
+    .expect("the governor's rate is exported");
+    assert!(
+        rate < 100.0,
+        "the governor slowed down from its ceiling: {rate}"
     );
     app.stop().await.expect("clean stop");
 }
@@ -585,4 +597,92 @@ async fn events_without_a_usable_event_type_are_dead_lettered_then_confirmed() {
         "counted on each hand-out"
     );
     app.stop().await.expect("clean stop");
+}
+
+/// Three bridge processes on one VOD account and queue at VOD's limits (100 PullEvents and 100
+/// ConfirmEvents calls/s per SecretId, 20 ms per call): the governors share the budget without
+/// seeing each other, every event is confirmed and stored, and none is handed out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_the_account_budget_without_redeliveries() {
+    let mut config = vod_emulator::EmulatorConfig::new(ID, KEY);
+    config.limits = vod_emulator::Limits::VOD;
+    config.long_poll = Duration::from_secs(5);
+    let emu = vod_emulator::Emulator::new(config)
+        .serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("emulator serves");
+    emu.emulator.set_faults(Faults {
+        latency_ms: 20,
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let replicas: Vec<vodbridge_testkit::BridgeProcess> = (0..3)
+        .map(|i| {
+            let port = vodbridge_testkit::free_port();
+            let toml = format!(
+                r#"
+[server]
+listen = "127.0.0.1:{port}"
+[telemetry]
+log_level = "warn"
+{source}
+[sinks.file]
+type = "file"
+path = {path:?}
+fsync = "never"
+"#,
+                source = pull_source("app", &emu, 7, 4, 30_000, 5_000),
+                path = dir
+                    .path()
+                    .join(format!("events-{i}.jsonl"))
+                    .display()
+                    .to_string()
+            );
+            vodbridge_testkit::BridgeProcess::start(env!("CARGO_BIN_EXE_vodbridge"), &toml, port)
+        })
+        .collect();
+    let file_ids = enqueue(&emu, 7, 0..5_000);
+    wait_for(
+        "5,000 events confirmed by three replicas",
+        Duration::from_secs(60),
+        || emu.emulator.stats().confirmed == 5_000,
+    )
+    .await;
+    let stats = emu.emulator.stats();
+    assert_eq!(stats.redeliveries, 0, "nothing handed out again: {stats:?}");
+    assert_eq!(stats.confirm_rejections, 0, "no handle expired: {stats:?}");
+
+    let mut stored = HashSet::new();
+    let mut per_replica = Vec::new();
+    for i in 0..3 {
+        let (subjects, _, _) = subjects_in(&dir.path().join(format!("events-{i}.jsonl")));
+        per_replica.push(subjects.len());
+        stored.extend(subjects);
+    }
+    for (key, file_id) in &file_ids {
+        assert!(
+            stored.contains(file_id),
+            "event {key} confirmed but in no file"
+        );
+    }
+    assert!(
+        per_replica.iter().all(|&n| n > 0),
+        "every replica took part: {per_replica:?}"
+    );
+    let mut metrics = String::new();
+    for replica in &replicas {
+        metrics.push_str(
+            &reqwest::get(format!("{}/metrics", replica.url()))
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .unwrap_or_default(),
+        );
+    }
+    assert!(
+        metrics.contains("vodbridge_confirm_batch_size_count"),
+        "{metrics}"
+    );
+    drop(replicas);
 }

@@ -12,13 +12,25 @@ use vodbridge::EVENT_ID_HEADER;
 use vodbridge_core::{Envelope, Sink};
 use vodbridge_tencent::SignKey;
 
-use crate::helpers::{fixture, metric, settings, Behaviour, Scripted, TestApp};
+use crate::helpers::{fixture, metric, settings, wait_for, Behaviour, Scripted, TestApp};
 
 /// One push source `default` routed to one sink `main` (replaced by a scripted sink).
 const ONE_SINK: &str = r#"
 [sinks.main]
 type = "stdout"
 "#;
+
+/// A push source that answers 503 at once when its sinks fail (for senders that retry on 503).
+const REJECTING: &str = r#"
+[sources.default]
+mode = "push"
+on_sink_failure = "reject"
+"#;
+
+/// Like [`ONE_SINK`] with a source that answers failures with 503 at once.
+fn rejecting(extra: &str) -> String {
+    format!("{extra}\n{REJECTING}\n{ONE_SINK}")
+}
 
 async fn one_sink(behaviour: Behaviour) -> (TestApp, Arc<Scripted>) {
     let sink = Scripted::new("main", behaviour);
@@ -79,8 +91,13 @@ async fn answer_waits_for_the_sink_ack() {
 }
 
 #[tokio::test]
-async fn failing_sink_gets_503_with_retry_after() {
-    let (app, sink) = one_sink(Behaviour::Fail).await;
+async fn failing_sink_gets_503_with_retry_after_in_reject_mode() {
+    let sink = Scripted::new("main", Behaviour::Fail);
+    let app = TestApp::start(
+        settings(&rejecting("")),
+        vec![sink.clone() as Arc<dyn Sink>],
+    )
+    .await;
     let response = app
         .post("/callback/default", fixture("NewFileUpload"))
         .await;
@@ -125,9 +142,9 @@ async fn failing_sink_gets_503_with_retry_after() {
 }
 
 #[tokio::test]
-async fn hanging_sink_gets_503_at_the_publish_deadline() {
+async fn hanging_sink_gets_503_at_the_publish_deadline_in_reject_mode() {
     let sink = Scripted::new("main", Behaviour::Hang);
-    let toml = format!("[server]\npublish_timeout_ms = 300\n{ONE_SINK}");
+    let toml = rejecting("[server]\npublish_timeout_ms = 300");
     let app = TestApp::start(settings(&toml), vec![sink.clone() as Arc<dyn Sink>]).await;
     let started = std::time::Instant::now();
     let response = app
@@ -441,10 +458,10 @@ async fn ip_allow_list_is_enforced() {
 }
 
 #[tokio::test]
-async fn saturation_gets_503_at_once() {
+async fn saturation_gets_503_at_once_in_reject_mode() {
     let gate = Arc::new(Notify::new());
     let sink = Scripted::gated("main", gate.clone());
-    let toml = format!("[server]\nmax_in_flight = 1\n{ONE_SINK}");
+    let toml = rejecting("[server]\nmax_in_flight = 1");
     let app = TestApp::start(settings(&toml), vec![sink.clone() as Arc<dyn Sink>]).await;
     let url = app.url("/callback/default");
     let first = tokio::spawn(async move {
@@ -474,6 +491,9 @@ async fn fan_out_needs_every_sink_and_drop_routes_publish_nothing() {
     let a = Scripted::new("a", Behaviour::Ack);
     let b = Scripted::new("b", Behaviour::Fail);
     let toml = r#"
+[sources.default]
+mode = "push"
+on_sink_failure = "reject"
 [sinks.a]
 type = "stdout"
 [sinks.b]
@@ -615,4 +635,110 @@ async fn file_sink_writes_one_envelope_per_line() {
         "com.tencentcloud.vod.HologramRenderComplete"
     );
     app.stop().await.expect("clean stop");
+}
+
+/// VOD's client: a 5 s timeout, the status of an answer ignored.
+fn vod_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn a_failing_sink_is_never_answered_before_vods_timeout() {
+    let (app, sink) = one_sink(Behaviour::Fail).await;
+    let started = std::time::Instant::now();
+    let answer = vod_client()
+        .post(app.url("/callback/default"))
+        .body(fixture("NewFileUpload"))
+        .send()
+        .await;
+    assert!(
+        matches!(&answer, Err(e) if e.is_timeout()),
+        "no answer within VOD's 5 s, so VOD sends it again: {answer:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    assert!(
+        sink.received_count() > 3,
+        "published again and again while held"
+    );
+    // The sink recovers inside the hold, after VOD hung up: the held event is still stored.
+    sink.set(Behaviour::Ack);
+    wait_for("the held event stored", Duration::from_secs(6), || {
+        sink.acked_count() == 1
+    })
+    .await;
+    let (_, metrics) = app.get("/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            r#"vodbridge_push_retries_total{source="default"}"#
+        )
+        .unwrap_or(0.0)
+            >= 3.0,
+        "{metrics}"
+    );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_held_callback_is_answered_200_once_its_sink_recovers() {
+    let (app, sink) = one_sink(Behaviour::Fail).await;
+    let url = app.url("/callback/default");
+    let request = tokio::spawn(async move {
+        vod_client()
+            .post(url)
+            .body(fixture("NewFileUpload"))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!request.is_finished(), "held, not answered 503");
+    sink.set(Behaviour::Ack);
+    let response = request.await.expect("task").expect("answered in time");
+    assert_eq!(response.status(), 200);
+    assert_eq!(sink.acked_count(), 1);
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn saturation_waits_for_room_instead_of_answering() {
+    let gate = Arc::new(Notify::new());
+    let sink = Scripted::gated("main", gate.clone());
+    let toml = format!("[server]\nmax_in_flight = 1\n{ONE_SINK}");
+    let app = TestApp::start(settings(&toml), vec![sink.clone() as Arc<dyn Sink>]).await;
+    let post = |body: &'static str| {
+        let url = app.url("/callback/default");
+        tokio::spawn(async move { vod_client().post(url).body(fixture(body)).send().await })
+    };
+    let first = post("NewFileUpload");
+    while sink.received_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = post("FileDeleted");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !second.is_finished(),
+        "the second callback waits, it is not refused"
+    );
+    gate.notify_one();
+    assert_eq!(first.await.expect("task").expect("response").status(), 200);
+    while sink.received_count() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gate.notify_one();
+    assert_eq!(second.await.expect("task").expect("response").status(), 200);
+    assert_eq!(sink.acked_count(), 2);
+    app.stop().await.expect("clean stop");
+}
+
+#[test]
+fn a_hold_shorter_than_vods_timeout_is_refused() {
+    let config = vodbridge::config::Config::from_toml(
+        "[sources.default]\nmode = \"push\"\nhold_ms = 3000\n",
+    )
+    .expect("parses");
+    let error = vodbridge::config::Settings::from_config(config).expect_err("refused");
+    assert!(error.to_string().contains("hold_ms"), "{error}");
 }

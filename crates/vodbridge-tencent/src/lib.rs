@@ -9,6 +9,8 @@
 //! a [`vodbridge_core::Envelope`] with the content-derived id. [`SignKey`] checks a callback's
 //! `Sign`/`T`. Consumers decode an envelope's `data` with [`EventContent`] into a [`VodEvent`].
 //! [`catalog`] lists the EventTypes VOD documents; the set is open and unknown types pass through.
+//! [`api::VodClient`] calls `PullEvents`/`ConfirmEvents`, paced per account by a
+//! [`governor::Governor`] that adapts to VOD's request limits.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -34,6 +36,7 @@ mod canonical;
 pub mod catalog;
 mod error;
 mod event;
+pub mod governor;
 mod model;
 pub mod tc3;
 
