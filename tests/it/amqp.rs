@@ -62,7 +62,7 @@ sinks = [{{ sink = "rabbit", destination = "vod.{{sub_app_id}}.{{event_type}}" }
 }
 
 /// A durable queue for every `vod.#` routing key.
-async fn consumer(broker: &RabbitMq) -> (Connection, lapin::Channel) {
+pub(crate) async fn consumer(broker: &RabbitMq) -> (Connection, lapin::Channel) {
     let connection = Connection::connect(&broker.url(), ConnectionProperties::default())
         .await
         .expect("connects");
@@ -103,6 +103,36 @@ async fn consumer(broker: &RabbitMq) -> (Connection, lapin::Channel) {
     (connection, channel)
 }
 
+/// Every message in the `events` queue, acknowledged, as envelopes.
+pub(crate) async fn drain(channel: &lapin::Channel) -> Vec<Envelope> {
+    let mut out = Vec::new();
+    while let Some(message) = channel
+        .basic_get("events".into(), lapin::options::BasicGetOptions::default())
+        .await
+        .expect("basic.get")
+    {
+        message
+            .delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .expect("ack");
+        out.push(decode(&message.delivery));
+    }
+    out
+}
+
+/// The envelope of a binary-mode delivery.
+fn decode(delivery: &lapin::message::Delivery) -> Envelope {
+    let headers = delivery.properties.headers().clone().unwrap_or_default();
+    let header = |name: &str| match headers.inner().get(format!("cloudEvents_{name}").as_str()) {
+        Some(AMQPValue::LongString(s)) => {
+            Some(String::from_utf8_lossy(s.as_bytes()).into_owned().into())
+        }
+        _ => None,
+    };
+    Envelope::from_binary(header, delivery.data.clone().into()).expect("a CloudEvent")
+}
+
 async fn receive(channel: &lapin::Channel, count: usize) -> Vec<(String, Envelope)> {
     let mut deliveries = channel
         .basic_consume(
@@ -121,17 +151,7 @@ async fn receive(channel: &lapin::Channel, count: usize) -> Vec<(String, Envelop
             .expect("open")
             .expect("delivery");
         delivery.ack(BasicAckOptions::default()).await.expect("ack");
-        let headers = delivery.properties.headers().clone().unwrap_or_default();
-        let header = |name: &str| match headers.inner().get(format!("cloudEvents_{name}").as_str())
-        {
-            Some(AMQPValue::LongString(s)) => {
-                Some(String::from_utf8_lossy(s.as_bytes()).into_owned().into())
-            }
-            _ => None,
-        };
-        let envelope =
-            Envelope::from_binary(header, delivery.data.clone().into()).expect("a CloudEvent");
-        out.push((delivery.routing_key.to_string(), envelope));
+        out.push((delivery.routing_key.to_string(), decode(&delivery)));
     }
     out
 }

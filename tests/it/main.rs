@@ -11,3 +11,4 @@ mod kafka;
 mod nats;
 mod pull;
 mod push;
+mod push_outage;
