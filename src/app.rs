@@ -23,6 +23,7 @@ use crate::{
     pull::{self, PullSource},
     server::{self, AppState},
     sinks,
+    spool::{self, Spool},
     telemetry::Metrics,
 };
 
@@ -90,6 +91,11 @@ impl App {
                 )?));
             }
         }
+        let spool = settings
+            .spool
+            .as_ref()
+            .map(|s| Spool::open(&s.path, s.max_bytes))
+            .transpose()?;
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -104,6 +110,7 @@ impl App {
             server: settings.server,
             pull_sources,
             governors: governors.into_values().collect(),
+            spool,
         });
         let drain_timeout = Duration::from_secs(state.server.drain_timeout_secs);
         Ok(Self {
@@ -171,6 +178,13 @@ impl App {
                     Arc::clone(&queue),
                 ));
             }
+        }
+        if let Some(spool) = &self.state.spool {
+            loops.spawn(spool::run_forwarder(
+                Arc::clone(spool),
+                Arc::clone(&self.state),
+                stop.clone(),
+            ));
         }
         loops.close();
         confirmers.close();

@@ -55,6 +55,31 @@ pub struct Config {
     pub dead_letter: Option<TargetConfig>,
     /// How publishes are tried.
     pub delivery: DeliveryConfig,
+    /// The durable push spool (off unless `path` is set).
+    pub spool: SpoolConfig,
+}
+
+/// The durable push spool: a callback is answered 200 once its envelope is fsynced to a local
+/// database, and a forwarder delivers it once the routed sinks can acknowledge it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Directory of the spool database (a PersistentVolume in Kubernetes). Setting it turns the
+    /// spool on for every push source; a source opts out with `spool = false`. The promise of a
+    /// 200 becomes "durably spooled on this replica's volume".
+    pub path: Option<PathBuf>,
+    /// Appends are refused beyond this many bytes of spooled records; callbacks are then held
+    /// as without a spool.
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            max_bytes: 1024 * 1024 * 1024,
+        }
+    }
 }
 
 /// How publishes are tried.
@@ -270,6 +295,9 @@ pub struct PushSourceConfig {
     /// With `hold`: how long a callback keeps being published before it is given up (answered
     /// 503, long after VOD stopped waiting); at least 6000 (VOD's timeout and a margin).
     pub hold_ms: u64,
+    /// Answer callbacks once they are in the durable spool (`[spool]`): unset follows whether
+    /// `[spool] path` is set, `false` opts this source out, `true` requires `[spool] path`.
+    pub spool: Option<bool>,
 }
 
 impl Default for PushSourceConfig {
@@ -280,6 +308,7 @@ impl Default for PushSourceConfig {
             auth: CallbackAuthConfig::default(),
             on_sink_failure: SinkFailureAnswer::Hold,
             hold_ms: 10_000,
+            spool: None,
         }
     }
 }
@@ -488,6 +517,8 @@ pub struct Settings {
     pub dead_letter: Option<Target>,
     /// Retries of `unroutable` answers.
     pub unroutable_retry: UnroutableRetry,
+    /// The push spool, when configured.
+    pub spool: Option<SpoolSettings>,
 }
 
 /// A validated source.
@@ -559,6 +590,17 @@ pub struct PushSettings {
     /// `Some(hold)`: a retryable failure is published again for up to `hold` and never answered
     /// before VOD's timeout; `None`: answered 503 at once.
     pub hold: Option<Duration>,
+    /// Callbacks are answered once durably spooled.
+    pub spool: bool,
+}
+
+/// A validated spool.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    /// Directory of the database.
+    pub path: PathBuf,
+    /// Byte limit of spooled records.
+    pub max_bytes: u64,
 }
 
 /// VOD's normal-callback timeout: an answer before it ends a delivery, whatever its status.
@@ -670,10 +712,31 @@ impl Settings {
             }
         }
 
+        let spool = match &config.spool.path {
+            None => None,
+            Some(path) => {
+                if config.spool.max_bytes < 1024 * 1024 {
+                    return Err(Error::Config(
+                        "spool.max_bytes must be at least 1048576 (1 MiB)".into(),
+                    ));
+                }
+                if path.is_relative() {
+                    return Err(Error::Config(format!(
+                        "spool.path {} must be absolute (the working directory is no place for \
+                         data that must survive a restart)",
+                        path.display()
+                    )));
+                }
+                Some(SpoolSettings {
+                    path: path.clone(),
+                    max_bytes: config.spool.max_bytes,
+                })
+            }
+        };
         let mut sources = BTreeMap::new();
         for (name, source) in &config.sources {
             validate_name("sources", name)?;
-            sources.insert(name.clone(), build_source(name, source)?);
+            sources.insert(name.clone(), build_source(name, source, spool.is_some())?);
         }
         share_accounts(&mut sources)?;
 
@@ -778,6 +841,7 @@ impl Settings {
             routes,
             dead_letter,
             unroutable_retry,
+            spool,
         })
     }
 
@@ -827,7 +891,7 @@ impl Settings {
                         hold = push.hold.map_or_else(
                             || "503 at once".to_owned(),
                             |h| format!("hold up to {} ms, no answer before VOD's timeout", h.as_millis())
-                        ),
+                        ) + if push.spool { "; 200 once durably spooled" } else { "" },
                     );
                 }
             }
@@ -878,6 +942,14 @@ impl Settings {
                 ),
             };
             let _ = writeln!(out, "  {name}: {}{detail}", sink.kind());
+        }
+        if let Some(spool) = &self.spool {
+            let _ = writeln!(
+                out,
+                "spool: {} (at most {} bytes)",
+                spool.path.display(),
+                spool.max_bytes
+            );
         }
         let _ = writeln!(out, "routes (first match wins):");
         for (i, route) in self.routes.routes().iter().enumerate() {
@@ -971,7 +1043,7 @@ fn validate_name(section: &str, name: &str) -> Result<()> {
     }
 }
 
-fn build_source(name: &str, source: &SourceConfig) -> Result<Source> {
+fn build_source(name: &str, source: &SourceConfig, spool_configured: bool) -> Result<Source> {
     match source {
         SourceConfig::Pull(pull) => {
             let key = format!("sources.{name}");
@@ -1100,6 +1172,16 @@ fn build_source(name: &str, source: &SourceConfig) -> Result<Source> {
                     Some(hold)
                 }
             };
+            let spool = match push.spool {
+                None => spool_configured,
+                Some(false) => false,
+                Some(true) if spool_configured => true,
+                Some(true) => {
+                    return Err(Error::Config(format!(
+                        "sources.{name}.spool = true needs [spool] path"
+                    )))
+                }
+            };
             let cloudevents_source = push
                 .cloudevents_source
                 .clone()
@@ -1116,6 +1198,7 @@ fn build_source(name: &str, source: &SourceConfig) -> Result<Source> {
                         trust_forwarded_for: auth.trust_forwarded_for,
                     },
                     hold,
+                    spool,
                 }),
             })
         }

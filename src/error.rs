@@ -25,6 +25,9 @@ pub enum Error {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Serve(#[source] std::io::Error),
+    /// The push spool cannot be opened or written.
+    #[error("spool: {0}")]
+    Spool(String),
     /// Metrics registration failed (a bug: duplicate metric names).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -26,6 +26,7 @@ mod pull;
 mod push;
 mod server;
 pub mod sinks;
+mod spool;
 pub mod telemetry;
 
 pub use app::{App, Progress};

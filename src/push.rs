@@ -160,6 +160,29 @@ async fn handle(
         .events_received
         .with_label_values(&[name, "push", event_type_label(&envelope.event_type)])
         .inc();
+    if push.spool {
+        if let Some(spool) = &state.spool {
+            match spool.append(name, &envelope).await {
+                Ok(true) => {
+                    drop(permit);
+                    state.metrics.confirmed.with_label_values(&[name]).inc();
+                    tracing::debug!(source = name, event_id = %envelope.id, event_type = %envelope.event_type, "Callback spooled.");
+                    return Ok(outcome_response(
+                        &Outcome::Delivered,
+                        &envelope.id,
+                        retry_after,
+                    ));
+                }
+                Ok(false) => {
+                    state.metrics.spool_full.with_label_values(&[name]).inc();
+                    tracing::warn!(source = name, event_id = %envelope.id, "Spool full; the callback is published directly (held if its sinks fail).");
+                }
+                Err(error) => {
+                    tracing::error!(source = name, event_id = %envelope.id, error = %error, "Spooling failed; the callback is published directly (held if its sinks fail).");
+                }
+            }
+        }
+    }
     let report = match push.hold {
         None => {
             let report = deliver_once(state, name, &envelope, received).await;

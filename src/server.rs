@@ -21,6 +21,7 @@ use crate::{
     config::{ServerConfig, Source},
     pull::PullSource,
     push,
+    spool::Spool,
     telemetry::Metrics,
 };
 
@@ -44,6 +45,8 @@ pub(crate) struct AppState {
     pub(crate) pull_sources: Vec<Arc<PullSource>>,
     /// The request governor of each VOD account, for the rate gauges.
     pub(crate) governors: Vec<Arc<Governor>>,
+    /// The durable push spool, when configured.
+    pub(crate) spool: Option<Arc<Spool>>,
 }
 
 impl AppState {
@@ -89,6 +92,21 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.metrics.refresh(&state.pipeline, state.is_ready());
     state.metrics.refresh_governors(&state.governors);
+    if let Some(spool) = &state.spool {
+        state
+            .metrics
+            .spool_bytes
+            .set(i64::try_from(spool.bytes()).unwrap_or(i64::MAX));
+        state
+            .metrics
+            .spool_events
+            .set(i64::try_from(spool.events()).unwrap_or(i64::MAX));
+        state
+            .metrics
+            .spool_capacity_bytes
+            .set(i64::try_from(spool.max_bytes()).unwrap_or(i64::MAX));
+        state.metrics.spool_oldest_age.set(spool.oldest_age_secs());
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -66,6 +66,16 @@ pub struct Metrics {
     pub dead_lettered: IntCounterVec,
     /// `vodbridge_duplicates_suppressed_total{source}`.
     pub duplicates_suppressed: IntCounterVec,
+    /// `vodbridge_spool_bytes`: logical bytes of the events in the push spool.
+    pub spool_bytes: IntGauge,
+    /// `vodbridge_spool_capacity_bytes`: the spool's byte limit (`spool.max_bytes`).
+    pub spool_capacity_bytes: IntGauge,
+    /// `vodbridge_spool_events`: events in the push spool, not yet forwarded.
+    pub spool_events: IntGauge,
+    /// `vodbridge_spool_oldest_age_seconds`: age of the oldest spooled event.
+    pub spool_oldest_age: prometheus::Gauge,
+    /// `vodbridge_spool_full_total{source}`: callbacks held because the spool was full.
+    pub spool_full: IntCounterVec,
     /// `vodbridge_push_retries_total{source}`: publishes of held callbacks tried again.
     pub push_retries: IntCounterVec,
     /// `vodbridge_callback_rejected_total{source, status}`: callbacks refused before publishing.
@@ -118,6 +128,20 @@ impl Metrics {
         };
         let ready = IntGauge::new("vodbridge_ready", "1 while the bridge reports ready.")?;
         registry.register(Box::new(ready.clone()))?;
+        let plain_gauge = |name: &str, help: &str| -> Result<IntGauge> {
+            let g = IntGauge::new(format!("vodbridge_{name}"), help)?;
+            registry.register(Box::new(g.clone()))?;
+            names.borrow_mut().push(format!("vodbridge_{name}"));
+            Ok(g)
+        };
+        let spool_oldest_age = prometheus::Gauge::new(
+            "vodbridge_spool_oldest_age_seconds",
+            "Age of the oldest event in the push spool (0 when empty).",
+        )?;
+        registry.register(Box::new(spool_oldest_age.clone()))?;
+        names
+            .borrow_mut()
+            .push("vodbridge_spool_oldest_age_seconds".to_owned());
         let mut metrics = Self {
             registry: registry.clone(),
             names: Vec::new(),
@@ -196,6 +220,15 @@ impl Metrics {
             duplicates_suppressed: counter(
                 "duplicates_suppressed_total",
                 "Redelivered events confirmed without publishing again.",
+                &["source"],
+            )?,
+            spool_bytes: plain_gauge("spool_bytes", "Logical bytes of the events in the push spool.")?,
+            spool_capacity_bytes: plain_gauge("spool_capacity_bytes", "Byte limit of the push spool.")?,
+            spool_events: plain_gauge("spool_events", "Events in the push spool, not yet forwarded.")?,
+            spool_oldest_age,
+            spool_full: counter(
+                "spool_full_total",
+                "Callbacks held instead of spooled because the spool was full.",
                 &["source"],
             )?,
             push_retries: counter(

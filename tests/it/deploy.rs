@@ -144,6 +144,24 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
         !all.contains("ServiceMonitor"),
         "no ServiceMonitor without the monitoring.coreos.com CRD"
     );
+    let spool = kinds("spool");
+    assert!(
+        spool.contains("StatefulSet") && !spool.contains("Deployment"),
+        "the spool needs a volume per pod: {spool}"
+    );
+    let spooled = std::fs::read_to_string(out.path().join("spool.yaml")).expect("manifests");
+    for needle in [
+        "volumeClaimTemplates",
+        "storage: 4Gi",
+        "storageClassName: fast",
+        "VODBRIDGE_SPOOL__PATH",
+        "mountPath: /var/lib/vodbridge/spool",
+    ] {
+        assert!(
+            spooled.contains(needle),
+            "{needle} in the spool case: {spooled}"
+        );
+    }
 
     let manifests = std::fs::read_to_string(out.path().join("all.yaml")).expect("manifests");
     assert!(
@@ -164,7 +182,8 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
     for file in ["secret-id", "secret-key", "sign-key"] {
         std::fs::write(secrets.path().join(file), "Example123\n").expect("write");
     }
-    for case in ["default", "all", "existing-secret"] {
+    let spool_dir = tempfile::tempdir().expect("tempdir");
+    for case in ["default", "all", "existing-secret", "spool"] {
         let config =
             std::fs::read_to_string(out.path().join(format!("{case}.toml"))).expect("config");
         let config = config.replace(
@@ -173,14 +192,20 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
         );
         let path = out.path().join(format!("{case}-local.toml"));
         std::fs::write(&path, config).expect("write");
+        // The chart turns the spool on from the environment, as the pod's env does.
         let check = Command::new(env!("CARGO_BIN_EXE_vodbridge"))
             .args(["check-config", &path.display().to_string()])
+            .env("VODBRIDGE_SPOOL__PATH", spool_dir.path())
             .output()
             .expect("runs");
         assert!(
             check.status.success(),
             "{case}: {}",
             String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&check.stdout).contains("spool: "),
+            "{case}: the spool is on"
         );
     }
 

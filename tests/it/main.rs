@@ -12,3 +12,4 @@ mod nats;
 mod pull;
 mod push;
 mod push_outage;
+mod spool;

@@ -43,3 +43,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- include "vodbridge.fullname" . }}
 {{- end }}
 {{- end }}
+
+{{/*
+The workload: a Deployment, or a StatefulSet when the push spool needs a volume per pod.
+*/}}
+{{- define "vodbridge.workloadKind" -}}
+{{- if .Values.spool.enabled }}StatefulSet{{ else }}Deployment{{ end }}
+{{- end }}

@@ -1,0 +1,519 @@
+//! The durable push spool: a callback is answered 200 once its envelope is fsynced to a local
+//! redb database, and a forwarder delivers spooled events through the routes, removing each
+//! only after every routed sink acknowledged it.
+//!
+//! VOD sends a normal callback at most three times, 5 s apart, and only when it gets no answer;
+//! a broker outage longer than that loses events however long the bridge holds. The spool
+//! turns the promise into "200 = durably on this replica's disk": the bridge keeps accepting
+//! through a long outage and forwards in order (per FileId) once the broker is back. A restart
+//! or a SIGKILL forwards what is left.
+//!
+//! One writer thread owns every write transaction and commits whatever is queued together
+//! (group commit: one fsync for many callbacks). Records are keyed by a sequence number, so the
+//! forwarder reads them in arrival order.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures_util::future::join_all;
+use redb::{Database, ReadableTable, TableDefinition};
+use time::OffsetDateTime;
+use tokio::{
+    sync::{mpsc, oneshot, Notify},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+use vodbridge_core::{Envelope, Ingress, RouteContext};
+
+use crate::{
+    error::{Error, Result},
+    server::AppState,
+    telemetry::InFlight,
+};
+
+/// Spooled records: sequence number → [`Record`] bytes.
+const EVENTS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("events");
+/// Most operations one commit carries.
+const GROUP_COMMIT: usize = 512;
+/// Most records one forwarding round reads.
+const FORWARD_BATCH: usize = 256;
+
+/// A write for the writer thread.
+enum Op {
+    /// Store a record.
+    Append {
+        key: u64,
+        record: Vec<u8>,
+        done: oneshot::Sender<std::result::Result<(), String>>,
+    },
+    /// Remove forwarded records.
+    Remove {
+        keys: Vec<u64>,
+        done: oneshot::Sender<std::result::Result<(), String>>,
+    },
+}
+
+/// One spooled event, read back.
+pub(crate) struct Spooled {
+    /// Its sequence number.
+    key: u64,
+    /// The push source it came from (route context and metric label).
+    source: String,
+    /// When it was spooled.
+    spooled_at: OffsetDateTime,
+    /// The envelope.
+    envelope: Arc<Envelope>,
+    /// Its record's size, for the byte count.
+    bytes: u64,
+}
+
+/// Record layout: spooled-at (Unix ms, 8 bytes big-endian), source name length (1 byte), the
+/// name, then the envelope as one structured-mode CloudEvent (the envelope crate's own codec).
+fn encode(source: &str, envelope: &Envelope, spooled_at: OffsetDateTime) -> Vec<u8> {
+    let json = envelope.to_structured_json(None);
+    let millis = i64::try_from(spooled_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let name = &source.as_bytes()[..source.len().min(255)];
+    let mut out = Vec::with_capacity(9 + name.len() + json.len());
+    out.extend_from_slice(&millis.to_be_bytes());
+    #[allow(clippy::cast_possible_truncation)] // At most 255 by the slice above.
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&json);
+    out
+}
+
+fn decode(key: u64, record: &[u8]) -> std::result::Result<Spooled, String> {
+    let (millis, rest) = record
+        .split_first_chunk::<8>()
+        .ok_or_else(|| "record too short".to_owned())?;
+    let (&len, rest) = rest
+        .split_first()
+        .ok_or_else(|| "record too short".to_owned())?;
+    let (name, json) = rest
+        .split_at_checked(usize::from(len))
+        .ok_or_else(|| "record too short".to_owned())?;
+    let envelope = Envelope::from_structured_json(json).map_err(|e| e.to_string())?;
+    Ok(Spooled {
+        key,
+        source: String::from_utf8_lossy(name).into_owned(),
+        spooled_at: OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(i64::from_be_bytes(*millis)) * 1_000_000,
+        )
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        envelope: Arc::new(envelope),
+        bytes: record.len() as u64,
+    })
+}
+
+fn storage(what: &str, path: &Path, error: impl std::fmt::Display) -> Error {
+    Error::Spool(format!("{what} {}: {error}", path.display()))
+}
+
+/// The spool of this process.
+pub(crate) struct Spool {
+    db: Arc<Database>,
+    path: PathBuf,
+    /// To the writer thread; taken (closed) on drop, which ends the thread.
+    ops: Option<mpsc::Sender<Op>>,
+    /// The writer thread, joined on drop so the database is closed when the spool is.
+    writer: Option<std::thread::JoinHandle<()>>,
+    next_key: AtomicU64,
+    /// Logical bytes of the records held.
+    bytes: AtomicU64,
+    /// Records held.
+    events: AtomicU64,
+    /// Appends are refused beyond this many bytes.
+    max_bytes: u64,
+    /// Wakes the forwarder when something was spooled.
+    wake: Notify,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool database in `dir`, counting what a previous run left.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spool`] when the directory or database cannot be opened.
+    pub(crate) fn open(dir: &Path, max_bytes: u64) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(dir).map_err(|e| storage("cannot create", dir, e))?;
+        let path = dir.join("spool.redb");
+        let db = Database::create(&path).map_err(|e| storage("cannot open", &path, e))?;
+        let fail = |e: redb::Error| storage("cannot read", &path, e);
+        let txn = db.begin_write().map_err(|e| fail(e.into()))?;
+        txn.open_table(EVENTS).map_err(|e| fail(e.into()))?;
+        txn.commit().map_err(|e| fail(e.into()))?;
+        let (mut bytes, mut events, mut last) = (0u64, 0u64, 0u64);
+        {
+            let read = db.begin_read().map_err(|e| fail(e.into()))?;
+            let table = read.open_table(EVENTS).map_err(|e| fail(e.into()))?;
+            for item in table.iter().map_err(|e| fail(e.into()))? {
+                let (key, value) = item.map_err(|e| fail(e.into()))?;
+                bytes += value.value().len() as u64;
+                events += 1;
+                last = key.value();
+            }
+        }
+        let db = Arc::new(db);
+        let (ops, receiver) = mpsc::channel(4 * GROUP_COMMIT);
+        let writer_db = Arc::clone(&db);
+        let writer = std::thread::Builder::new()
+            .name("vodbridge-spool".into())
+            .spawn(move || write_loop(&writer_db, receiver))
+            .map_err(|e| storage("cannot start the writer of", &path, e))?;
+        if events > 0 {
+            tracing::info!(path = %path.display(), events, bytes, "Spool holds events from a previous run; forwarding them.");
+        }
+        Ok(Arc::new(Self {
+            db,
+            path,
+            ops: Some(ops),
+            writer: Some(writer),
+            next_key: AtomicU64::new(last + 1),
+            bytes: AtomicU64::new(bytes),
+            events: AtomicU64::new(events),
+            max_bytes,
+            wake: Notify::new(),
+        }))
+    }
+
+    /// Stores an envelope durably; `Ok(false)` when the spool is full (the caller holds the
+    /// callback instead).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spool`] when the write or fsync fails.
+    pub(crate) async fn append(&self, source: &str, envelope: &Envelope) -> Result<bool> {
+        let record = encode(source, envelope, OffsetDateTime::now_utc());
+        let size = record.len() as u64;
+        if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
+            return Ok(false);
+        }
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let (done, committed) = oneshot::channel();
+        self.send(Op::Append { key, record, done }, committed)
+            .await?;
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        self.events.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+        Ok(true)
+    }
+
+    async fn send(
+        &self,
+        op: Op,
+        committed: oneshot::Receiver<std::result::Result<(), String>>,
+    ) -> Result<()> {
+        let gone = || Error::Spool(format!("the writer of {} stopped", self.path.display()));
+        let ops = self.ops.as_ref().ok_or_else(gone)?;
+        ops.send(op).await.map_err(|_| gone())?;
+        committed
+            .await
+            .map_err(|_| gone())?
+            .map_err(|e| storage("cannot write", &self.path, e))
+    }
+
+    /// The oldest records, at most `limit`; unreadable ones are reported and skipped.
+    fn oldest(&self, limit: usize) -> Result<Vec<Spooled>> {
+        let fail = |e: redb::Error| storage("cannot read", &self.path, e);
+        let read = self.db.begin_read().map_err(|e| fail(e.into()))?;
+        let table = read.open_table(EVENTS).map_err(|e| fail(e.into()))?;
+        let mut out = Vec::with_capacity(limit.min(64));
+        for item in table.iter().map_err(|e| fail(e.into()))?.take(limit) {
+            let (key, value) = item.map_err(|e| fail(e.into()))?;
+            match decode(key.value(), value.value()) {
+                Ok(spooled) => out.push(spooled),
+                Err(error) => {
+                    tracing::error!(
+                        key = key.value(),
+                        error,
+                        "Unreadable spool record; it is kept, not forwarded."
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes forwarded records.
+    async fn remove(&self, done: &[&Spooled]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let keys = done.iter().map(|s| s.key).collect();
+        let (tx, committed) = oneshot::channel();
+        self.send(Op::Remove { keys, done: tx }, committed).await?;
+        let bytes: u64 = done.iter().map(|s| s.bytes).sum();
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(bytes))
+            });
+        let _ = self
+            .events
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(done.len() as u64))
+            });
+        Ok(())
+    }
+
+    /// Logical bytes held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Records held.
+    pub(crate) fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    /// The byte limit.
+    pub(crate) const fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Seconds since the oldest record was spooled (0 when empty).
+    pub(crate) fn oldest_age_secs(&self) -> f64 {
+        if self.events() == 0 {
+            return 0.0;
+        }
+        self.oldest(1)
+            .ok()
+            .and_then(|mut v| v.pop())
+            .map_or(0.0, |s| {
+                (OffsetDateTime::now_utc() - s.spooled_at)
+                    .as_seconds_f64()
+                    .max(0.0)
+            })
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        drop(self.ops.take());
+        if let Some(writer) = self.writer.take() {
+            // It ends after the commit in progress, if any.
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: takes what is queued (up to [`GROUP_COMMIT`] operations), applies it in
+/// one write transaction, commits with fsync, then answers every waiter.
+fn write_loop(db: &Database, mut ops: mpsc::Receiver<Op>) {
+    while let Some(first) = ops.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let result = apply(db, &batch).map_err(|e| e.to_string());
+        for op in batch {
+            let (Op::Append { done, .. } | Op::Remove { done, .. }) = op;
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+fn apply(db: &Database, batch: &[Op]) -> std::result::Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(EVENTS)?;
+        for op in batch {
+            match op {
+                Op::Append { key, record, .. } => {
+                    table.insert(*key, record.as_slice())?;
+                }
+                Op::Remove { keys, .. } => {
+                    for key in keys {
+                        table.remove(*key)?;
+                    }
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Forwards spooled events until cancelled: each round reads the oldest records, delivers the
+/// events of each FileId one after another (stopping at the first that is not acknowledged, so
+/// order holds), different FileIds at once, and removes what was acknowledged. A round that
+/// moved nothing backs off (100 ms doubling to 5 s); a new record wakes it.
+pub(crate) async fn run_forwarder(
+    spool: Arc<Spool>,
+    state: Arc<AppState>,
+    cancel: CancellationToken,
+) {
+    let mut pause = Duration::from_millis(100);
+    while !cancel.is_cancelled() {
+        let read = {
+            let spool = Arc::clone(&spool);
+            tokio::task::spawn_blocking(move || spool.oldest(FORWARD_BATCH)).await
+        };
+        let batch = match read {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(error)) => {
+                tracing::error!(error = %error, "Reading the spool failed; retrying.");
+                Vec::new()
+            }
+            Err(join) => {
+                tracing::error!(error = %join, "Reading the spool failed; retrying.");
+                Vec::new()
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                () = spool.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = cancel.cancelled() => break,
+            }
+            continue;
+        }
+        let delivered = forward(&state, &batch).await;
+        let moved = delivered.len();
+        if let Err(error) = spool.remove(&delivered).await {
+            tracing::error!(error = %error, "Removing forwarded events from the spool failed; they will be forwarded again.");
+        }
+        if moved == 0 {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = cancel.cancelled() => break,
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+        } else {
+            pause = Duration::from_millis(100);
+        }
+    }
+}
+
+/// Delivers one round; returns the records every routed sink acknowledged (or that a rule or
+/// the dead letter handled).
+async fn forward<'a>(state: &AppState, batch: &'a [Spooled]) -> Vec<&'a Spooled> {
+    let mut groups: Vec<Vec<&Spooled>> = Vec::new();
+    let mut group_of: HashMap<&str, usize> = HashMap::new();
+    for spooled in batch {
+        let index = *group_of
+            .entry(spooled.envelope.partition_key.as_str())
+            .or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+        groups[index].push(spooled);
+    }
+    let in_flight = state
+        .metrics
+        .in_flight
+        .with_label_values(&[Ingress::Push.as_str()]);
+    let done = join_all(groups.into_iter().map(|group| {
+        let in_flight = in_flight.clone();
+        async move {
+            let mut done = Vec::with_capacity(group.len());
+            for spooled in group {
+                let guard = InFlight::enter(&in_flight);
+                let report = state
+                    .pipeline
+                    .deliver(
+                        Arc::clone(&spooled.envelope),
+                        RouteContext {
+                            source: &spooled.source,
+                        },
+                        Instant::now() + state.publish_timeout,
+                    )
+                    .await;
+                drop(guard);
+                state
+                    .metrics
+                    .record_delivery(&spooled.source, &spooled.envelope, &report);
+                if !report.outcome.is_handled() {
+                    tracing::debug!(source = %spooled.source, event_id = %spooled.envelope.id, outcome = ?report.outcome, "Spooled event not acknowledged; it stays spooled.");
+                    break;
+                }
+                done.push(spooled);
+            }
+            done
+        }
+    }))
+    .await;
+    done.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use vodbridge_tencent::{Normalizer, RawEvent};
+
+    use super::*;
+
+    fn envelope(n: u32) -> Envelope {
+        let body = Bytes::from(format!(
+            r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":"{n}"}}}}"#
+        ));
+        let event = RawEvent::parse(&body).expect("parses");
+        Normalizer::new("/tencentcloud/vod/1", Some(1), Ingress::Push)
+            .normalize(event, OffsetDateTime::now_utc())
+            .expect("normalizes")
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let env = envelope(7);
+        let at = OffsetDateTime::from_unix_timestamp(1_767_225_600).expect("time");
+        let record = encode("app", &env, at);
+        let back = decode(3, &record).expect("decodes");
+        assert_eq!((back.key, back.source.as_str()), (3, "app"));
+        assert_eq!(back.spooled_at, at);
+        assert_eq!(back.envelope.id, env.id);
+        assert_eq!(back.envelope.data, env.data);
+        assert_eq!(back.bytes, record.len() as u64);
+        assert!(decode(1, &record[..5]).is_err());
+    }
+
+    #[tokio::test]
+    async fn spooled_events_survive_a_reopen_in_order_and_the_limit_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), 10_000).expect("opens");
+        for n in 0..5 {
+            assert!(spool.append("app", &envelope(n)).await.expect("append"));
+        }
+        assert_eq!(spool.events(), 5);
+        let first_two: Vec<Spooled> = spool.oldest(2).expect("read");
+        spool
+            .remove(&first_two.iter().collect::<Vec<_>>())
+            .await
+            .expect("remove");
+        let bytes = spool.bytes();
+        drop(spool);
+
+        let reopened = Spool::open(dir.path(), 10_000).expect("reopens");
+        assert_eq!((reopened.events(), reopened.bytes()), (3, bytes));
+        let left: Vec<String> = reopened
+            .oldest(10)
+            .expect("read")
+            .into_iter()
+            .filter_map(|s| s.envelope.subject.clone())
+            .collect();
+        assert_eq!(left, ["2", "3", "4"], "in arrival order");
+        assert!(reopened.append("app", &envelope(9)).await.expect("append"));
+        assert_eq!(
+            reopened.oldest(10).expect("read").last().map(|s| s.key),
+            Some(6),
+            "keys go on"
+        );
+
+        let tiny = Spool::open(&dir.path().join("tiny"), 100).expect("opens");
+        assert!(
+            !tiny.append("app", &envelope(1)).await.expect("no error"),
+            "full"
+        );
+        assert_eq!(tiny.events(), 0);
+    }
+}

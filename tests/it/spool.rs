@@ -1,0 +1,236 @@
+//! The durable push spool against a real NATS JetStream and the emulator pushing as VOD does:
+//! a 60 s outage loses nothing, a SIGKILL of the bridge with a full spool loses nothing after a
+//! restart, and the events of one video are forwarded in the order they came.
+
+use std::{collections::HashMap, time::Duration};
+
+use serde_json::{json, Value};
+use vod_emulator::RunningEmulator;
+use vodbridge_core::Envelope;
+use vodbridge_testkit::{free_port, BridgeProcess, NatsServer};
+
+use crate::helpers::{metric, settings, wait_for, TestApp};
+
+fn config(nats: &NatsServer, spool: &std::path::Path) -> String {
+    format!(
+        r#"
+[server]
+publish_timeout_ms = 2000
+[spool]
+path = {spool:?}
+[sources.default]
+mode = "push"
+sub_app_id = 1500000001
+[sinks.broker]
+type = "nats"
+url = "{url}"
+stream = "VOD"
+create_stream = true
+stream_subjects = ["vod.>"]
+ack_timeout_ms = 1000
+[[routes]]
+event_types = ["*"]
+sinks = [{{ sink = "broker", destination = "vod.{{event_type}}" }}]
+"#,
+        spool = spool.display().to_string(),
+        url = nats.url()
+    )
+}
+
+/// `count` events, `per_video` in a row for each FileId, numbered by `Progress`.
+fn events(run: &str, count: usize, per_video: usize) -> Vec<Value> {
+    (0..count)
+        .map(|i| {
+            json!({
+                "EventType": "ProcedureStateChanged",
+                "ProcedureStateChangeEvent": {
+                    "TaskId": format!("1500000001-procedurev2-{run}-{i}"),
+                    "Status": "PROCESSING",
+                    "FileId": format!("{run}{:012}", i / per_video),
+                    "Progress": i % per_video,
+                }
+            })
+        })
+        .collect()
+}
+
+async fn push(emu: &RunningEmulator, url: &str, bodies: &[Value], rate: f64) -> Vec<u64> {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/emulator/push", emu.endpoint()))
+        .query(&[("url", url), ("rate", &rate.to_string())])
+        .json(bodies)
+        .send()
+        .await
+        .expect("push starts")
+        .json()
+        .await
+        .expect("keys");
+    answer["Keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect()
+}
+
+/// Waits until VOD is done with `keys`; returns how many it got a 200 for.
+async fn acknowledged(emu: &RunningEmulator, keys: &[u64], timeout: Duration) -> usize {
+    let ours = |key: u64| keys.contains(&key);
+    wait_for("VOD done with every pushed event", timeout, || {
+        emu.emulator
+            .ledger()
+            .iter()
+            .filter(|e| ours(e.key))
+            .all(|e| e.answer_status.is_some() || e.gave_up)
+    })
+    .await;
+    emu.emulator
+        .ledger()
+        .iter()
+        .filter(|e| ours(e.key) && e.answer_status == Some(200))
+        .count()
+}
+
+/// The stream's events in stream order: (FileId, Progress).
+async fn stored(nats: &NatsServer) -> Vec<(String, u64)> {
+    let client = async_nats::connect(nats.url()).await.expect("connects");
+    let Ok(stream) = async_nats::jetstream::new(client).get_stream("VOD").await else {
+        return Vec::new();
+    };
+    let info = stream.get_info().await.expect("info").state;
+    let mut out = Vec::new();
+    for seq in info.first_sequence..=info.last_sequence {
+        let Ok(message) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        let envelope = Envelope::from_binary(
+            |name| {
+                message
+                    .headers
+                    .get(format!("ce-{name}").as_str())
+                    .map(|v| v.as_str().to_owned().into())
+            },
+            message.payload.clone(),
+        )
+        .expect("a CloudEvent");
+        let data: Value = serde_json::from_slice(&envelope.data).expect("json");
+        let progress = data["ProcedureStateChangeEvent"]["Progress"]
+            .as_u64()
+            .unwrap_or(0);
+        out.push((envelope.subject.unwrap_or_default(), progress));
+    }
+    out
+}
+
+/// Every pushed event is stored, and each video's events first appear in the order sent.
+fn assert_all_in_order(stored: &[(String, u64)], bodies: &[Value]) {
+    let mut seen: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (file_id, progress) in stored {
+        let list = seen.entry(file_id.as_str()).or_default();
+        if !list.contains(progress) {
+            list.push(*progress);
+        }
+    }
+    for body in bodies {
+        let event = &body["ProcedureStateChangeEvent"];
+        let file_id = event["FileId"].as_str().unwrap_or_default();
+        let progress = event["Progress"].as_u64().unwrap_or(0);
+        assert!(
+            seen.get(file_id).is_some_and(|l| l.contains(&progress)),
+            "{file_id}/{progress} answered 200 but not in the stream"
+        );
+    }
+    for (file_id, list) in &seen {
+        assert!(
+            list.windows(2).all(|w| w[0] < w[1]),
+            "the events of {file_id} came out of order: {list:?}"
+        );
+    }
+}
+
+/// A 60 s NATS outage with the spool: VOD gets a 200 for every event (none given up on), and
+/// the stream has every one once NATS is back, each video's in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_with_the_spool_loses_nothing() {
+    let mut nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emu = crate::helpers::emulator("AKIDSPOOL", "spool-key", Duration::from_secs(30)).await;
+    let app = TestApp::start(settings(&config(&nats, dir.path())), vec![]).await;
+    app.wait_ready(Duration::from_secs(20)).await;
+
+    let bodies = events("91", 400, 4);
+    let keys = push(&emu, &app.url("/callback/default"), &bodies, 5.0).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    nats.stop();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (_, metrics) = app.get("/metrics").await;
+    assert!(
+        metric(&metrics, "vodbridge_spool_events").unwrap_or(0.0) >= 100.0,
+        "the outage fills the spool: {metrics}"
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    nats.restart();
+
+    assert_eq!(
+        acknowledged(&emu, &keys, Duration::from_secs(60)).await,
+        400,
+        "VOD got a 200 for every event"
+    );
+    let started = std::time::Instant::now();
+    while metric(&app.get("/metrics").await.1, "vodbridge_spool_events") != Some(0.0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the spool forwards everything"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_all_in_order(&stored(&nats).await, &bodies);
+    app.stop().await.expect("clean stop");
+}
+
+/// The real binary with NATS down spools what VOD pushes, is SIGKILLed, and started again on
+/// the same spool once NATS is up: every event VOD got a 200 for reaches the stream, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_with_a_full_spool_loses_nothing_after_a_restart() {
+    let mut nats = NatsServer::start();
+    nats.stop();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emu = crate::helpers::emulator("AKIDSPOOL", "spool-key", Duration::from_secs(30)).await;
+    let port = free_port();
+    let toml = format!(
+        "{}\n[telemetry]\nlog_level = \"warn\"\n",
+        config(&nats, dir.path()).replace(
+            "[server]\n",
+            &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n")
+        )
+    );
+    let mut bridge = BridgeProcess::start(env!("CARGO_BIN_EXE_vodbridge"), &toml, port);
+    let bodies = events("92", 300, 3);
+    let keys = push(
+        &emu,
+        &format!("{}/callback/default", bridge.url()),
+        &bodies,
+        100.0,
+    )
+    .await;
+    assert_eq!(
+        acknowledged(&emu, &keys, Duration::from_secs(30)).await,
+        300,
+        "spooled while NATS is down: 200 for every event"
+    );
+    bridge.kill();
+
+    nats.restart();
+    let bridge = BridgeProcess::start(env!("CARGO_BIN_EXE_vodbridge"), &toml, port);
+    let mut last = Vec::new();
+    for _ in 0..300 {
+        last = stored(&nats).await;
+        let distinct: std::collections::HashSet<_> = last.iter().collect();
+        if distinct.len() == 300 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_all_in_order(&last, &bodies);
+    drop(bridge);
+}
