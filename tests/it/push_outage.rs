@@ -285,3 +285,76 @@ async fn a_long_nats_outage_without_a_spool_loses_only_what_vod_gave_up_on() {
     );
     app.stop().await.expect("clean stop");
 }
+
+/// The same with Kafka: librdkafka's mock cluster (it keeps its data while a broker is down,
+/// which tansu's memory storage does not across a restart) with its only broker down for 6 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_outage_inside_vods_retry_window_loses_nothing() {
+    use rdkafka::{
+        consumer::{BaseConsumer, Consumer},
+        message::{Headers, Message as _},
+        mocking::MockCluster,
+        ClientConfig, Offset, TopicPartitionList,
+    };
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster
+        .create_topic("vod.NewFileUpload", 1, 1)
+        .expect("topic");
+    let sink = format!(
+        r#"
+[sinks.broker]
+type = "kafka"
+brokers = "{}"
+message_timeout_ms = 1500
+"#,
+        cluster.bootstrap_servers()
+    );
+    let emu = crate::helpers::emulator("AKIDPUSH", "push-key", Duration::from_secs(30)).await;
+    let app = TestApp::start(settings(&bridge_config(&sink)), vec![]).await;
+    app.wait_ready(Duration::from_secs(20)).await;
+
+    let keys = push(&emu, &app.url("/callback/default"), "84", 200, 20.0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.broker_down(1).expect("down");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cluster.broker_up(1).expect("up");
+
+    let seen = seen(&emu, &keys, Duration::from_secs(60)).await;
+    assert_eq!(
+        (seen.answered_otherwise, seen.gave_up),
+        (0, 0),
+        "VOD took no event as delivered without a 200: {seen:?}"
+    );
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "push-outage")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset("vod.NewFileUpload", 0, Offset::Beginning)
+        .expect("offset");
+    consumer.assign(&assignment).expect("assign");
+    let mut stored = HashSet::new();
+    let started = Instant::now();
+    while stored.len() < keys.len() && started.elapsed() < Duration::from_secs(30) {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("message").detach();
+        let subject = message.headers().and_then(|h| {
+            h.iter()
+                .find(|x| x.key == "ce_subject")
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        });
+        stored.extend(subject);
+    }
+    let missing: Vec<&String> = keys.values().filter(|f| !stored.contains(*f)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in the topic: {missing:?}"
+    );
+    app.stop().await.expect("clean stop");
+}
