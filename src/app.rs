@@ -20,10 +20,13 @@ use vodbridge_tencent::governor::Governor;
 use crate::{
     config::{Settings, SourceKind},
     error::{Error, Result},
-    pull::{self, PullSource},
-    server::{self, AppState},
-    sinks,
-    spool::{self, Spool},
+    server, sinks,
+    sources::{
+        forward,
+        pull::{self, PullSource},
+    },
+    spool::Spool,
+    state::AppState,
     telemetry::Metrics,
 };
 
@@ -36,6 +39,8 @@ pub struct App {
     listener: TcpListener,
     /// Shared handler state.
     state: Arc<AppState>,
+    /// The pull sources, whose loops `run_until` starts.
+    pull_sources: Vec<Arc<PullSource>>,
     /// Time allowed for in-flight work after the shutdown signal.
     drain_timeout: Duration,
 }
@@ -108,7 +113,10 @@ impl App {
             publish_timeout: settings.publish_timeout(),
             sources: settings.sources,
             server: settings.server,
-            pull_sources,
+            pull_auth: pull_sources
+                .iter()
+                .map(|s| (s.name.clone(), Arc::clone(&s.auth_failed)))
+                .collect(),
             governors: governors.into_values().collect(),
             spool,
         });
@@ -116,6 +124,7 @@ impl App {
         Ok(Self {
             listener,
             state,
+            pull_sources,
             drain_timeout,
         })
     }
@@ -152,7 +161,7 @@ impl App {
         let stop = CancellationToken::new();
         let loops = TaskTracker::new();
         let confirmers = TaskTracker::new();
-        for source in &self.state.pull_sources {
+        for source in &self.pull_sources {
             let (tx, rx) = mpsc::channel(256);
             for index in 0..source.loops() {
                 loops.spawn(pull::run_loop(
@@ -180,7 +189,7 @@ impl App {
             }
         }
         if let Some(spool) = &self.state.spool {
-            loops.spawn(spool::run_forwarder(
+            loops.spawn(forward::run_forwarder(
                 Arc::clone(spool),
                 Arc::clone(&self.state),
                 stop.clone(),
@@ -196,7 +205,7 @@ impl App {
         )
         .with_graceful_shutdown(stop.clone().cancelled_owned());
         let mut serve = std::pin::pin!(serve.into_future());
-        tracing::info!(local_addr = %addr, version = env!("CARGO_PKG_VERSION"), pull_sources = self.state.pull_sources.len(), "Listening.");
+        tracing::info!(local_addr = %addr, version = env!("CARGO_PKG_VERSION"), pull_sources = self.pull_sources.len(), "Listening.");
 
         tokio::select! {
             result = &mut serve => return result.map_err(Error::Serve),

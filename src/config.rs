@@ -742,6 +742,15 @@ impl Settings {
 
         for (name, sink) in &config.sinks {
             validate_name("sinks", name)?;
+            // The broker crates' own checks: exactly what their constructors refuse, so
+            // `check-config` and `run` agree.
+            let checked = match sink {
+                SinkConfig::Kafka(kafka) => kafka.validate().map_err(|e| e.to_string()),
+                SinkConfig::Amqp(amqp) => amqp.validate().map_err(|e| e.to_string()),
+                SinkConfig::Nats(nats) => nats.validate().map_err(|e| e.to_string()),
+                SinkConfig::Stdout(_) | SinkConfig::File(_) => Ok(()),
+            };
+            checked.map_err(|e| Error::Config(format!("sinks.{name}: {e}")))?;
             if let SinkConfig::File(file) = sink {
                 if file.rotate_bytes.is_some_and(|b| b < 4096) {
                     return Err(Error::Config(format!(
@@ -1075,6 +1084,11 @@ fn build_source(name: &str, source: &SourceConfig, spool_configured: bool) -> Re
             if !(1..=64).contains(&pull.loops) {
                 return Err(Error::Config(format!("{key}.loops must be 1 to 64")));
             }
+            if pull.max_backoff_ms < 100 {
+                return Err(Error::Config(format!(
+                    "{key}.max_backoff_ms must be at least 100"
+                )));
+            }
             if pull.confirm_margin_ms >= pull.handle_lifetime_ms {
                 return Err(Error::Config(format!(
                     "{key}.confirm_margin_ms must be below handle_lifetime_ms"
@@ -1131,7 +1145,7 @@ fn build_source(name: &str, source: &SourceConfig, spool_configured: bool) -> Re
                     handle_lifetime: Duration::from_millis(pull.handle_lifetime_ms),
                     confirm_margin: Duration::from_millis(pull.confirm_margin_ms),
                     dedupe_capacity: pull.dedupe_capacity,
-                    max_backoff: Duration::from_millis(pull.max_backoff_ms.max(100)),
+                    max_backoff: Duration::from_millis(pull.max_backoff_ms),
                     account,
                     confirm_linger: Duration::from_millis(pull.confirm_linger_ms),
                 })),
@@ -1237,21 +1251,6 @@ fn share_accounts(sources: &mut BTreeMap<String, Source>) -> Result<()> {
 
 /// A secret given inline or as a file (not both); returns the plain value.
 fn secret(key: &str, inline: Option<&SecretString>, file: Option<&Path>) -> Result<Option<String>> {
-    let value = match (inline, file) {
-        (Some(_), Some(_)) => {
-            return Err(Error::Config(format!(
-                "{key}: give the value or `{key}_file`, not both"
-            )))
-        }
-        (Some(v), None) => v.expose_secret().to_owned(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("{key}_file {}: {e}", path.display())))?
-            .trim_end()
-            .to_owned(),
-        (None, None) => return Ok(None),
-    };
-    if value.is_empty() {
-        return Err(Error::Config(format!("{key} is empty")));
-    }
-    Ok(Some(value))
+    vodbridge_core::inline_or_file(key, inline.map(ExposeSecret::expose_secret), file)
+        .map_err(|e| Error::Config(e.to_string()))
 }

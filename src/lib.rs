@@ -18,17 +18,17 @@
 #![forbid(unsafe_code)]
 
 mod app;
-pub mod asyncapi;
 pub mod config;
-pub mod demo;
 mod error;
-mod pull;
-mod push;
 mod server;
 pub mod sinks;
+mod sources;
 mod spool;
+mod state;
 pub mod telemetry;
+pub mod tools;
 
 pub use app::{App, Progress};
 pub use error::{Error, Result};
-pub use push::{EVENT_ID_HEADER, TOKEN_HEADER};
+pub use sources::push::{EVENT_ID_HEADER, TOKEN_HEADER};
+pub use tools::{asyncapi, demo};

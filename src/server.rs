@@ -1,10 +1,6 @@
-//! The HTTP surface: callback route, `/metrics`, `/healthz`, `/readyz`, and their shared state.
+//! The HTTP surface: the callback route, `/metrics`, `/healthz` and `/readyz`.
 
-use std::{
-    collections::BTreeMap,
-    sync::{atomic::AtomicBool, atomic::Ordering, Arc},
-    time::Duration,
-};
+use std::sync::Arc;
 
 use axum::{
     extract::State,
@@ -13,71 +9,8 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use tokio::sync::Semaphore;
-use vodbridge_core::Pipeline;
-use vodbridge_tencent::governor::Governor;
 
-use crate::{
-    config::{ServerConfig, Source},
-    pull::PullSource,
-    push,
-    spool::Spool,
-    telemetry::Metrics,
-};
-
-/// State shared by every request handler.
-pub(crate) struct AppState {
-    /// Routes and publishes events.
-    pub(crate) pipeline: Pipeline,
-    /// Sources by name.
-    pub(crate) sources: BTreeMap<String, Source>,
-    /// Metric families.
-    pub(crate) metrics: Metrics,
-    /// Permits for callbacks in flight; none left means 503 at once.
-    pub(crate) in_flight: Arc<Semaphore>,
-    /// Set on shutdown: readiness turns false and new callbacks get 503.
-    pub(crate) draining: AtomicBool,
-    /// Listener and limits.
-    pub(crate) server: ServerConfig,
-    /// Publish deadline of one callback.
-    pub(crate) publish_timeout: Duration,
-    /// Pull sources, for readiness (auth failures).
-    pub(crate) pull_sources: Vec<Arc<PullSource>>,
-    /// The request governor of each VOD account, for the rate gauges.
-    pub(crate) governors: Vec<Arc<Governor>>,
-    /// The durable push spool, when configured.
-    pub(crate) spool: Option<Arc<Spool>>,
-}
-
-impl AppState {
-    /// Ready: not draining, every sink healthy, no pull source in auth failure.
-    pub(crate) fn is_ready(&self) -> bool {
-        self.not_ready_because().is_none()
-    }
-
-    /// Why the bridge is not ready, if it is not.
-    pub(crate) fn not_ready_because(&self) -> Option<String> {
-        if self.draining.load(Ordering::Relaxed) {
-            return Some("draining".to_owned());
-        }
-        let down: Vec<&str> = self
-            .pipeline
-            .sinks()
-            .filter(|s| !s.is_healthy())
-            .map(|s| s.name())
-            .collect();
-        if !down.is_empty() {
-            return Some(format!("sinks down: {}", down.join(", ")));
-        }
-        let auth: Vec<&str> = self
-            .pull_sources
-            .iter()
-            .filter(|s| s.auth_failed.load(Ordering::Relaxed))
-            .map(|s| s.name.as_str())
-            .collect();
-        (!auth.is_empty()).then(|| format!("VOD rejects the credentials of: {}", auth.join(", ")))
-    }
-}
+use crate::{sources::push, state::AppState};
 
 /// The router of every endpoint.
 pub(crate) fn router(state: Arc<AppState>) -> Router {

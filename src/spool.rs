@@ -1,6 +1,6 @@
-//! The durable push spool: a callback is answered 200 once its envelope is fsynced to a local
-//! redb database, and a forwarder delivers spooled events through the routes, removing each
-//! only after every routed sink acknowledged it.
+//! The durable push spool's storage: a callback is answered 200 once its envelope is fsynced to
+//! a local redb database; the forwarder (`sources::forward`) delivers spooled events through the
+//! routes and removes each only after every routed sink acknowledged it.
 //!
 //! VOD sends a normal callback at most three times, 5 s apart, and only when it gets no answer;
 //! a broker outage longer than that loses events however long the bridge holds. The spool
@@ -13,37 +13,24 @@
 //! forwarder reads them in arrival order.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
 };
 
-use futures_util::future::join_all;
 use redb::{Database, ReadableTable, TableDefinition};
 use time::OffsetDateTime;
-use tokio::{
-    sync::{mpsc, oneshot, Notify},
-    time::Instant,
-};
-use tokio_util::sync::CancellationToken;
-use vodbridge_core::{Envelope, Ingress, RouteContext};
+use tokio::sync::{mpsc, oneshot, Notify};
+use vodbridge_core::Envelope;
 
-use crate::{
-    error::{Error, Result},
-    server::AppState,
-    telemetry::InFlight,
-};
+use crate::error::{Error, Result};
 
 /// Spooled records: sequence number → [`Record`] bytes.
 const EVENTS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("events");
 /// Most operations one commit carries.
 const GROUP_COMMIT: usize = 512;
-/// Most records one forwarding round reads.
-const FORWARD_BATCH: usize = 256;
 
 /// A write for the writer thread.
 enum Op {
@@ -65,11 +52,11 @@ pub(crate) struct Spooled {
     /// Its sequence number.
     key: u64,
     /// The push source it came from (route context and metric label).
-    source: String,
+    pub(crate) source: String,
     /// When it was spooled.
     spooled_at: OffsetDateTime,
     /// The envelope.
-    envelope: Arc<Envelope>,
+    pub(crate) envelope: Arc<Envelope>,
     /// Its record's size, for the byte count.
     bytes: u64,
 }
@@ -132,7 +119,7 @@ pub(crate) struct Spool {
     /// Appends are refused beyond this many bytes.
     max_bytes: u64,
     /// Wakes the forwarder when something was spooled.
-    wake: Notify,
+    pub(crate) wake: Notify,
 }
 
 impl Spool {
@@ -220,7 +207,7 @@ impl Spool {
     }
 
     /// The oldest records, at most `limit`; unreadable ones are reported and skipped.
-    fn oldest(&self, limit: usize) -> Result<Vec<Spooled>> {
+    pub(crate) fn oldest(&self, limit: usize) -> Result<Vec<Spooled>> {
         let fail = |e: redb::Error| storage("cannot read", &self.path, e);
         let read = self.db.begin_read().map_err(|e| fail(e.into()))?;
         let table = read.open_table(EVENTS).map_err(|e| fail(e.into()))?;
@@ -242,7 +229,7 @@ impl Spool {
     }
 
     /// Removes forwarded records.
-    async fn remove(&self, done: &[&Spooled]) -> Result<()> {
+    pub(crate) async fn remove(&self, done: &[&Spooled]) -> Result<()> {
         if done.is_empty() {
             return Ok(());
         }
@@ -315,7 +302,7 @@ fn write_loop(db: &Database, mut ops: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let result = apply(db, &batch).map_err(|e| e.to_string());
+        let result = apply(db, &batch);
         for op in batch {
             let (Op::Append { done, .. } | Op::Remove { done, .. }) = op;
             let _ = done.send(result.clone());
@@ -323,132 +310,34 @@ fn write_loop(db: &Database, mut ops: mpsc::Receiver<Op>) {
     }
 }
 
-fn apply(db: &Database, batch: &[Op]) -> std::result::Result<(), redb::Error> {
-    let txn = db.begin_write()?;
+/// Applies a batch in one write transaction; the error is its text (every waiter gets a copy).
+fn apply(db: &Database, batch: &[Op]) -> std::result::Result<(), String> {
+    let text = |e: redb::Error| e.to_string();
+    let txn = db.begin_write().map_err(|e| text(e.into()))?;
     {
-        let mut table = txn.open_table(EVENTS)?;
+        let mut table = txn.open_table(EVENTS).map_err(|e| text(e.into()))?;
         for op in batch {
             match op {
                 Op::Append { key, record, .. } => {
-                    table.insert(*key, record.as_slice())?;
+                    table
+                        .insert(*key, record.as_slice())
+                        .map_err(|e| text(e.into()))?;
                 }
                 Op::Remove { keys, .. } => {
                     for key in keys {
-                        table.remove(*key)?;
+                        table.remove(*key).map_err(|e| text(e.into()))?;
                     }
                 }
             }
         }
     }
-    txn.commit()?;
-    Ok(())
-}
-
-/// Forwards spooled events until cancelled: each round reads the oldest records, delivers the
-/// events of each FileId one after another (stopping at the first that is not acknowledged, so
-/// order holds), different FileIds at once, and removes what was acknowledged. A round that
-/// moved nothing backs off (100 ms doubling to 5 s); a new record wakes it.
-pub(crate) async fn run_forwarder(
-    spool: Arc<Spool>,
-    state: Arc<AppState>,
-    cancel: CancellationToken,
-) {
-    let mut pause = Duration::from_millis(100);
-    while !cancel.is_cancelled() {
-        let read = {
-            let spool = Arc::clone(&spool);
-            tokio::task::spawn_blocking(move || spool.oldest(FORWARD_BATCH)).await
-        };
-        let batch = match read {
-            Ok(Ok(batch)) => batch,
-            Ok(Err(error)) => {
-                tracing::error!(error = %error, "Reading the spool failed; retrying.");
-                Vec::new()
-            }
-            Err(join) => {
-                tracing::error!(error = %join, "Reading the spool failed; retrying.");
-                Vec::new()
-            }
-        };
-        if batch.is_empty() {
-            tokio::select! {
-                () = spool.wake.notified() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                () = cancel.cancelled() => break,
-            }
-            continue;
-        }
-        let delivered = forward(&state, &batch).await;
-        let moved = delivered.len();
-        if let Err(error) = spool.remove(&delivered).await {
-            tracing::error!(error = %error, "Removing forwarded events from the spool failed; they will be forwarded again.");
-        }
-        if moved == 0 {
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = cancel.cancelled() => break,
-            }
-            pause = (pause * 2).min(Duration::from_secs(5));
-        } else {
-            pause = Duration::from_millis(100);
-        }
-    }
-}
-
-/// Delivers one round; returns the records every routed sink acknowledged (or that a rule or
-/// the dead letter handled).
-async fn forward<'a>(state: &AppState, batch: &'a [Spooled]) -> Vec<&'a Spooled> {
-    let mut groups: Vec<Vec<&Spooled>> = Vec::new();
-    let mut group_of: HashMap<&str, usize> = HashMap::new();
-    for spooled in batch {
-        let index = *group_of
-            .entry(spooled.envelope.partition_key.as_str())
-            .or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
-        groups[index].push(spooled);
-    }
-    let in_flight = state
-        .metrics
-        .in_flight
-        .with_label_values(&[Ingress::Push.as_str()]);
-    let done = join_all(groups.into_iter().map(|group| {
-        let in_flight = in_flight.clone();
-        async move {
-            let mut done = Vec::with_capacity(group.len());
-            for spooled in group {
-                let guard = InFlight::enter(&in_flight);
-                let report = state
-                    .pipeline
-                    .deliver(
-                        Arc::clone(&spooled.envelope),
-                        RouteContext {
-                            source: &spooled.source,
-                        },
-                        Instant::now() + state.publish_timeout,
-                    )
-                    .await;
-                drop(guard);
-                state
-                    .metrics
-                    .record_delivery(&spooled.source, &spooled.envelope, &report);
-                if !report.outcome.is_handled() {
-                    tracing::debug!(source = %spooled.source, event_id = %spooled.envelope.id, outcome = ?report.outcome, "Spooled event not acknowledged; it stays spooled.");
-                    break;
-                }
-                done.push(spooled);
-            }
-            done
-        }
-    }))
-    .await;
-    done.into_iter().flatten().collect()
+    txn.commit().map_err(|e| text(e.into()))
 }
 
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use vodbridge_core::Ingress;
     use vodbridge_tencent::{Normalizer, RawEvent};
 
     use super::*;

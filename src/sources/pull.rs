@@ -25,7 +25,7 @@ use vodbridge_tencent::{
 
 use crate::{
     config::PullSettings,
-    server::AppState,
+    state::AppState,
     telemetry::{event_type_label, InFlight},
 };
 
@@ -77,7 +77,7 @@ pub(crate) struct PullSource {
     /// Ids acknowledged recently: a redelivery of one is confirmed without publishing again.
     recent: Mutex<RecentIds>,
     /// Set while VOD rejects the credentials; readiness reports it.
-    pub(crate) auth_failed: AtomicBool,
+    pub(crate) auth_failed: Arc<AtomicBool>,
 }
 
 impl PullSource {
@@ -121,7 +121,7 @@ impl PullSource {
             governor,
             recent: Mutex::new(RecentIds::new(settings.dedupe_capacity)),
             settings,
-            auth_failed: AtomicBool::new(false),
+            auth_failed: Arc::new(AtomicBool::new(false)),
         }
     }
 

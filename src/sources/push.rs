@@ -28,7 +28,7 @@ use vodbridge_tencent::RawEvent;
 
 use crate::{
     config::{CallbackAuth, PushSettings, SourceKind},
-    server::AppState,
+    state::AppState,
     telemetry::{event_type_label, InFlight},
 };
 

@@ -270,3 +270,75 @@ loops = 3
         "a missing key is named"
     );
 }
+
+/// `check-config` refuses exactly what `run` refuses: the same invalid files fail both, with
+/// the same key named, and `run` fails before it listens.
+#[test]
+fn check_config_and_run_refuse_the_same_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "[sinks.rabbit]\ntype = \"amqp\"\nurl = \"http://rabbit:5672/\"\nexchange = \"vod\"\n",
+            "sinks.rabbit: invalid AMQP sink configuration: url",
+        ),
+        (
+            "[sinks.rabbit]\ntype = \"amqp\"\nurl = \"amqp://rabbit:5672/%2f\"\nexchange = \"vod\"\nchannels = 0\n",
+            "channels must be 1 to 64",
+        ),
+        (
+            "[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"\"\n",
+            "sinks.kafka: invalid Kafka sink configuration: brokers is empty",
+        ),
+        (
+            "[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"k:9092\"\nproperties = { \"linger.ms\" = \"soon\" }\n",
+            "linger.ms",
+        ),
+        (
+            "[sinks.nats]\ntype = \"nats\"\nurl = \"nats://nats:4222\"\nstream = \"bad stream.name*\"\n",
+            "sinks.nats: invalid NATS sink configuration: stream name",
+        ),
+        (
+            "[sinks.nats]\ntype = \"nats\"\nurl = \"nats://nats:4222\"\nstream = \"VOD\"\ntoken_file = \"/nonexistent/token\"\n",
+            "/nonexistent/token",
+        ),
+        (
+            "[sources.app]\nmode = \"pull\"\nsecret_id = \"x\"\nsecret_key = \"y\"\nmax_backoff_ms = 5\n",
+            "sources.app.max_backoff_ms must be at least 100",
+        ),
+        (
+            "[sources.app]\nmode = \"push\"\nhold_ms = 1000\n",
+            "sources.app.hold_ms must be 6000 to 120000",
+        ),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("case-{i}.toml"));
+        std::fs::write(&path, text).expect("write");
+        let path = path.display().to_string();
+        let check = Command::new(BIN)
+            .args(["check-config", &path])
+            .output()
+            .expect("runs");
+        let run = Command::new(BIN)
+            .args(["run", "--listen", "127.0.0.1:0", "--config", &path])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("runs");
+        let (check_err, run_err) = (
+            String::from_utf8_lossy(&check.stderr),
+            String::from_utf8_lossy(&run.stderr),
+        );
+        assert!(!check.status.success(), "check-config accepted {text}");
+        assert!(!run.status.success(), "run accepted {text}");
+        assert!(
+            check_err.contains(needle),
+            "check-config on {text}: {check_err}"
+        );
+        assert!(run_err.contains(needle), "run on {text}: {run_err}");
+        assert!(
+            !run_err.contains("Listening."),
+            "run refused before listening: {run_err}"
+        );
+    }
+}

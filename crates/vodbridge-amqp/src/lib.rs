@@ -9,12 +9,15 @@
 //! [`AmqpSink`] implements [`vodbridge_core::Sink`]: the route's destination is the routing key,
 //! CloudEvents attributes travel as `cloudEvents_*` headers (binary mode, body = `data`) or the
 //! whole envelope is the body (structured mode). [`classify`] is the one place broker failures
-//! become retryable or rejected. [`AmqpSinkConfig`] is the `type = "amqp"` configuration.
+//! become retryable or rejected. [`AmqpSinkConfig`] is the `type = "amqp"` configuration;
+//! [`AmqpSinkConfig::validate`] checks it without connecting, as the constructor does.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod config;
 mod error;
 mod sink;
 
+pub use config::{AmqpSinkConfig, ExchangeType};
 pub use error::{Error, Result};
-pub use sink::{classify, AmqpSink, AmqpSinkConfig, ExchangeType};
+pub use sink::{classify, AmqpSink};

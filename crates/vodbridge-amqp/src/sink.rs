@@ -2,8 +2,6 @@
 //! persistent publishes, and one classification of failures.
 
 use std::{
-    fmt,
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
@@ -14,113 +12,20 @@ use std::{
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions},
     protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
-    tcp::{OwnedIdentity, OwnedTLSConfig},
+    tcp::OwnedTLSConfig,
     types::{AMQPValue, FieldTable, LongString, ShortString},
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind,
     ExchangeKind,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use vodbridge_core::{
     redact_url, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
 };
 
-use crate::error::{Error, Result};
-
-/// Exchange type, when the sink declares the exchange.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExchangeType {
-    /// Routing keys matched against binding patterns (`vod.*.NewFileUpload`, `vod.#`).
-    #[default]
-    Topic,
-    /// Exact routing keys.
-    Direct,
-    /// Every bound queue.
-    Fanout,
-    /// Header matching.
-    Headers,
-}
-
-/// The `type = "amqp"` sink section.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AmqpSinkConfig {
-    /// `amqp://user:pass@host:5672/vhost` or `amqps://…`. Prefer `url_file` when the URL
-    /// carries a password.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// File holding the URL (a mounted Kubernetes Secret).
-    #[serde(default)]
-    pub url_file: Option<PathBuf>,
-    /// The exchange published to; the route's destination is the routing key.
-    pub exchange: String,
-    /// Exchange type when declared.
-    #[serde(default)]
-    pub exchange_type: ExchangeType,
-    /// Declare the exchange (durable) at connect; when false it is only checked (passive) and
-    /// must exist.
-    #[serde(default = "yes")]
-    pub declare_exchange: bool,
-    /// Confirm-mode channels publishing at once.
-    #[serde(default = "default_channels")]
-    pub channels: usize,
-    /// CloudEvents structured mode (the whole envelope as JSON body) instead of binary mode.
-    #[serde(default)]
-    pub structured: bool,
-    /// Longest pause between reconnect attempts.
-    #[serde(default = "default_max_backoff")]
-    pub max_reconnect_backoff_ms: u64,
-    /// `amqps://` only: CA certificates (PEM) trusted besides the built-in web PKI roots, for
-    /// a broker whose certificate a private CA signed.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// `amqps://` only: client certificate chain (PEM) for brokers that require one (mutual
-    /// TLS, e.g. `fail_if_no_peer_cert`); needs `client_key_file`.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    /// `amqps://` only: the client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1,
-    /// unencrypted).
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-}
-
-const fn yes() -> bool {
-    true
-}
-const fn default_channels() -> usize {
-    4
-}
-const fn default_max_backoff() -> u64 {
-    10_000
-}
-
-impl fmt::Debug for AmqpSinkConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AmqpSinkConfig")
-            .field("url", &self.url.as_deref().map(redact_url))
-            .field("url_file", &self.url_file)
-            .field("exchange", &self.exchange)
-            .field("exchange_type", &self.exchange_type)
-            .field("declare_exchange", &self.declare_exchange)
-            .field("channels", &self.channels)
-            .field("structured", &self.structured)
-            .field("ca_file", &self.ca_file)
-            .field("client_cert_file", &self.client_cert_file)
-            .field("client_key_file", &self.client_key_file)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AmqpSinkConfig {
-    /// The URL with the password redacted, for display.
-    #[must_use]
-    pub fn display_url(&self) -> String {
-        self.url
-            .as_deref()
-            .map_or_else(|| "(from url_file)".to_owned(), redact_url)
-    }
-}
+use crate::{
+    config::{AmqpSinkConfig, ExchangeType, Validated},
+    error::Result,
+};
 
 /// Connection and channels of one connected period.
 struct Connected {
@@ -150,31 +55,7 @@ impl AmqpSink {
     ///
     /// A missing or unreadable URL, or an invalid setting.
     pub fn connect(name: &str, config: AmqpSinkConfig) -> Result<Self> {
-        let url = match (&config.url, &config.url_file) {
-            (Some(url), None) => url.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|source| Error::File {
-                    path: path.clone(),
-                    source,
-                })?
-                .trim()
-                .to_owned(),
-            _ => {
-                return Err(Error::Config(
-                    "give exactly one of `url` and `url_file`".into(),
-                ))
-            }
-        };
-        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-            return Err(Error::Config(format!(
-                "url {} must start with amqp:// or amqps://",
-                redact_url(&url)
-            )));
-        }
-        if !(1..=64).contains(&config.channels) {
-            return Err(Error::Config("channels must be 1 to 64".into()));
-        }
-        let tls = tls_config(&url, &config)?;
+        let Validated { url, tls } = config.check()?;
         let sink = Self {
             name: name.to_owned(),
             config: config.clone(),
@@ -213,7 +94,7 @@ async fn supervise(
     lost: Arc<Notify>,
     closing: Arc<AtomicBool>,
 ) {
-    let max = Duration::from_millis(config.max_reconnect_backoff_ms.max(100));
+    let max = Duration::from_millis(config.max_reconnect_backoff_ms);
     let mut delay = Duration::from_millis(100);
     while !closing.load(Ordering::Relaxed) {
         match open(&url, &tls, &config).await {
@@ -289,56 +170,6 @@ async fn confirm_channel(connection: &Connection) -> std::result::Result<Channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     Ok(channel)
-}
-
-/// Reads the TLS files of an `amqps://` sink; TLS settings on a plain `amqp://` URL are a
-/// configuration error (they would silently do nothing).
-fn tls_config(url: &str, config: &AmqpSinkConfig) -> Result<OwnedTLSConfig> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| Error::File {
-            path: path.clone(),
-            source,
-        })
-    };
-    let any = config.ca_file.is_some()
-        || config.client_cert_file.is_some()
-        || config.client_key_file.is_some();
-    if any && !url.starts_with("amqps://") {
-        return Err(Error::Config(
-            "ca_file, client_cert_file and client_key_file need an amqps:// url".into(),
-        ));
-    }
-    let cert_chain = match &config.ca_file {
-        Some(path) => {
-            let pem = String::from_utf8(read(path)?).map_err(|_| {
-                Error::Config(format!("ca_file {} is not PEM text", path.display()))
-            })?;
-            if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(Error::Config(format!(
-                    "ca_file {} holds no PEM certificate",
-                    path.display()
-                )));
-            }
-            Some(pem)
-        }
-        None => None,
-    };
-    let identity = match (&config.client_cert_file, &config.client_key_file) {
-        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
-            pem: read(cert)?,
-            key: read(key)?,
-        }),
-        (None, None) => None,
-        _ => {
-            return Err(Error::Config(
-                "client_cert_file and client_key_file go together".into(),
-            ))
-        }
-    };
-    Ok(OwnedTLSConfig {
-        identity,
-        cert_chain,
-    })
 }
 
 async fn open(
@@ -539,25 +370,5 @@ impl Sink for AmqpSink {
             }
             Ok(())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        let config: AmqpSinkConfig =
-            serde_json::from_str(r#"{"url":"amqp://u:pw@h/v","exchange":"vod"}"#).expect("parses");
-        assert!(!format!("{config:?}").contains("pw"));
-        assert_eq!(
-            (
-                config.channels,
-                config.declare_exchange,
-                config.exchange_type
-            ),
-            (4, true, ExchangeType::Topic)
-        );
     }
 }

@@ -28,6 +28,9 @@ pub enum Error {
         /// The sink name.
         sink: String,
     },
+    /// A secret in the configuration is missing, doubled, empty or unreadable.
+    #[error("{0}")]
+    Secret(String),
     /// A route that publishes has no target.
     #[error("route {0} publishes to no sink: give it `sinks` or make it a `drop` route")]
     EmptyRoute(usize),

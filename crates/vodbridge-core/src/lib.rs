@@ -11,6 +11,8 @@
 //! The caller turns the outcome into the provider's answer in one place: only an outcome for which
 //! [`Outcome::is_handled`] is true may be acknowledged upstream (an HTTP 200, a `ConfirmEvents`).
 //!
+//! [`inline_or_file`] loads the secrets of every configuration section the same way.
+//!
 //! This crate knows no broker, no HTTP and no provider, so the acknowledgement rules can be tested
 //! without a network.
 //!
@@ -32,6 +34,7 @@ mod outcome;
 mod pipeline;
 mod redact;
 mod route;
+mod secret;
 mod sink;
 
 pub use envelope::{Envelope, EventId, HeaderStyle, Ingress, SPEC_VERSION};
@@ -42,4 +45,5 @@ pub use redact::redact_url;
 pub use route::{
     EventTypePattern, Resolution, Route, RouteAction, RouteContext, RouteTable, Target, Template,
 };
+pub use secret::{inline_or_file, read_secret_file};
 pub use sink::{DeadLetterInfo, FailureReason, Message, PublishFuture, Sink, SinkError};

@@ -10,12 +10,14 @@
 //! event travels in CloudEvents binary mode (`ce_*` headers, `content-type`, value = `data`) or
 //! structured mode. [`classify`] is the one place Kafka errors become retryable or rejected.
 //! [`KafkaSinkConfig`] is the `type = "kafka"` configuration, with librdkafka properties passed
-//! through.
+//! through; [`KafkaSinkConfig::validate`] checks it without connecting, as the constructor does.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod config;
 mod error;
 mod sink;
 
+pub use config::KafkaSinkConfig;
 pub use error::{Error, Result};
-pub use sink::{classify, KafkaSink, KafkaSinkConfig};
+pub use sink::{classify, KafkaSink};

@@ -2,9 +2,6 @@
 //! failures, a metadata health probe, flush on close.
 
 use std::{
-    collections::BTreeMap,
-    fmt,
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -19,71 +16,12 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
 };
-use serde::{Deserialize, Serialize};
 use vodbridge_core::{FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError};
 
-use crate::error::{Error, Result};
-
-/// The `type = "kafka"` sink section.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSinkConfig {
-    /// `bootstrap.servers`: `host:9092,host2:9092`.
-    pub brokers: String,
-    /// librdkafka `message.timeout.ms`: how long librdkafka keeps trying one message. Keep it
-    /// inside the bridge's deadlines (push: `publish_timeout_ms`; pull: lifetime − margin).
-    #[serde(default = "default_message_timeout")]
-    pub message_timeout_ms: u64,
-    /// CloudEvents structured mode (the whole envelope as JSON value) instead of binary mode.
-    #[serde(default)]
-    pub structured: bool,
-    /// Extra librdkafka properties (`compression.type`, `linger.ms`, `security.protocol`,
-    /// `sasl.mechanism`, `sasl.username`, `ssl.ca.location`, ...). `acks` and
-    /// `enable.idempotence` can be overridden here but default to `all` / `true`.
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
-    /// librdkafka properties read from files (secrets such as `sasl.password`).
-    #[serde(default)]
-    pub secret_property_files: BTreeMap<String, PathBuf>,
-}
-
-const fn default_message_timeout() -> u64 {
-    20_000
-}
-
-impl fmt::Debug for KafkaSinkConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let properties: BTreeMap<&str, &str> = self
-            .properties
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str(),
-                    if is_secret(k) {
-                        "<redacted>"
-                    } else {
-                        v.as_str()
-                    },
-                )
-            })
-            .collect();
-        f.debug_struct("KafkaSinkConfig")
-            .field("brokers", &self.brokers)
-            .field("message_timeout_ms", &self.message_timeout_ms)
-            .field("structured", &self.structured)
-            .field("properties", &properties)
-            .field("secret_property_files", &self.secret_property_files)
-            .finish()
-    }
-}
-
-fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    key.contains("password")
-        || key.contains("secret")
-        || key.ends_with(".key.pem")
-        || key.contains("token")
-}
+use crate::{
+    config::KafkaSinkConfig,
+    error::{Error, Result},
+};
 
 /// A Kafka sink.
 pub struct KafkaSink {
@@ -124,29 +62,7 @@ impl KafkaSink {
     ///
     /// A property librdkafka rejects, or an unreadable secret file.
     pub fn new(name: &str, config: &KafkaSinkConfig) -> Result<Self> {
-        if config.brokers.trim().is_empty() {
-            return Err(Error::Config("brokers is empty".into()));
-        }
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.brokers)
-            .set("client.id", format!("vodbridge-{name}"))
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set(
-                "message.timeout.ms",
-                config.message_timeout_ms.max(1).to_string(),
-            );
-        for (key, value) in &config.properties {
-            client.set(key, value);
-        }
-        for (key, path) in &config.secret_property_files {
-            let value = std::fs::read_to_string(path).map_err(|source| Error::File {
-                path: path.clone(),
-                source,
-            })?;
-            client.set(key, value.trim());
-        }
+        let client = config.client_config(name)?;
         let producer: FutureProducer = client
             .create()
             .map_err(|e| Error::Producer(e.to_string()))?;
@@ -429,20 +345,5 @@ mod tests {
         assert!(e(RDKafkaErrorCode::NotEnoughReplicas).is_retryable());
         assert!(!e(RDKafkaErrorCode::TopicAuthorizationFailed).is_retryable());
         assert_eq!(default_topic("a/b c"), "vod.a_b_c");
-    }
-
-    #[test]
-    fn secrets_are_redacted() {
-        let mut config = KafkaSinkConfig {
-            brokers: "b:9092".into(),
-            message_timeout_ms: 1000,
-            structured: false,
-            properties: BTreeMap::new(),
-            secret_property_files: BTreeMap::new(),
-        };
-        config
-            .properties
-            .insert("sasl.password".into(), "hunter2".into());
-        assert!(!format!("{config:?}").contains("hunter2"));
     }
 }

@@ -8,12 +8,15 @@
 //! [`vodbridge_core::Sink`]: the message goes to the route's subject (default
 //! `vod.{event_type}`) in CloudEvents binary mode (`ce-*` headers, body = `data`) or structured
 //! mode, and every failure is classified once in [`classify`]. [`NatsSinkConfig`] is the
-//! `type = "nats"` section of the bridge configuration.
+//! `type = "nats"` section of the bridge configuration; [`NatsSinkConfig::validate`] checks it
+//! without connecting, as the constructor does.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod config;
 mod error;
 mod sink;
 
+pub use config::{NatsSinkConfig, StorageKind};
 pub use error::{Error, Result};
-pub use sink::{classify, NatsSink, NatsSinkConfig, StorageKind};
+pub use sink::{classify, NatsSink};

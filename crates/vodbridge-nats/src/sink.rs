@@ -2,8 +2,6 @@
 //! that classifies failures.
 
 use std::{
-    fmt,
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -18,116 +16,12 @@ use async_nats::{
     ConnectOptions,
 };
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use vodbridge_core::{
-    redact_url, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
+use vodbridge_core::{FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError};
+
+use crate::{
+    config::{Checked, NatsSinkConfig, StorageKind},
+    error::{Error, Result},
 };
-
-use crate::error::{Error, Result};
-
-/// Stream storage when the sink creates the stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageKind {
-    /// Survives server restarts.
-    #[default]
-    File,
-    /// Lost on restart.
-    Memory,
-}
-
-/// The `type = "nats"` sink section.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NatsSinkConfig {
-    /// Server URL(s), comma-separated: `nats://host:4222`, `tls://host:4222`.
-    pub url: String,
-    /// The JetStream stream that must capture the subjects published to.
-    pub stream: String,
-    /// Create the stream if it does not exist (else it must exist: checked at start).
-    #[serde(default)]
-    pub create_stream: bool,
-    /// Subjects of a created stream.
-    #[serde(default = "default_subjects")]
-    pub stream_subjects: Vec<String>,
-    /// Duplicate window of a created stream: redeliveries inside it are stored once.
-    #[serde(default = "default_duplicate_window")]
-    pub duplicate_window_secs: u64,
-    /// Storage of a created stream.
-    #[serde(default)]
-    pub storage: StorageKind,
-    /// Replicas of a created stream.
-    #[serde(default = "default_replicas")]
-    pub replicas: usize,
-    /// Longest wait for a PubAck (the pipeline's deadline still applies).
-    #[serde(default = "default_ack_timeout")]
-    pub ack_timeout_ms: u64,
-    /// CloudEvents structured mode (the whole envelope as JSON body) instead of binary mode.
-    #[serde(default)]
-    pub structured: bool,
-    /// NATS credentials file (JWT + NKey seed).
-    #[serde(default)]
-    pub credentials_file: Option<PathBuf>,
-    /// File holding a token.
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// Require TLS.
-    #[serde(default)]
-    pub tls_required: bool,
-    /// Extra root certificates (PEM) for TLS: a server certificate signed by a private CA.
-    #[serde(default)]
-    pub root_certificates: Option<PathBuf>,
-    /// Client certificate (PEM) for servers that verify clients (`verify: true`); needs
-    /// `client_key_file`.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    /// The client certificate's private key (PEM, unencrypted).
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-}
-
-impl fmt::Debug for NatsSinkConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NatsSinkConfig")
-            .field("url", &redact_url(&self.url))
-            .field("stream", &self.stream)
-            .field("create_stream", &self.create_stream)
-            .field("stream_subjects", &self.stream_subjects)
-            .field("duplicate_window_secs", &self.duplicate_window_secs)
-            .field("storage", &self.storage)
-            .field("replicas", &self.replicas)
-            .field("ack_timeout_ms", &self.ack_timeout_ms)
-            .field("structured", &self.structured)
-            .field("credentials_file", &self.credentials_file)
-            .field("token_file", &self.token_file)
-            .field("tls_required", &self.tls_required)
-            .field("root_certificates", &self.root_certificates)
-            .field("client_cert_file", &self.client_cert_file)
-            .field("client_key_file", &self.client_key_file)
-            .finish()
-    }
-}
-
-impl NatsSinkConfig {
-    /// The server URL(s) with any password or token redacted, for display.
-    #[must_use]
-    pub fn display_url(&self) -> String {
-        redact_url(&self.url)
-    }
-}
-
-fn default_subjects() -> Vec<String> {
-    vec!["vod.>".to_owned()]
-}
-const fn default_duplicate_window() -> u64 {
-    120
-}
-const fn default_replicas() -> usize {
-    1
-}
-const fn default_ack_timeout() -> u64 {
-    5000
-}
 
 /// A JetStream sink.
 pub struct NatsSink {
@@ -150,12 +44,7 @@ impl NatsSink {
     ///
     /// An unreadable credentials, token or certificate file, or an invalid configuration.
     pub async fn connect(name: &str, config: NatsSinkConfig) -> Result<Self> {
-        if config.stream.is_empty() || config.stream.contains(['.', ' ', '*', '>']) {
-            return Err(Error::Config(format!(
-                "stream name {:?} must be non-empty without . * > or spaces",
-                config.stream
-            )));
-        }
+        let Checked { addrs, token } = config.check()?;
         let mut options = ConnectOptions::new()
             .name(format!("vodbridge/{name}"))
             .retry_on_initial_connect()
@@ -171,65 +60,21 @@ impl NatsSink {
                     source,
                 })?;
         }
-        if let Some(path) = &config.token_file {
-            let token = std::fs::read_to_string(path).map_err(|source| Error::File {
-                path: path.clone(),
-                source,
-            })?;
-            options = options.token(token.trim().to_owned());
+        if let Some(token) = token {
+            options = options.token(token);
         }
-        // async-nats reads certificate files only when it connects, in the background: check
-        // them here so a wrong path is a start-up error, not an endless reconnect loop.
-        let readable = |path: &PathBuf| {
-            std::fs::metadata(path)
-                .and_then(|m| {
-                    if m.is_file() {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::other("not a file"))
-                    }
-                })
-                .map_err(|source| Error::File {
-                    path: path.clone(),
-                    source,
-                })
-        };
         if let Some(path) = &config.root_certificates {
-            readable(path)?;
             options = options.add_root_certificates(path.clone());
         }
-        match (&config.client_cert_file, &config.client_key_file) {
-            (Some(cert), Some(key)) => {
-                readable(cert)?;
-                readable(key)?;
-                options = options.add_client_certificate(cert.clone(), key.clone());
-            }
-            (None, None) => {}
-            _ => {
-                return Err(Error::Config(
-                    "client_cert_file and client_key_file go together".into(),
-                ))
-            }
+        if let (Some(cert), Some(key)) = (&config.client_cert_file, &config.client_key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
         }
-        let urls: Vec<&str> = config
-            .url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .collect();
-        let addrs: Vec<async_nats::ServerAddr> = urls
-            .iter()
-            .map(|u| {
-                u.parse()
-                    .map_err(|e| Error::Config(format!("url {u:?}: {e}")))
-            })
-            .collect::<Result<_>>()?;
         let client = options
             .connect(addrs)
             .await
             .map_err(|e| Error::Connect(e.to_string()))?;
         let mut context = jetstream::new(client.clone());
-        context.set_timeout(Duration::from_millis(config.ack_timeout_ms.max(100)));
+        context.set_timeout(Duration::from_millis(config.ack_timeout_ms));
         let stream_ready = Arc::new(AtomicBool::new(false));
         tokio::spawn(ensure_stream(
             name.to_owned(),

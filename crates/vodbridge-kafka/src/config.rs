@@ -1,0 +1,161 @@
+//! The `type = "kafka"` configuration: what the file says, and the one validation that
+//! `check-config` and the sink's constructor share.
+
+use std::{collections::BTreeMap, fmt, path::PathBuf};
+
+use rdkafka::config::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The `type = "kafka"` sink section.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// `bootstrap.servers`: `host:9092,host2:9092`.
+    pub brokers: String,
+    /// librdkafka `message.timeout.ms`: how long librdkafka keeps trying one message. Keep it
+    /// inside the bridge's deadlines (push: `publish_timeout_ms`; pull: lifetime − margin).
+    #[serde(default = "default_message_timeout")]
+    pub message_timeout_ms: u64,
+    /// CloudEvents structured mode (the whole envelope as JSON value) instead of binary mode.
+    #[serde(default)]
+    pub structured: bool,
+    /// Extra librdkafka properties (`compression.type`, `linger.ms`, `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `ssl.ca.location`, ...). `acks` and
+    /// `enable.idempotence` can be overridden here but default to `all` / `true`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties read from files (secrets such as `sasl.password`).
+    #[serde(default)]
+    pub secret_property_files: BTreeMap<String, PathBuf>,
+}
+
+const fn default_message_timeout() -> u64 {
+    20_000
+}
+
+impl fmt::Debug for KafkaSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret(k) {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("KafkaSinkConfig")
+            .field("brokers", &self.brokers)
+            .field("message_timeout_ms", &self.message_timeout_ms)
+            .field("structured", &self.structured)
+            .field("properties", &properties)
+            .field("secret_property_files", &self.secret_property_files)
+            .finish()
+    }
+}
+
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("password")
+        || key.contains("secret")
+        || key.ends_with(".key.pem")
+        || key.contains("token")
+}
+
+impl KafkaSinkConfig {
+    /// Checks everything the sink's constructor checks, without connecting: brokers given,
+    /// `message_timeout_ms` above 0, secret files readable, and every librdkafka property known
+    /// to librdkafka with a valid value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`], [`Error::File`] or [`Error::Producer`] naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        self.client_config("check")?
+            .create_native_config()
+            .map(drop)
+            .map_err(|e| Error::Producer(e.to_string()))
+    }
+
+    /// The producer's librdkafka configuration: `acks=all`, `enable.idempotence=true`, the
+    /// configured `message.timeout.ms`, then the pass-through and secret properties.
+    pub(crate) fn client_config(&self, name: &str) -> Result<ClientConfig> {
+        if self.brokers.trim().is_empty() {
+            return Err(Error::Config("brokers is empty".into()));
+        }
+        if self.message_timeout_ms == 0 {
+            return Err(Error::Config("message_timeout_ms must be above 0".into()));
+        }
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", format!("vodbridge-{name}"))
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", self.message_timeout_ms.to_string());
+        for (key, value) in &self.properties {
+            client.set(key, value);
+        }
+        for (key, path) in &self.secret_property_files {
+            let value = vodbridge_core::read_secret_file(path).map_err(|source| Error::File {
+                path: path.clone(),
+                source,
+            })?;
+            client.set(key, value);
+        }
+        Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> KafkaSinkConfig {
+        KafkaSinkConfig {
+            brokers: "b:9092".into(),
+            message_timeout_ms: 1000,
+            structured: false,
+            properties: BTreeMap::new(),
+            secret_property_files: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut config = config();
+        config
+            .properties
+            .insert("sasl.password".into(), "hunter2".into());
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn validation_refuses_what_the_producer_would() {
+        assert!(config().validate().is_ok());
+        let mut empty = config();
+        empty.brokers = " ".into();
+        assert!(empty.validate().is_err());
+        let mut unknown = config();
+        unknown
+            .properties
+            .insert("no.such.property".into(), "1".into());
+        let error = unknown.validate().expect_err("librdkafka refuses it");
+        assert!(error.to_string().contains("no.such.property"), "{error}");
+        let mut bad = config();
+        bad.properties.insert("linger.ms".into(), "soon".into());
+        assert!(bad.validate().is_err());
+        let mut missing = config();
+        missing
+            .secret_property_files
+            .insert("sasl.password".into(), "/nonexistent/secret".into());
+        assert!(matches!(missing.validate(), Err(Error::File { .. })));
+    }
+}

@@ -1,0 +1,6 @@
+//! The sources: where events come in. `push` answers VOD's normal callbacks (and spools them
+//! when asked), `forward` drains the spool, `pull` drains VOD's reliable-callback queue.
+
+pub(crate) mod forward;
+pub(crate) mod pull;
+pub(crate) mod push;

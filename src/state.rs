@@ -1,0 +1,72 @@
+//! What the ingress, the HTTP surface and the lifecycle share: the pipeline, the metrics,
+//! readiness, and the limits and state of the push path.
+
+use std::{
+    collections::BTreeMap,
+    sync::{atomic::AtomicBool, atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use tokio::sync::Semaphore;
+use vodbridge_core::Pipeline;
+use vodbridge_tencent::governor::Governor;
+
+use crate::{
+    config::{ServerConfig, Source},
+    spool::Spool,
+    telemetry::Metrics,
+};
+
+/// State shared by every request handler.
+pub(crate) struct AppState {
+    /// Routes and publishes events.
+    pub(crate) pipeline: Pipeline,
+    /// Sources by name.
+    pub(crate) sources: BTreeMap<String, Source>,
+    /// Metric families.
+    pub(crate) metrics: Metrics,
+    /// Permits for callbacks in flight; none left means 503 at once.
+    pub(crate) in_flight: Arc<Semaphore>,
+    /// Set on shutdown: readiness turns false and new callbacks get 503.
+    pub(crate) draining: AtomicBool,
+    /// Listener and limits.
+    pub(crate) server: ServerConfig,
+    /// Publish deadline of one callback.
+    pub(crate) publish_timeout: Duration,
+    /// Each pull source's name and its flag, set while VOD rejects its credentials (readiness).
+    pub(crate) pull_auth: Vec<(String, Arc<AtomicBool>)>,
+    /// The request governor of each VOD account, for the rate gauges.
+    pub(crate) governors: Vec<Arc<Governor>>,
+    /// The durable push spool, when configured.
+    pub(crate) spool: Option<Arc<Spool>>,
+}
+
+impl AppState {
+    /// Ready: not draining, every sink healthy, no pull source in auth failure.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.not_ready_because().is_none()
+    }
+
+    /// Why the bridge is not ready, if it is not.
+    pub(crate) fn not_ready_because(&self) -> Option<String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Some("draining".to_owned());
+        }
+        let down: Vec<&str> = self
+            .pipeline
+            .sinks()
+            .filter(|s| !s.is_healthy())
+            .map(|s| s.name())
+            .collect();
+        if !down.is_empty() {
+            return Some(format!("sinks down: {}", down.join(", ")));
+        }
+        let auth: Vec<&str> = self
+            .pull_auth
+            .iter()
+            .filter(|(_, failed)| failed.load(Ordering::Relaxed))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        (!auth.is_empty()).then(|| format!("VOD rejects the credentials of: {}", auth.join(", ")))
+    }
+}
