@@ -562,13 +562,40 @@ async fn events_without_a_usable_event_type_are_dead_lettered_then_confirmed() {
     assert_eq!(line["deadletterreason"], "invalid");
     assert_eq!(line["subject"], "5285485487985271487");
     assert_eq!(line["data"], invalid, "the body without its EventHandle");
+
+    // A key twice (routing would read one EventType, consumers another): invalid as well.
+    let ambiguous = emu.emulator.enqueue_raw(
+        1,
+        "NewFileUpload",
+        bytes::Bytes::from_static(
+            br#"{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":"77"},"EventType":"FileDeleted"}"#,
+        ),
+    );
+    wait_for(
+        "the ambiguous event confirmed",
+        Duration::from_secs(10),
+        || confirmed_keys(&emu).contains(&ambiguous),
+    )
+    .await;
+    assert_eq!(sink.received_count(), 1, "nothing routed for it");
+    let text = std::fs::read_to_string(&dead_letters).expect("dead letters");
+    let line: Value =
+        serde_json::from_str(text.lines().nth(1).expect("a second line")).expect("json");
+    assert_eq!(line["type"], "com.tencentcloud.vod.Invalid");
+    assert_eq!(line["deadletterreason"], "invalid");
+    assert!(
+        line["deadletterdetail"]
+            .as_str()
+            .is_some_and(|d| d.contains("duplicate object key \"EventType\"")),
+        "{line}"
+    );
     let (_, metrics) = app.get("/metrics").await;
     assert_eq!(
         metric(
             &metrics,
             r#"vodbridge_dead_lettered_total{reason="invalid"}"#
         ),
-        Some(1.0)
+        Some(2.0)
     );
     app.stop().await.expect("clean stop");
 

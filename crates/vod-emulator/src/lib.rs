@@ -273,6 +273,18 @@ impl Emulator {
         key
     }
 
+    /// Enqueues one pull-mode event as raw bytes, handed out exactly so (with its
+    /// `EventHandle` first): for bodies a JSON value cannot express, such as a key given twice.
+    /// Returns its key.
+    pub fn enqueue_raw(&self, sub_app_id: u64, event_type: &str, body: Bytes) -> u64 {
+        let key = self
+            .shared
+            .queue()
+            .enqueue(sub_app_id, event_type, body, Instant::now());
+        self.shared.notify.notify_waiters();
+        key
+    }
+
     /// Generates and enqueues `count` events cycling through `types`; returns their keys.
     pub fn generate(&self, sub_app_id: u64, count: usize, types: &[String]) -> Vec<u64> {
         (0..count)

@@ -207,7 +207,54 @@ impl<'de> Visitor<'de> for NodeVisitor {
         while let Some(key) = map.next_key::<Key<'de>>()? {
             members.push((key.0, map.next_value()?));
         }
+        refuse_duplicates::<A::Error, _>(&members)?;
         Ok(Node::Object(members))
+    }
+}
+
+/// Refuses an object with a key twice: JSON parsers disagree on which value wins (serde_json
+/// keeps the last, others the first), so routing on one reading while consumers act on another
+/// would split them. An error names the key.
+pub(crate) fn refuse_duplicates<E: serde::de::Error, V>(
+    members: &[(Cow<'_, str>, V)],
+) -> Result<(), E> {
+    let duplicate = if members.len() <= 16 {
+        members
+            .iter()
+            .enumerate()
+            .find(|(i, (k, _))| members[..*i].iter().any(|(seen, _)| seen == k))
+            .map(|(_, (k, _))| k.as_ref())
+    } else {
+        let mut keys: Vec<&str> = members.iter().map(|(k, _)| k.as_ref()).collect();
+        keys.sort_unstable();
+        keys.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+    };
+    match duplicate {
+        Some(key) => Err(E::custom(format_args!("duplicate object key {key:?}"))),
+        None => Ok(()),
+    }
+}
+
+/// An owned tree from a lenient parse (duplicate keys resolved, the last wins): for salvaging
+/// a body the strict reading refused.
+pub(crate) fn node_from_value(value: serde_json::Value) -> Node<'static> {
+    match value {
+        serde_json::Value::Null => Node::Null,
+        serde_json::Value::Bool(b) => Node::Bool(b),
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .map(Node::U64)
+            .or_else(|| n.as_i64().map(Node::I64))
+            .unwrap_or_else(|| Node::F64(n.as_f64().unwrap_or(0.0))),
+        serde_json::Value::String(s) => Node::Str(Cow::Owned(s)),
+        serde_json::Value::Array(items) => {
+            Node::Array(items.into_iter().map(node_from_value).collect())
+        }
+        serde_json::Value::Object(map) => Node::Object(
+            map.into_iter()
+                .map(|(k, v)| (Cow::Owned(k), node_from_value(v)))
+                .collect(),
+        ),
     }
 }
 

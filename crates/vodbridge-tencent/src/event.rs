@@ -9,7 +9,9 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use vodbridge_core::{Envelope, EventId, Ingress};
 
 use crate::{
-    canonical::{canonicalize_members, write_members, Key, Node},
+    canonical::{
+        canonicalize_members, node_from_value, refuse_duplicates, write_members, Key, Node,
+    },
     catalog,
     error::{Error, Result},
 };
@@ -68,7 +70,8 @@ impl<'a> RawEvent<'a> {
         // One UTF-8 check of the whole body is much cheaper than serde_json's check per string.
         let text = std::str::from_utf8(body).map_err(|_| Error::NotUtf8)?;
         let Members(members) = serde_json::from_str(text).map_err(|e| {
-            if e.is_data() {
+            // A JSON value of another type; other data errors (a key twice) keep their message.
+            if e.is_data() && e.to_string().contains("expected a JSON object") {
                 Error::NotAnObject
             } else {
                 Error::Json(e)
@@ -238,6 +241,7 @@ impl<'de> Deserialize<'de> for Members<'de> {
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     members.push((key, map.next_value::<Node<'de>>()?));
                 }
+                refuse_duplicates::<A::Error, _>(&members)?;
                 Ok(Members(members))
             }
         }
@@ -309,7 +313,15 @@ impl Normalizer {
     #[must_use]
     pub fn salvage(&self, body: &Bytes, received_at: OffsetDateTime) -> Option<Salvaged> {
         let text = std::str::from_utf8(body).ok()?;
-        let Members(members) = serde_json::from_str(text).ok()?;
+        // The strict reading first; a body it refused for a duplicate key is read leniently,
+        // since the dead letter only needs its handle and an id.
+        let members = match serde_json::from_str::<Members<'_>>(text) {
+            Ok(Members(members)) => members,
+            Err(_) => match node_from_value(serde_json::from_str(text).ok()?) {
+                Node::Object(members) => members,
+                _ => return None,
+            },
+        };
         let event = RawEvent {
             body,
             members,

@@ -413,3 +413,46 @@ fn data_without_delivery_fields_keeps_values_byte_for_byte_in_any_layout() {
         assert_eq!(env.id, normalize(&Bytes::copy_from_slice(want)).id);
     }
 }
+
+#[test]
+fn ambiguous_json_is_refused_with_a_clear_message() {
+    use bytes::Bytes;
+    for (body, needle) in [
+        (
+            &br#"{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":"1"},"EventType":"FileDeleted"}"#[..],
+            "duplicate object key \"EventType\"",
+        ),
+        (
+            br#"{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":"1","FileId":"2"}}"#,
+            "duplicate object key \"FileId\"",
+        ),
+        (
+            br#"{"EventType":"X","A":[{"k":1,"k":2}]}"#,
+            "duplicate object key \"k\"",
+        ),
+        (br#"{"EventType":"X","A":"\ud800"}"#, "hex escape"),
+        (br#"{"EventType":"X","A":1e400}"#, "out of range"),
+    ] {
+        let body = Bytes::copy_from_slice(body);
+        let Err(error) = vodbridge_tencent::RawEvent::parse(&body) else {
+            panic!("accepted {}", String::from_utf8_lossy(&body));
+        };
+        assert!(
+            error.to_string().contains(needle),
+            "{}: {error}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // Many members take the sorting path of the check.
+    let mut wide = String::from(r#"{"EventType":"X""#);
+    for i in 0..40 {
+        wide.push_str(&format!(r#","k{i}":{i}"#));
+    }
+    let fine = Bytes::from(format!("{wide}}}"));
+    assert!(vodbridge_tencent::RawEvent::parse(&fine).is_ok());
+    let doubled = Bytes::from(format!(r#"{wide},"k7":0}}"#));
+    let Err(error) = vodbridge_tencent::RawEvent::parse(&doubled) else {
+        panic!("a key twice among 41 accepted");
+    };
+    assert!(error.to_string().contains("\"k7\""), "{error}");
+}
