@@ -2,7 +2,7 @@
 
 use std::{
     collections::BTreeMap,
-    future::{Future, IntoFuture},
+    future::Future,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
     time::Duration,
@@ -199,12 +199,8 @@ impl App {
         confirmers.close();
 
         let router = self.router();
-        let serve = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let mut serve = std::pin::pin!(serve.into_future());
+        let serve = server::serve(self.listener, router, Arc::clone(&self.state), stop.clone());
+        let mut serve = std::pin::pin!(serve);
         tracing::info!(local_addr = %addr, version = env!("CARGO_PKG_VERSION"), pull_sources = self.pull_sources.len(), "Listening.");
 
         tokio::select! {

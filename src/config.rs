@@ -120,6 +120,16 @@ pub struct ServerConfig {
     pub retry_after_secs: u64,
     /// On SIGTERM, time allowed for in-flight work to finish before exiting.
     pub drain_timeout_secs: u64,
+    /// A connection must send a complete request head within this time, the first and every
+    /// later one on a kept-alive connection (so it is the idle keep-alive timeout too); else it
+    /// is closed without an answer.
+    pub header_timeout_ms: u64,
+    /// A request body must arrive within this time after its head; else 408.
+    pub body_timeout_ms: u64,
+    /// Open connections at most. Beyond it new connections wait in the listen backlog (the
+    /// bridge keeps serving the ones it has) rather than getting an answer VOD would take as
+    /// delivered.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -131,6 +141,9 @@ impl Default for ServerConfig {
             publish_timeout_ms: 4000,
             retry_after_secs: 1,
             drain_timeout_secs: 20,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 4096,
         }
     }
 }
@@ -343,8 +356,13 @@ pub struct CallbackAuthConfig {
     pub token_file: Option<PathBuf>,
     /// Client networks allowed to call (CIDR); empty allows all.
     pub allowed_ips: Vec<IpNet>,
-    /// Take the client address from the first `X-Forwarded-For` entry (only behind a proxy you
-    /// control).
+    /// The reverse proxies in front of the bridge (CIDR). When the connection comes from one,
+    /// the client address is the rightmost `X-Forwarded-For` entry that is not a trusted proxy
+    /// (entries to its left are whatever the client sent). Empty: the connection's address.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Replaced by `trusted_proxies`: it took the *first* `X-Forwarded-For` entry, which the
+    /// client writes itself behind a proxy that appends. Setting it is a configuration error
+    /// that says how to migrate.
     pub trust_forwarded_for: bool,
 }
 
@@ -357,8 +375,8 @@ impl fmt::Debug for CallbackAuthConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_file", &self.token_file)
             .field("allowed_ips", &self.allowed_ips)
-            .field("trust_forwarded_for", &self.trust_forwarded_for)
-            .finish()
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish_non_exhaustive()
     }
 }
 
@@ -617,8 +635,8 @@ pub struct CallbackAuth {
     pub token: Option<SecretString>,
     /// Allowed client networks; empty allows all.
     pub allowed_ips: Vec<IpNet>,
-    /// Use `X-Forwarded-For`.
-    pub trust_forwarded_for: bool,
+    /// Reverse proxies whose `X-Forwarded-For` entries are believed.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl fmt::Debug for CallbackAuth {
@@ -640,8 +658,20 @@ impl CallbackAuth {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let proxies = if self.trusted_proxies.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " trusted_proxies={}",
+                self.trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
         format!(
-            "sign_key={} token={} allowed_ips={ips}{}",
+            "sign_key={} token={} allowed_ips={ips}{proxies}",
             if self.sign_key.is_some() {
                 "<redacted>"
             } else {
@@ -651,11 +681,6 @@ impl CallbackAuth {
                 "<redacted>"
             } else {
                 "none"
-            },
-            if self.trust_forwarded_for {
-                " (X-Forwarded-For trusted)"
-            } else {
-                ""
             },
         )
     }
@@ -676,10 +701,19 @@ impl Settings {
         if server.body_limit_bytes == 0
             || server.max_in_flight == 0
             || server.publish_timeout_ms == 0
+            || server.max_connections == 0
         {
             return Err(Error::Config(
-                "server.body_limit_bytes, server.max_in_flight and server.publish_timeout_ms must be above 0".into(),
+                "server.body_limit_bytes, server.max_in_flight, server.publish_timeout_ms and server.max_connections must be above 0".into(),
             ));
+        }
+        for (key, ms) in [
+            ("header_timeout_ms", server.header_timeout_ms),
+            ("body_timeout_ms", server.body_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&ms) {
+                return Err(Error::Config(format!("server.{key} must be 100 to 600000")));
+            }
         }
         if config.sources.is_empty() {
             config.sources.insert(
@@ -1154,6 +1188,15 @@ fn build_source(name: &str, source: &SourceConfig, spool_configured: bool) -> Re
         SourceConfig::Push(push) => {
             let key = format!("sources.{name}.auth");
             let auth = &push.auth;
+            if auth.trust_forwarded_for {
+                return Err(Error::Config(format!(
+                    "{key}.trust_forwarded_for is replaced by trusted_proxies: it took the first \
+                     X-Forwarded-For entry, which the client controls behind a proxy that appends \
+                     ($proxy_add_x_forwarded_for). List your proxies' networks instead, e.g. \
+                     trusted_proxies = [\"10.0.0.0/8\"]: the client is then the rightmost entry \
+                     that is not one of them"
+                )));
+            }
             let sign_key = secret(
                 &format!("{key}.sign_key"),
                 auth.sign_key.as_ref(),
@@ -1209,7 +1252,7 @@ fn build_source(name: &str, source: &SourceConfig, spool_configured: bool) -> Re
                         sign_skew_secs: auth.sign_skew_secs.unwrap_or(DEFAULT_SIGN_SKEW_SECS),
                         token: token.map(SecretString::from),
                         allowed_ips: auth.allowed_ips.clone(),
-                        trust_forwarded_for: auth.trust_forwarded_for,
+                        trusted_proxies: auth.trusted_proxies.clone(),
                     },
                     hold,
                     spool,

@@ -76,6 +76,15 @@ pub struct Metrics {
     pub spool_oldest_age: prometheus::Gauge,
     /// `vodbridge_spool_full_total{source}`: callbacks held because the spool was full.
     pub spool_full: IntCounterVec,
+    /// `vodbridge_http_connections`: open HTTP connections (`server.max_connections` caps it).
+    pub http_connections: IntGauge,
+    /// `vodbridge_http_connections_closed_total{reason}`: connections closed by the edge limits
+    /// or errors: `header_timeout` (no complete request head in time, idle keep-alive
+    /// included), `incomplete`, `error`.
+    pub http_connections_closed: IntCounterVec,
+    /// `vodbridge_callback_body_timeouts_total{source}`: callbacks whose body did not arrive in
+    /// `server.body_timeout_ms` (answered 408).
+    pub body_timeouts: IntCounterVec,
     /// `vodbridge_push_retries_total{source}`: publishes of held callbacks tried again.
     pub push_retries: IntCounterVec,
     /// `vodbridge_callback_rejected_total{source, status}`: callbacks refused before publishing.
@@ -229,6 +238,17 @@ impl Metrics {
             spool_full: counter(
                 "spool_full_total",
                 "Callbacks held instead of spooled because the spool was full.",
+                &["source"],
+            )?,
+            http_connections: plain_gauge("http_connections", "Open HTTP connections.")?,
+            http_connections_closed: counter(
+                "http_connections_closed_total",
+                "HTTP connections closed by the edge limits or errors, by reason.",
+                &["reason"],
+            )?,
+            body_timeouts: counter(
+                "callback_body_timeouts_total",
+                "Callbacks whose body did not arrive in time (answered 408).",
                 &["source"],
             )?,
             push_retries: counter(

@@ -143,7 +143,25 @@ async fn handle(
         .map(|Query(q)| q)
         .unwrap_or_default();
     check_token(auth, &query, request.headers())?;
-    let body = read_body(request, state.server.body_limit_bytes).await?;
+    let body = match tokio::time::timeout(
+        std::time::Duration::from_millis(state.server.body_timeout_ms),
+        read_body(request, state.server.body_limit_bytes),
+    )
+    .await
+    {
+        Ok(body) => body?,
+        Err(_) => {
+            state.metrics.body_timeouts.with_label_values(&[name]).inc();
+            return Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {} ms",
+                    state.server.body_timeout_ms
+                ),
+            ));
+        }
+    };
 
     let event =
         RawEvent::parse(&body).map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_body", e))?;
@@ -331,33 +349,61 @@ fn error_body(status: StatusCode, code: &str, message: &str, retry_after: Option
     response
 }
 
+/// The client's address: the connection's, or, when the connection comes from a trusted proxy,
+/// the rightmost `X-Forwarded-For` entry that is not a trusted proxy (each proxy appends the
+/// address it saw, so entries left of the last untrusted one are the client's own words).
 fn client_ip(auth: &CallbackAuth, request: &Request) -> Option<IpAddr> {
-    if auth.trust_forwarded_for {
-        let forwarded = request
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if forwarded.is_some() {
-            return forwarded;
-        }
-    }
-    request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| canonical_ip(addr.ip()))?;
+    Some(forwarded_client(
+        &auth.trusted_proxies,
+        peer,
+        request.headers(),
+    ))
+}
+
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The client behind `peer` by `X-Forwarded-For` and the trusted proxies; an unparseable entry
+/// stops the walk there (it is not a proxy we trust, so it is the client as far as we know).
+fn forwarded_client(trusted: &[ipnet::IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let entries = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect::<Vec<_>>();
+    for entry in entries.iter().rev() {
+        let Ok(ip) = entry.parse::<IpAddr>().map(canonical_ip) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
 }
 
 fn check_client(auth: &CallbackAuth, request: &Request) -> Result<(), Refusal> {
     if auth.allowed_ips.is_empty() {
         return Ok(());
     }
-    let ip = client_ip(auth, request).map(|ip| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    });
-    match ip {
+    match client_ip(auth, request) {
         Some(ip) if auth.allowed_ips.iter().any(|net| net.contains(&ip)) => Ok(()),
         Some(ip) => Err(Refusal::new(
             StatusCode::FORBIDDEN,
@@ -469,4 +515,58 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes, Refusal> {
                 )
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append("x-forwarded-for", HeaderValue::from_str(v).expect("header"));
+        }
+        map
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_forwarded_entry() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let proxy = ip("10.0.0.5");
+        // nginx appends the address it saw: the first entry is the client's own words.
+        assert_eq!(
+            forwarded_client(&trusted, proxy, &headers(&["203.0.113.9, 198.51.100.7"])),
+            ip("198.51.100.7")
+        );
+        // Two trusted proxies in a row are skipped.
+        assert_eq!(
+            forwarded_client(&trusted, proxy, &headers(&["198.51.100.7, 10.1.1.1"])),
+            ip("198.51.100.7")
+        );
+        // Several headers count as one list.
+        assert_eq!(
+            forwarded_client(&trusted, proxy, &headers(&["203.0.113.9", "198.51.100.7"])),
+            ip("198.51.100.7")
+        );
+        // A connection that is not from a trusted proxy: its own address, whatever it claims.
+        assert_eq!(
+            forwarded_client(&trusted, ip("198.51.100.7"), &headers(&["10.0.0.1"])),
+            ip("198.51.100.7")
+        );
+        // Garbage stops the walk; no header leaves the proxy's own address.
+        assert_eq!(
+            forwarded_client(
+                &trusted,
+                proxy,
+                &headers(&["203.0.113.9, nonsense, 10.0.0.9"])
+            ),
+            ip("10.0.0.9")
+        );
+        assert_eq!(forwarded_client(&trusted, proxy, &headers(&[])), proxy);
+        assert_eq!(
+            forwarded_client(&trusted, proxy, &headers(&["::ffff:198.51.100.7"])),
+            ip("198.51.100.7")
+        );
+    }
 }

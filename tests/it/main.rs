@@ -5,6 +5,7 @@ mod amqp;
 mod cli;
 mod config;
 mod deploy;
+mod edge;
 mod file_sink;
 mod helpers;
 mod kafka;

@@ -422,9 +422,9 @@ async fn token_is_enforced() {
 }
 
 #[tokio::test]
-async fn ip_allow_list_is_enforced() {
+async fn ip_allow_list_is_enforced_and_forwarded_for_is_read_from_the_right() {
     let sink = Scripted::new("main", Behaviour::Ack);
-    let toml = format!("[sources.app]\nmode = \"push\"\n[sources.app.auth]\nallowed_ips = [\"10.0.0.0/8\"]\n[sources.proxied]\nmode = \"push\"\n[sources.proxied.auth]\nallowed_ips = [\"10.0.0.0/8\"]\ntrust_forwarded_for = true\n{ONE_SINK}");
+    let toml = format!("[sources.app]\nmode = \"push\"\n[sources.app.auth]\nallowed_ips = [\"10.0.0.0/8\"]\n[sources.proxied]\nmode = \"push\"\n[sources.proxied.auth]\nallowed_ips = [\"10.0.0.0/8\"]\ntrusted_proxies = [\"127.0.0.0/8\"]\n{ONE_SINK}");
     let app = TestApp::start(settings(&toml), vec![sink.clone() as Arc<dyn Sink>]).await;
     assert_eq!(
         app.post("/callback/app", fixture("NewFileUpload"))
@@ -433,28 +433,51 @@ async fn ip_allow_list_is_enforced() {
         403,
         "127.0.0.1 not allowed"
     );
-    let spoofed = reqwest::Client::new()
-        .post(app.url("/callback/app"))
-        .header("x-forwarded-for", "10.1.2.3")
-        .body(fixture("NewFileUpload"))
-        .send()
-        .await
-        .expect("response");
+    let post = |path: &str, forwarded: &str| {
+        reqwest::Client::new()
+            .post(app.url(path))
+            .header("x-forwarded-for", forwarded)
+            .body(fixture("NewFileUpload"))
+            .send()
+    };
     assert_eq!(
-        spoofed.status(),
+        post("/callback/app", "10.1.2.3")
+            .await
+            .expect("response")
+            .status(),
         403,
-        "X-Forwarded-For ignored unless trusted"
+        "X-Forwarded-For ignored unless the connection is from a trusted proxy"
+    );
+    // Behind a proxy that appends ($proxy_add_x_forwarded_for), the client writes the first
+    // entry itself: 10.1.2.3 is a lie, 192.0.2.1 is who connected to the proxy.
+    assert_eq!(
+        post("/callback/proxied", "10.1.2.3, 192.0.2.1")
+            .await
+            .expect("response")
+            .status(),
+        403,
+        "a spoofed first entry is refused"
     );
     assert_eq!(sink.received_count(), 0);
-    let proxied = reqwest::Client::new()
-        .post(app.url("/callback/proxied"))
-        .header("x-forwarded-for", "10.1.2.3, 192.0.2.1")
-        .body(fixture("NewFileUpload"))
-        .send()
-        .await
-        .expect("response");
-    assert_eq!(proxied.status(), 200);
+    assert_eq!(
+        post("/callback/proxied", "192.0.2.1, 10.1.2.3")
+            .await
+            .expect("response")
+            .status(),
+        200,
+        "the real client, appended by the proxy, is allowed"
+    );
     app.stop().await.expect("clean stop");
+}
+
+#[test]
+fn trust_forwarded_for_is_refused_with_the_way_out() {
+    let config = vodbridge::config::Config::from_toml(
+        "[sources.p]\nmode = \"push\"\n[sources.p.auth]\ntrust_forwarded_for = true\n",
+    )
+    .expect("parses");
+    let error = vodbridge::config::Settings::from_config(config).expect_err("refused");
+    assert!(error.to_string().contains("trusted_proxies"), "{error}");
 }
 
 #[tokio::test]
