@@ -713,3 +713,43 @@ fsync = "never"
     );
     drop(replicas);
 }
+
+/// With VOD's queue empty the loops long-poll: four loops spend about one call each per long
+/// poll, nowhere near the account's 100 calls/s, and nothing is throttled.
+#[tokio::test]
+async fn an_empty_queue_spends_almost_no_budget() {
+    let mut config = vod_emulator::EmulatorConfig::new(ID, KEY);
+    config.long_poll = Duration::from_secs(1);
+    config.limits = vod_emulator::Limits::VOD;
+    let emu = vod_emulator::Emulator::new(config)
+        .serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("emulator serves");
+    let sink = Scripted::new("main", Behaviour::Ack);
+    let toml = format!(
+        "{}\n[sinks.main]\ntype = \"stdout\"\n",
+        pull_source("app", &emu, 1, 4, 30_000, 5_000)
+    );
+    let app = TestApp::start(settings(&toml), vec![Arc::clone(&sink) as Arc<dyn Sink>]).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let stats = emu.emulator.stats();
+    assert!(
+        stats.pulls <= 4 * 5,
+        "4 loops × (3.5 s / 1 s long poll + 1): {} pulls",
+        stats.pulls
+    );
+    assert_eq!(stats.throttled, 0);
+    // An event that arrives is handed out at once, not after a poll interval.
+    let started = Instant::now();
+    enqueue(&emu, 1, 0..1);
+    wait_for("the event confirmed", Duration::from_secs(5), || {
+        emu.emulator.stats().confirmed == 1
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    app.stop().await.expect("clean stop");
+}

@@ -456,3 +456,27 @@ fn ambiguous_json_is_refused_with_a_clear_message() {
     };
     assert!(error.to_string().contains("\"k7\""), "{error}");
 }
+
+/// Found by `fuzz/callback_normalize`: an integer beyond u64 and its shortest float spelling
+/// are the same number, so the event keeps its id (numbers parse correctly rounded).
+#[test]
+fn every_spelling_of_a_number_gives_the_same_id() {
+    use bytes::Bytes;
+    use vodbridge_core::Ingress;
+    use vodbridge_tencent::{Normalizer, RawEvent};
+    let normalizer = Normalizer::new("/tencentcloud/vod/1", Some(1), Ingress::Push);
+    let id = |progress: &str| {
+        let body = Bytes::from(format!(
+            r#"{{"EventType":"ProcedureStateChanged","ProcedureStateChangeEvent":{{"TaskId":"t","Progress":{progress}}}}}"#
+        ));
+        let event = RawEvent::parse(&body).expect("parses");
+        normalizer
+            .normalize(event, time::OffsetDateTime::UNIX_EPOCH)
+            .expect("normalizes")
+            .id
+    };
+    let long = "4011111111111111111111111111111111111111111111111";
+    assert_eq!(id(long), id("4.011111111111111e+48"));
+    assert_eq!(id(long), id("4.011111111111111e48"));
+    assert_eq!(id("0.30000000000000004"), id("3.0000000000000004e-1"));
+}
