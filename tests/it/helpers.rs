@@ -318,3 +318,32 @@ pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
             .and_then(|rest| rest.trim().parse().ok())
     })
 }
+
+/// Every message of a JetStream stream, in stream order, decoded from CloudEvents binary mode
+/// (`ce-*` headers); empty when the stream does not exist.
+pub(crate) async fn jetstream_envelopes(url: &str, stream: &str) -> Vec<vodbridge_core::Envelope> {
+    let client = async_nats::connect(url).await.expect("connects");
+    let Ok(stream) = async_nats::jetstream::new(client).get_stream(stream).await else {
+        return Vec::new();
+    };
+    let info = stream.get_info().await.expect("info").state;
+    let mut out = Vec::new();
+    for seq in info.first_sequence..=info.last_sequence {
+        let Ok(message) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        out.push(
+            vodbridge_core::Envelope::from_binary(
+                |name| {
+                    message
+                        .headers
+                        .get(format!("ce-{name}").as_str())
+                        .map(|v| v.as_str().to_owned().into())
+                },
+                message.payload.clone(),
+            )
+            .expect("a CloudEvent"),
+        );
+    }
+    out
+}

@@ -12,10 +12,9 @@ use std::{
 
 use serde_json::{json, Value};
 use vod_emulator::RunningEmulator;
-use vodbridge_core::Envelope;
 use vodbridge_testkit::{NatsServer, RabbitMq};
 
-use crate::helpers::{settings, wait_for, TestApp};
+use crate::helpers::{jetstream_envelopes, settings, wait_for, TestApp};
 
 /// A push event with a unique FileId.
 fn event(run: &str, i: usize) -> (String, Value) {
@@ -137,30 +136,11 @@ ack_timeout_ms = 1000
 
 /// FileIds of every message in the NATS stream.
 async fn nats_file_ids(nats: &NatsServer) -> HashSet<String> {
-    let client = async_nats::connect(nats.url()).await.expect("connects");
-    let stream = async_nats::jetstream::new(client)
-        .get_stream("VOD")
+    jetstream_envelopes(&nats.url(), "VOD")
         .await
-        .expect("stream");
-    let info = stream.get_info().await.expect("info").state;
-    let mut out = HashSet::new();
-    for seq in info.first_sequence..=info.last_sequence {
-        let Ok(message) = stream.get_raw_message(seq).await else {
-            continue;
-        };
-        let envelope = Envelope::from_binary(
-            |name| {
-                message
-                    .headers
-                    .get(format!("ce-{name}").as_str())
-                    .map(|v| v.as_str().to_owned().into())
-            },
-            message.payload.clone(),
-        )
-        .expect("a CloudEvent");
-        out.extend(envelope.subject);
-    }
-    out
+        .into_iter()
+        .filter_map(|envelope| envelope.subject)
+        .collect()
 }
 
 /// 200 events at 20/s; NATS is killed 2 s in and started again 6 s later, inside VOD's retry

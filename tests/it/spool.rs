@@ -6,10 +6,9 @@ use std::{collections::HashMap, time::Duration};
 
 use serde_json::{json, Value};
 use vod_emulator::RunningEmulator;
-use vodbridge_core::Envelope;
 use vodbridge_testkit::{free_port, BridgeProcess, NatsServer};
 
-use crate::helpers::{metric, settings, wait_for, TestApp};
+use crate::helpers::{jetstream_envelopes, metric, settings, wait_for, TestApp};
 
 fn config(nats: &NatsServer, spool: &std::path::Path) -> String {
     format!(
@@ -93,33 +92,17 @@ async fn acknowledged(emu: &RunningEmulator, keys: &[u64], timeout: Duration) ->
 
 /// The stream's events in stream order: (FileId, Progress).
 async fn stored(nats: &NatsServer) -> Vec<(String, u64)> {
-    let client = async_nats::connect(nats.url()).await.expect("connects");
-    let Ok(stream) = async_nats::jetstream::new(client).get_stream("VOD").await else {
-        return Vec::new();
-    };
-    let info = stream.get_info().await.expect("info").state;
-    let mut out = Vec::new();
-    for seq in info.first_sequence..=info.last_sequence {
-        let Ok(message) = stream.get_raw_message(seq).await else {
-            continue;
-        };
-        let envelope = Envelope::from_binary(
-            |name| {
-                message
-                    .headers
-                    .get(format!("ce-{name}").as_str())
-                    .map(|v| v.as_str().to_owned().into())
-            },
-            message.payload.clone(),
-        )
-        .expect("a CloudEvent");
-        let data: Value = serde_json::from_slice(&envelope.data).expect("json");
-        let progress = data["ProcedureStateChangeEvent"]["Progress"]
-            .as_u64()
-            .unwrap_or(0);
-        out.push((envelope.subject.unwrap_or_default(), progress));
-    }
-    out
+    jetstream_envelopes(&nats.url(), "VOD")
+        .await
+        .into_iter()
+        .map(|envelope| {
+            let data: Value = serde_json::from_slice(&envelope.data).expect("json");
+            let progress = data["ProcedureStateChangeEvent"]["Progress"]
+                .as_u64()
+                .unwrap_or(0);
+            (envelope.subject.unwrap_or_default(), progress)
+        })
+        .collect()
 }
 
 /// Every pushed event is stored, and each video's events first appear in the order sent.
