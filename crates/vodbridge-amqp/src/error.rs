@@ -1,4 +1,11 @@
-//! The AMQP crate's error type: configuration and setup failures.
+//! The AMQP crate's errors: its own (configuration, files), and [`classify`], the one place a
+//! lapin error becomes retryable or rejected for the pipeline.
+
+use lapin::{
+    protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
+    ErrorKind,
+};
+use vodbridge_core::{FailureReason, SinkError};
 
 /// Errors raised while setting up the AMQP sink.
 #[derive(Debug, thiserror::Error)]
@@ -18,3 +25,32 @@ pub enum Error {
 
 /// Result with the AMQP [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The one place a RabbitMQ failure becomes retryable or rejected.
+#[must_use]
+pub fn classify(error: &lapin::Error) -> SinkError {
+    let detail = error.to_string();
+    match error.kind() {
+        ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
+                SinkError::rejected(FailureReason::Unauthorized, detail)
+            }
+            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => {
+                SinkError::rejected(FailureReason::Unroutable, detail)
+            }
+            AMQPErrorKind::Soft(AMQPSoftError::NOROUTE) => {
+                SinkError::rejected(FailureReason::Unroutable, detail)
+            }
+            // RabbitMQ refuses a message above max_message_size with PRECONDITION_FAILED.
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => {
+                SinkError::rejected(FailureReason::TooLarge, detail)
+            }
+            AMQPErrorKind::Hard(AMQPHardError::FRAMEERROR | AMQPHardError::SYNTAXERROR) => {
+                SinkError::rejected(FailureReason::Invalid, detail)
+            }
+            _ => SinkError::retryable(FailureReason::Unavailable, detail),
+        },
+        // Connection or channel gone, IO errors, heartbeat loss, shutdown: the event comes back.
+        _ => SinkError::retryable(FailureReason::Unavailable, detail),
+    }
+}

@@ -19,5 +19,5 @@ mod error;
 mod sink;
 
 pub use config::{AmqpSinkConfig, ExchangeType};
-pub use error::{Error, Result};
-pub use sink::{classify, AmqpSink};
+pub use error::{classify, Error, Result};
+pub use sink::AmqpSink;

@@ -11,11 +11,9 @@ use std::{
 
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions},
-    protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
     tcp::OwnedTLSConfig,
     types::{AMQPValue, FieldTable, LongString, ShortString},
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind,
-    ExchangeKind,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use tokio::sync::Notify;
 use vodbridge_core::{
@@ -24,7 +22,7 @@ use vodbridge_core::{
 
 use crate::{
     config::{AmqpSinkConfig, ExchangeType, Validated},
-    error::Result,
+    error::{classify, Result},
 };
 
 /// Connection and channels of one connected period.
@@ -215,35 +213,6 @@ async fn open(
         connection,
         channels,
     })
-}
-
-/// The one place a RabbitMQ failure becomes retryable or rejected.
-#[must_use]
-pub fn classify(error: &lapin::Error) -> SinkError {
-    let detail = error.to_string();
-    match error.kind() {
-        ErrorKind::ProtocolError(amqp) => match amqp.kind() {
-            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
-                SinkError::rejected(FailureReason::Unauthorized, detail)
-            }
-            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => {
-                SinkError::rejected(FailureReason::Unroutable, detail)
-            }
-            AMQPErrorKind::Soft(AMQPSoftError::NOROUTE) => {
-                SinkError::rejected(FailureReason::Unroutable, detail)
-            }
-            // RabbitMQ refuses a message above max_message_size with PRECONDITION_FAILED.
-            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => {
-                SinkError::rejected(FailureReason::TooLarge, detail)
-            }
-            AMQPErrorKind::Hard(AMQPHardError::FRAMEERROR | AMQPHardError::SYNTAXERROR) => {
-                SinkError::rejected(FailureReason::Invalid, detail)
-            }
-            _ => SinkError::retryable(FailureReason::Unavailable, detail),
-        },
-        // Connection or channel gone, IO errors, heartbeat loss, shutdown: the event comes back.
-        _ => SinkError::retryable(FailureReason::Unavailable, detail),
-    }
 }
 
 fn headers(message: &Message) -> FieldTable {

@@ -1,4 +1,8 @@
-//! The Kafka crate's error type: configuration and producer creation failures.
+//! The Kafka crate's errors: its own (configuration, producer creation), and [`classify`], the
+//! one place a librdkafka error becomes retryable or rejected for the pipeline.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use vodbridge_core::{FailureReason, SinkError};
 
 /// Errors raised while setting up the Kafka sink.
 #[derive(Debug, thiserror::Error)]
@@ -21,3 +25,34 @@ pub enum Error {
 
 /// Result with the Kafka [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The one place a Kafka error becomes retryable or rejected.
+#[must_use]
+pub fn classify(error: &KafkaError) -> SinkError {
+    let detail = error.to_string();
+    let code = match error {
+        KafkaError::MessageProduction(code) => *code,
+        _ => return SinkError::retryable(FailureReason::Other, detail),
+    };
+    match code {
+        RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize => {
+            SinkError::rejected(FailureReason::TooLarge, detail)
+        }
+        RDKafkaErrorCode::TopicAuthorizationFailed
+        | RDKafkaErrorCode::ClusterAuthorizationFailed => {
+            SinkError::rejected(FailureReason::Unauthorized, detail)
+        }
+        RDKafkaErrorCode::InvalidTopic
+        | RDKafkaErrorCode::UnknownTopic
+        | RDKafkaErrorCode::UnknownTopicOrPartition => {
+            SinkError::rejected(FailureReason::Unroutable, detail)
+        }
+        RDKafkaErrorCode::InvalidRecord => SinkError::rejected(FailureReason::Invalid, detail),
+        RDKafkaErrorCode::QueueFull => SinkError::retryable(FailureReason::Saturated, detail),
+        RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut => {
+            SinkError::retryable(FailureReason::Timeout, detail)
+        }
+        // Broker down, leader moving, not enough in-sync replicas, ...: the event comes back.
+        _ => SinkError::retryable(FailureReason::Unavailable, detail),
+    }
+}

@@ -19,5 +19,5 @@ mod error;
 mod sink;
 
 pub use config::KafkaSinkConfig;
-pub use error::{Error, Result};
-pub use sink::{classify, KafkaSink};
+pub use error::{classify, Error, Result};
+pub use sink::KafkaSink;

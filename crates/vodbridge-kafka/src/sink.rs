@@ -20,7 +20,7 @@ use vodbridge_core::{FailureReason, HeaderStyle, Message, PublishFuture, Sink, S
 
 use crate::{
     config::KafkaSinkConfig,
-    error::{Error, Result},
+    error::{classify, Error, Result},
 };
 
 /// A Kafka sink.
@@ -183,37 +183,6 @@ fn spawn_probe(state: Arc<State>) {
             tokio::time::sleep(Duration::from_millis(if reachable { 3000 } else { 500 })).await;
         }
     });
-}
-
-/// The one place a Kafka error becomes retryable or rejected.
-#[must_use]
-pub fn classify(error: &KafkaError) -> SinkError {
-    let detail = error.to_string();
-    let code = match error {
-        KafkaError::MessageProduction(code) => *code,
-        _ => return SinkError::retryable(FailureReason::Other, detail),
-    };
-    match code {
-        RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize => {
-            SinkError::rejected(FailureReason::TooLarge, detail)
-        }
-        RDKafkaErrorCode::TopicAuthorizationFailed
-        | RDKafkaErrorCode::ClusterAuthorizationFailed => {
-            SinkError::rejected(FailureReason::Unauthorized, detail)
-        }
-        RDKafkaErrorCode::InvalidTopic
-        | RDKafkaErrorCode::UnknownTopic
-        | RDKafkaErrorCode::UnknownTopicOrPartition => {
-            SinkError::rejected(FailureReason::Unroutable, detail)
-        }
-        RDKafkaErrorCode::InvalidRecord => SinkError::rejected(FailureReason::Invalid, detail),
-        RDKafkaErrorCode::QueueFull => SinkError::retryable(FailureReason::Saturated, detail),
-        RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut => {
-            SinkError::retryable(FailureReason::Timeout, detail)
-        }
-        // Broker down, leader moving, not enough in-sync replicas, ...: the event comes back.
-        _ => SinkError::retryable(FailureReason::Unavailable, detail),
-    }
 }
 
 /// `vod.{event_type}` with the event type reduced to topic-safe characters.

@@ -1,4 +1,8 @@
-//! The NATS crate's error type: configuration and connection setup failures.
+//! The NATS crate's errors: its own (configuration, files, connection), and [`classify`], the
+//! one place a JetStream publish error becomes retryable or rejected for the pipeline.
+
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use vodbridge_core::{FailureReason, SinkError};
 
 /// Errors raised while setting up the NATS sink.
 #[derive(Debug, thiserror::Error)]
@@ -21,3 +25,41 @@ pub enum Error {
 
 /// Result with the NATS [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The one place a JetStream failure becomes retryable or rejected.
+#[must_use]
+pub fn classify(error: &PublishError) -> SinkError {
+    let detail = error.to_string();
+    match error.kind() {
+        PublishErrorKind::TimedOut => SinkError::retryable(FailureReason::Timeout, detail),
+        PublishErrorKind::BrokenPipe => SinkError::retryable(FailureReason::Unavailable, detail),
+        PublishErrorKind::MaxAckPending => SinkError::retryable(FailureReason::Saturated, detail),
+        PublishErrorKind::StreamNotFound => SinkError::rejected(FailureReason::Unroutable, detail),
+        PublishErrorKind::MaxPayloadExceeded => {
+            SinkError::rejected(FailureReason::TooLarge, detail)
+        }
+        PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => {
+            SinkError::rejected(FailureReason::Invalid, detail)
+        }
+        // Unknown failures are retried: a redelivery is cheap, a wrong dead letter is not.
+        PublishErrorKind::Other => SinkError::retryable(FailureReason::Other, detail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_is_exhaustive_and_conservative() {
+        let c = |kind| classify(&PublishError::new(kind));
+        assert!(c(PublishErrorKind::TimedOut).is_retryable());
+        assert!(c(PublishErrorKind::BrokenPipe).is_retryable());
+        assert!(c(PublishErrorKind::Other).is_retryable());
+        assert_eq!(
+            c(PublishErrorKind::StreamNotFound).reason(),
+            FailureReason::Unroutable
+        );
+        assert!(!c(PublishErrorKind::MaxPayloadExceeded).is_retryable());
+    }
+}

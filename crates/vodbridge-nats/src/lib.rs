@@ -18,5 +18,5 @@ mod error;
 mod sink;
 
 pub use config::{NatsSinkConfig, StorageKind};
-pub use error::{Error, Result};
-pub use sink::{classify, NatsSink};
+pub use error::{classify, Error, Result};
+pub use sink::NatsSink;

@@ -20,7 +20,7 @@ use vodbridge_core::{FailureReason, HeaderStyle, Message, PublishFuture, Sink, S
 
 use crate::{
     config::{Checked, NatsSinkConfig, StorageKind},
-    error::{Error, Result},
+    error::{classify, Error, Result},
 };
 
 /// A JetStream sink.
@@ -164,25 +164,6 @@ async fn ensure_stream(
     }
 }
 
-/// The one place a JetStream failure becomes retryable or rejected.
-#[must_use]
-pub fn classify(kind: PublishErrorKind, detail: String) -> SinkError {
-    match kind {
-        PublishErrorKind::TimedOut => SinkError::retryable(FailureReason::Timeout, detail),
-        PublishErrorKind::BrokenPipe => SinkError::retryable(FailureReason::Unavailable, detail),
-        PublishErrorKind::MaxAckPending => SinkError::retryable(FailureReason::Saturated, detail),
-        PublishErrorKind::StreamNotFound => SinkError::rejected(FailureReason::Unroutable, detail),
-        PublishErrorKind::MaxPayloadExceeded => {
-            SinkError::rejected(FailureReason::TooLarge, detail)
-        }
-        PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => {
-            SinkError::rejected(FailureReason::Invalid, detail)
-        }
-        // Unknown failures are retried: a redelivery is cheap, a wrong dead letter is not.
-        PublishErrorKind::Other => SinkError::retryable(FailureReason::Other, detail),
-    }
-}
-
 /// `vod.{event_type}` with the event type reduced to subject-safe characters.
 fn default_subject(event_type: &str) -> String {
     let token: String = event_type
@@ -261,13 +242,13 @@ impl Sink for NatsSink {
                     if e.kind() == PublishErrorKind::StreamNotFound {
                         self.recheck_stream();
                     }
-                    classify(e.kind(), e.to_string())
+                    classify(&e)
                 })?;
             ack.await.map(|_| ()).map_err(|e| {
                 if e.kind() == PublishErrorKind::StreamNotFound {
                     self.recheck_stream();
                 }
-                classify(e.kind(), e.to_string())
+                classify(&e)
             })
         })
     }
@@ -290,19 +271,6 @@ impl Sink for NatsSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classification_is_exhaustive_and_conservative() {
-        let d = || "x".to_owned();
-        assert!(classify(PublishErrorKind::TimedOut, d()).is_retryable());
-        assert!(classify(PublishErrorKind::BrokenPipe, d()).is_retryable());
-        assert!(classify(PublishErrorKind::Other, d()).is_retryable());
-        assert_eq!(
-            classify(PublishErrorKind::StreamNotFound, d()).reason(),
-            FailureReason::Unroutable
-        );
-        assert!(!classify(PublishErrorKind::MaxPayloadExceeded, d()).is_retryable());
-    }
 
     #[test]
     fn default_subjects_are_safe() {
