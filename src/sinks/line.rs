@@ -309,11 +309,9 @@ impl Sink for LineSink {
 
     fn publish<'a>(&'a self, message: &'a Message) -> PublishFuture<'a> {
         Box::pin(async move {
-            let dead_letter = message
-                .dead_letter
-                .as_ref()
-                .map(|d| (d.reason.as_str(), d.detail.as_str()));
-            let mut line = message.envelope.to_structured_json(dead_letter);
+            let mut line = message
+                .envelope
+                .to_structured_json(message.dead_letter.as_ref());
             line.push(b'\n');
             let (done, answer) = oneshot::channel();
             let jobs = self.sender().ok_or_else(closed)?;

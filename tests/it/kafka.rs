@@ -184,6 +184,22 @@ destination = "vod.deadletter"
             .and_then(|x| x.value)
     });
     assert_eq!(reason, Some(&b"too_large"[..]));
+    let header = |name: &str| {
+        dead[0].headers().and_then(|h| {
+            h.iter()
+                .find(|x| x.key == name)
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
+    };
+    assert_eq!(
+        (
+            header("ce_deadlettersink").as_deref(),
+            header("ce_deadletterdestination").as_deref()
+        ),
+        (Some("kafka"), Some("vod.events")),
+        "the dead letter names the sink and the topic that refused it"
+    );
 
     // Broker down: 503 and no confirm; back up: everything delivered.
     broker.stop();

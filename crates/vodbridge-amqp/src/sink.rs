@@ -17,7 +17,7 @@ use lapin::{
 };
 use tokio::sync::Notify;
 use vodbridge_core::{
-    redact_url, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
+    redact_url, DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
 };
 
 use crate::{
@@ -215,22 +215,21 @@ async fn open(
     })
 }
 
+/// The `cloudEvents_*` headers: the envelope's attributes and, on a dead-letter copy, its
+/// dead-letter attributes, in one loop.
 fn headers(message: &Message) -> FieldTable {
     let mut table = FieldTable::default();
-    for (name, value) in message.envelope.attributes() {
+    let dead_letter = message.dead_letter.as_ref().map(DeadLetterInfo::attributes);
+    for (name, value) in message.envelope.attributes().into_iter().chain(
+        dead_letter
+            .into_iter()
+            .flatten()
+            .map(|(n, v)| (n, v.into())),
+    ) {
         table.insert(
             HeaderStyle::Amqp.header_name(name).as_ref().into(),
             AMQPValue::LongString(LongString::from(value.as_ref())),
         );
-    }
-    if let Some(info) = &message.dead_letter {
-        for (name, value) in [
-            ("cloudEvents_deadletterreason", info.reason.as_str()),
-            ("cloudEvents_deadletterdetail", info.detail.as_str()),
-            ("cloudEvents_deadlettersink", info.failed_sink.as_str()),
-        ] {
-            table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
-        }
     }
     table
 }
@@ -258,10 +257,7 @@ impl Sink for AmqpSink {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             let envelope = &message.envelope;
-            let dead_letter = message
-                .dead_letter
-                .as_ref()
-                .map(|d| (d.reason.as_str(), d.detail.as_str()));
+            let dead_letter = message.dead_letter.as_ref();
             let (payload, content_type) = if self.config.structured {
                 (
                     envelope.to_structured_json(dead_letter),

@@ -8,7 +8,10 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    sink::DeadLetterInfo,
+};
 
 /// The CloudEvents specification version every envelope carries.
 pub const SPEC_VERSION: &str = "1.0";
@@ -30,7 +33,7 @@ pub enum HeaderStyle {
 
 /// Every attribute [`Envelope::attributes`] yields, plus the dead-letter extensions, with its
 /// header name in each [`HeaderStyle`].
-const HEADER_NAMES: [[&str; 4]; 14] = [
+const HEADER_NAMES: [[&str; 4]; 15] = [
     [
         "specversion",
         "ce_specversion",
@@ -89,6 +92,12 @@ const HEADER_NAMES: [[&str; 4]; 14] = [
         "ce_deadlettersink",
         "cloudEvents_deadlettersink",
         "ce-deadlettersink",
+    ],
+    [
+        "deadletterdestination",
+        "ce_deadletterdestination",
+        "cloudEvents_deadletterdestination",
+        "ce-deadletterdestination",
     ],
 ];
 
@@ -270,6 +279,10 @@ struct Wire<'a> {
     _deadletterreason: Option<Cow<'a, str>>,
     #[serde(default, borrow, rename = "deadletterdetail")]
     _deadletterdetail: Option<Cow<'a, str>>,
+    #[serde(default, borrow, rename = "deadlettersink")]
+    _deadlettersink: Option<Cow<'a, str>>,
+    #[serde(default, borrow, rename = "deadletterdestination")]
+    _deadletterdestination: Option<Cow<'a, str>>,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -319,9 +332,9 @@ impl Envelope {
 
     /// Encodes the envelope as one structured-mode CloudEvents JSON object on one line (no
     /// trailing newline): `data` is embedded as received, minus line breaks between tokens.
-    /// `dead_letter` adds the `deadletterreason` and `deadletterdetail` extensions.
+    /// `dead_letter` adds its extensions ([`DeadLetterInfo::attributes`]).
     #[must_use]
-    pub fn to_structured_json(&self, dead_letter: Option<(&str, &str)>) -> Vec<u8> {
+    pub fn to_structured_json(&self, dead_letter: Option<&DeadLetterInfo>) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.data.len() + 512);
         out.extend_from_slice(br#"{"specversion":"1.0","id":"#);
         push_json_str(&mut out, self.id.as_str());
@@ -341,9 +354,10 @@ impl Envelope {
             push_member(&mut out, "vodtaskid", task_id);
         }
         push_member(&mut out, "partitionkey", &self.partition_key);
-        if let Some((reason, detail)) = dead_letter {
-            push_member(&mut out, "deadletterreason", reason);
-            push_member(&mut out, "deadletterdetail", detail);
+        if let Some(info) = dead_letter {
+            for (name, value) in info.attributes() {
+                push_member(&mut out, name, value);
+            }
         }
         out.extend_from_slice(br#","data":"#);
         // `data` is JSON by construction. Line breaks outside strings are insignificant

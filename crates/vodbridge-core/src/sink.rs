@@ -73,6 +73,22 @@ pub struct DeadLetterInfo {
     pub failed_destination: String,
 }
 
+impl DeadLetterInfo {
+    /// The dead-letter extension attributes, in a fixed order: what every sink writes, as
+    /// headers in binary mode (with its binding's prefix, [`crate::HeaderStyle`]) or as members
+    /// of the structured-mode JSON. Empty values (no sink failed: the body itself was unusable)
+    /// are still written, so consumers see one shape.
+    #[must_use]
+    pub fn attributes(&self) -> [(&'static str, &str); 4] {
+        [
+            ("deadletterreason", self.reason.as_str()),
+            ("deadletterdetail", self.detail.as_str()),
+            ("deadlettersink", self.failed_sink.as_str()),
+            ("deadletterdestination", self.failed_destination.as_str()),
+        ]
+    }
+}
+
 /// Bounded classification of a failure, used as a metric label and in dead-letter headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -16,7 +16,9 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
 };
-use vodbridge_core::{FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError};
+use vodbridge_core::{
+    DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
+};
 
 use crate::{
     config::KafkaSinkConfig,
@@ -217,10 +219,7 @@ impl Sink for KafkaSink {
             } else {
                 message.destination.clone()
             };
-            let dead_letter = message
-                .dead_letter
-                .as_ref()
-                .map(|d| (d.reason.as_str(), d.detail.as_str()));
+            let dead_letter = message.dead_letter.as_ref();
             let mut headers = OwnedHeaders::new();
             let structured;
             let payload: &[u8] = if self.structured {
@@ -231,7 +230,13 @@ impl Sink for KafkaSink {
                 structured = envelope.to_structured_json(dead_letter);
                 &structured
             } else {
-                for (name, value) in envelope.attributes() {
+                let dead_letter_attributes = dead_letter.map(DeadLetterInfo::attributes);
+                for (name, value) in envelope.attributes().into_iter().chain(
+                    dead_letter_attributes
+                        .into_iter()
+                        .flatten()
+                        .map(|(n, v)| (n, v.into())),
+                ) {
                     headers = headers.insert(Header {
                         key: &HeaderStyle::Kafka.header_name(name),
                         value: Some(value.as_ref()),
@@ -241,24 +246,8 @@ impl Sink for KafkaSink {
                     key: "content-type",
                     value: Some(envelope.data_content_type()),
                 });
-                if let Some((reason, detail)) = dead_letter {
-                    headers = headers.insert(Header {
-                        key: "ce_deadletterreason",
-                        value: Some(reason),
-                    });
-                    headers = headers.insert(Header {
-                        key: "ce_deadletterdetail",
-                        value: Some(detail),
-                    });
-                }
                 &envelope.data
             };
-            if let Some(info) = &message.dead_letter {
-                headers = headers.insert(Header {
-                    key: "ce_deadlettersink",
-                    value: Some(info.failed_sink.as_str()),
-                });
-            }
             let record = FutureRecord::to(&topic)
                 .key(envelope.partition_key.as_bytes())
                 .payload(payload)

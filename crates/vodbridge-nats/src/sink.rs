@@ -16,7 +16,9 @@ use async_nats::{
     ConnectOptions,
 };
 use bytes::Bytes;
-use vodbridge_core::{FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError};
+use vodbridge_core::{
+    DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
+};
 
 use crate::{
     config::{Checked, NatsSinkConfig, StorageKind},
@@ -183,27 +185,23 @@ impl NatsSink {
     fn message(&self, message: &Message) -> std::result::Result<PublishMessage, SinkError> {
         let envelope = &message.envelope;
         let mut headers = HeaderMap::new();
-        let dead_letter = message
-            .dead_letter
-            .as_ref()
-            .map(|d| (d.reason.as_str(), d.detail.as_str()));
+        let dead_letter = message.dead_letter.as_ref();
         let payload = if self.config.structured {
             headers.insert("content-type", "application/cloudevents+json");
             Bytes::from(envelope.to_structured_json(dead_letter))
         } else {
-            for (name, value) in envelope.attributes() {
+            let dead_letter_attributes = dead_letter.map(DeadLetterInfo::attributes);
+            for (name, value) in envelope.attributes().into_iter().chain(
+                dead_letter_attributes
+                    .into_iter()
+                    .flatten()
+                    .map(|(n, v)| (n, v.into())),
+            ) {
                 headers.insert(HeaderStyle::Nats.header_name(name).as_ref(), value.as_ref());
-            }
-            if let Some((reason, detail)) = dead_letter {
-                headers.insert("ce-deadletterreason", reason);
-                headers.insert("ce-deadletterdetail", detail);
             }
             headers.insert("content-type", envelope.data_content_type());
             envelope.data.clone()
         };
-        if let Some(info) = &message.dead_letter {
-            headers.insert("ce-deadlettersink", info.failed_sink.as_str());
-        }
         // A dead-letter copy must not be dropped as a duplicate of the original.
         let msg_id = if message.dead_letter.is_some() {
             format!("{}-dead", envelope.id)

@@ -300,7 +300,13 @@ fn envelopes_validate_against_the_checked_in_schema() {
     names.extend(["legacy_v2", "signed_callback", "pulled_element"]);
     for name in names {
         let env = normalize(&fixture(name));
-        for dead_letter in [None, Some(("too_large", "2 MB"))] {
+        let info = vodbridge_core::DeadLetterInfo {
+            reason: vodbridge_core::FailureReason::TooLarge,
+            detail: "2 MB".into(),
+            failed_sink: "kafka".into(),
+            failed_destination: "vod.events".into(),
+        };
+        for dead_letter in [None, Some(&info)] {
             let json: serde_json::Value =
                 serde_json::from_slice(&env.to_structured_json(dead_letter)).expect("json");
             let errors: Vec<String> = validator
