@@ -59,6 +59,9 @@ fuzz_target!(|input: (u8, String, String, Vec<u8>, u8)| {
     let Ok(action_header) = axum::http::HeaderValue::from_str(&action) else {
         return;
     };
+    // An action header that is not visible ASCII is refused before any signature check
+    // (MissingParameter), so only a readable one makes the signature the question.
+    let readable = action_header.to_str().is_ok();
     let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
     let content_type = "application/json; charset=utf-8";
     let host = "vod.tencentcloudapi.com";
@@ -101,7 +104,7 @@ fuzz_target!(|input: (u8, String, String, Vec<u8>, u8)| {
         .expect("request");
     let code = answer(request);
     let signature_refused = code.as_deref() == Some("AuthFailure.SignatureFailure");
-    match expect {
+    match expect.filter(|_| readable) {
         Some(true) => assert!(
             !signature_refused,
             "a correctly signed request refused: {code:?}"
