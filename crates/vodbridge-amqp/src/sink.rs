@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::Duration,
@@ -16,6 +16,7 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use tokio::sync::Notify;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use vodbridge_core::{
     redact_url, DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
 };
@@ -41,8 +42,10 @@ pub struct AmqpSink {
     next: AtomicUsize,
     /// Wakes the supervisor when a publish saw the connection die.
     lost: Arc<Notify>,
-    /// Set on close: the supervisor stops.
-    closing: Arc<AtomicBool>,
+    /// Cancelled by `close()`: the supervisor stops.
+    shutdown: CancellationToken,
+    /// The supervisor, awaited by `close()`.
+    tasks: TaskTracker,
 }
 
 impl AmqpSink {
@@ -60,17 +63,21 @@ impl AmqpSink {
             current: Arc::new(Mutex::new(None)),
             next: AtomicUsize::new(0),
             lost: Arc::new(Notify::new()),
-            closing: Arc::new(AtomicBool::new(false)),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         };
-        tokio::spawn(supervise(
+        let supervisor = supervise(
             name.to_owned(),
             url,
             tls,
             config,
             Arc::clone(&sink.current),
             Arc::clone(&sink.lost),
-            Arc::clone(&sink.closing),
-        ));
+            sink.shutdown.clone(),
+        );
+        // Cancelled at any await (a connect in progress, a backoff), not only between rounds.
+        sink.tasks
+            .spawn(sink.shutdown.clone().run_until_cancelled_owned(supervisor));
         Ok(sink)
     }
 
@@ -90,11 +97,11 @@ async fn supervise(
     config: AmqpSinkConfig,
     current: Arc<Mutex<Option<Arc<Connected>>>>,
     lost: Arc<Notify>,
-    closing: Arc<AtomicBool>,
+    shutdown: CancellationToken,
 ) {
     let max = Duration::from_millis(config.max_reconnect_backoff_ms);
     let mut delay = Duration::from_millis(100);
-    while !closing.load(Ordering::Relaxed) {
+    while !shutdown.is_cancelled() {
         match open(&url, &tls, &config).await {
             Ok(connected) => {
                 tracing::info!(sink = %name, url = %redact_url(&url), "Connected to RabbitMQ.");
@@ -110,14 +117,14 @@ async fn supervise(
                         () = lost.notified() => {}
                         () = tokio::time::sleep(Duration::from_millis(250)) => {}
                     }
-                    if closing.load(Ordering::Relaxed)
+                    if shutdown.is_cancelled()
                         || !connected.connection.status().connected()
                         || !replace_closed_channels(&name, &connected).await
                     {
                         break;
                     }
                 }
-                if closing.load(Ordering::Relaxed) {
+                if shutdown.is_cancelled() {
                     return;
                 }
                 *current.lock().unwrap_or_else(PoisonError::into_inner) = None;
@@ -320,8 +327,9 @@ impl Sink for AmqpSink {
 
     fn close(&self) -> PublishFuture<'_> {
         Box::pin(async move {
-            self.closing.store(true, Ordering::Relaxed);
-            self.lost.notify_one();
+            self.shutdown.cancel();
+            self.tasks.close();
+            self.tasks.wait().await;
             let connected = self
                 .current
                 .lock()

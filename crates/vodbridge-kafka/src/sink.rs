@@ -16,6 +16,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
 };
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use vodbridge_core::{
     DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
 };
@@ -42,8 +43,10 @@ struct State {
     client: ClientConfig,
     /// Last result of the metadata probe.
     healthy: AtomicBool,
-    /// Stops the probe.
-    closing: AtomicBool,
+    /// Cancelled by `close()`: the health probe stops.
+    shutdown: CancellationToken,
+    /// The health probe, awaited by `close()`.
+    tasks: TaskTracker,
     /// Time base of the two marks below.
     started: Instant,
     /// Milliseconds since `started` of the last delivery report (or of creation).
@@ -77,7 +80,8 @@ impl KafkaSink {
             producer: std::sync::RwLock::new(producer),
             client,
             healthy: AtomicBool::new(false),
-            closing: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             started: Instant::now(),
             last_delivery_ms: AtomicU64::new(0),
             last_replaced_ms: AtomicU64::new(0),
@@ -164,8 +168,9 @@ impl State {
 /// Fetches cluster metadata every few seconds on a blocking thread, through the current
 /// producer; a reachable cluster is a healthy sink.
 fn spawn_probe(state: Arc<State>) {
-    tokio::spawn(async move {
-        while !state.closing.load(Ordering::Relaxed) {
+    let (tasks, shutdown) = (state.tasks.clone(), state.shutdown.clone());
+    tasks.spawn(shutdown.run_until_cancelled_owned(async move {
+        loop {
             let probe = state.producer();
             let reachable = tokio::task::spawn_blocking(move || {
                 probe
@@ -184,7 +189,7 @@ fn spawn_probe(state: Arc<State>) {
             }
             tokio::time::sleep(Duration::from_millis(if reachable { 3000 } else { 500 })).await;
         }
-    });
+    }));
 }
 
 /// `vod.{event_type}` with the event type reduced to topic-safe characters.
@@ -274,7 +279,11 @@ impl Sink for KafkaSink {
 
     fn close(&self) -> PublishFuture<'_> {
         Box::pin(async move {
-            self.state.closing.store(true, Ordering::Relaxed);
+            // Stop the probe and wait for it (a metadata fetch in flight ends within 2 s),
+            // then flush what librdkafka still holds.
+            self.state.shutdown.cancel();
+            self.state.tasks.close();
+            self.state.tasks.wait().await;
             let producer = self.state.producer();
             tokio::task::spawn_blocking(move || {
                 producer.flush(Timeout::After(Duration::from_secs(10)))

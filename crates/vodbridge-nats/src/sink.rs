@@ -16,6 +16,7 @@ use async_nats::{
     ConnectOptions,
 };
 use bytes::Bytes;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use vodbridge_core::{
     DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
 };
@@ -35,6 +36,10 @@ pub struct NatsSink {
     stream_ready: Arc<AtomicBool>,
     /// Set while a stream check started by a `StreamNotFound` answer runs.
     rechecking: Arc<AtomicBool>,
+    /// Cancelled by `close()`: the stream checks stop.
+    shutdown: CancellationToken,
+    /// The stream checks, awaited by `close()`.
+    tasks: TaskTracker,
 }
 
 impl NatsSink {
@@ -78,12 +83,14 @@ impl NatsSink {
         let mut context = jetstream::new(client.clone());
         context.set_timeout(Duration::from_millis(config.ack_timeout_ms));
         let stream_ready = Arc::new(AtomicBool::new(false));
-        tokio::spawn(ensure_stream(
+        let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let check = ensure_stream(
             name.to_owned(),
             context.clone(),
             config.clone(),
             Arc::clone(&stream_ready),
-        ));
+        );
+        tasks.spawn(shutdown.clone().run_until_cancelled_owned(check));
         Ok(Self {
             name: name.to_owned(),
             config,
@@ -91,6 +98,8 @@ impl NatsSink {
             context,
             stream_ready,
             rechecking: Arc::new(AtomicBool::new(false)),
+            shutdown,
+            tasks,
         })
     }
 
@@ -108,8 +117,11 @@ impl NatsSink {
             Arc::clone(&self.stream_ready),
             Arc::clone(&self.rechecking),
         );
-        tokio::spawn(async move {
-            ensure_stream(name, context, config, ready).await;
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            shutdown
+                .run_until_cancelled(ensure_stream(name, context, config, ready))
+                .await;
             rechecking.store(false, Ordering::Release);
         });
     }
@@ -258,6 +270,10 @@ impl Sink for NatsSink {
 
     fn close(&self) -> PublishFuture<'_> {
         Box::pin(async move {
+            // Stop the stream checks and wait for them, then flush what the client buffered.
+            self.shutdown.cancel();
+            self.tasks.close();
+            self.tasks.wait().await;
             self.client
                 .flush()
                 .await

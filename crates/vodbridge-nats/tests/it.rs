@@ -388,3 +388,47 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
         "exactly the one acknowledged publish"
     );
 }
+
+/// `close()` stops the stream check that would otherwise retry forever (the stream must exist
+/// and never does) and waits for it: no check runs after close, and a stream created later is
+/// not noticed by the closed sink.
+#[tokio::test]
+async fn close_stops_the_stream_checks_and_waits_for_them() {
+    let server = NatsServer::start();
+    let sink = NatsSink::connect(
+        "nats",
+        NatsSinkConfig {
+            create_stream: false,
+            ..config(&server, StorageKind::Memory)
+        },
+    )
+    .await
+    .expect("sink");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !sink.is_healthy(),
+        "the stream is missing, the check keeps retrying"
+    );
+    let started = std::time::Instant::now();
+    sink.close().await.expect("closes");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "close waited only for the check to stop: {:?}",
+        started.elapsed()
+    );
+    let client = async_nats::connect(server.url()).await.expect("connects");
+    async_nats::jetstream::new(client)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "VOD".into(),
+            subjects: vec!["vod.>".into()],
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("created");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !sink.is_healthy(),
+        "no stream check ran after close (it would have found the stream)"
+    );
+}
