@@ -208,25 +208,34 @@ async fn handle(
             report
         }
         Some(hold) => {
-            // Publishing goes on in its own task: when VOD hangs up after its timeout, the
-            // event is still stored if a sink comes back within the hold.
-            let task = tokio::spawn(deliver_holding(
-                Arc::clone(state),
-                name.to_owned(),
-                Arc::clone(&envelope),
-                received + hold,
-                permit,
-            ));
-            match task.await {
-                Ok(report) => report,
-                Err(join) => {
-                    tracing::error!(source = name, error = %join, "Publishing task failed; VOD sends the event again.");
-                    return Err(Refusal::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "internal",
-                        "publishing failed",
-                    ));
+            // The first attempt inline, so the common case spawns nothing: VOD waits for it
+            // (if it hangs up meanwhile, that was its timeout, and it sends the event again).
+            let first = deliver_once(state, name, &envelope, received).await;
+            if matches!(first.outcome, Outcome::Retryable { .. }) {
+                // Retries go on in their own task: when VOD hangs up after its timeout, the
+                // event is still stored if a sink comes back within the hold.
+                let task = tokio::spawn(deliver_holding(
+                    Arc::clone(state),
+                    name.to_owned(),
+                    Arc::clone(&envelope),
+                    received + hold,
+                    permit,
+                    first,
+                ));
+                match task.await {
+                    Ok(report) => report,
+                    Err(join) => {
+                        tracing::error!(source = name, error = %join, "Publishing task failed; VOD sends the event again.");
+                        return Err(Refusal::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "internal",
+                            "publishing failed",
+                        ));
+                    }
                 }
+            } else {
+                drop(permit);
+                first
             }
         }
     };
@@ -267,25 +276,20 @@ async fn deliver_once(
         .await
 }
 
-/// Delivers until a sink holds the event, a permanent answer comes, or `hold_until` passes:
-/// a retryable failure is tried again after a pause (100 ms, doubling to 1 s). Holds its
-/// in-flight permit throughout, so `max_in_flight` bounds held callbacks too.
+/// After a retryable `first` answer: delivers again until a sink holds the event, a permanent
+/// answer comes, or `hold_until` passes, pausing 100 ms before the first retry, doubling to
+/// 1 s. Holds its in-flight permit throughout, so `max_in_flight` bounds held callbacks too.
 async fn deliver_holding(
     state: Arc<AppState>,
     name: String,
     envelope: Arc<Envelope>,
     hold_until: Instant,
     permit: OwnedSemaphorePermit,
+    first: DeliveryReport,
 ) -> DeliveryReport {
     let mut pause = Duration::from_millis(100);
-    loop {
-        let started = Instant::now();
-        let report = deliver_once(&state, &name, &envelope, started).await;
-        let retryable = matches!(report.outcome, Outcome::Retryable { .. });
-        if !retryable || Instant::now() + pause >= hold_until {
-            drop(permit);
-            return report;
-        }
+    let mut last = first;
+    while matches!(last.outcome, Outcome::Retryable { .. }) && Instant::now() + pause < hold_until {
         state
             .metrics
             .push_retries
@@ -293,7 +297,10 @@ async fn deliver_holding(
             .inc();
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
+        last = deliver_once(&state, &name, &envelope, Instant::now()).await;
     }
+    drop(permit);
+    last
 }
 
 /// The one place an outcome becomes an HTTP answer: 200 only for a handled event, 503 with
