@@ -22,10 +22,7 @@ use bytes::Bytes;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use lapin::{
-    options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-        QueueDeclareOptions,
-    },
+    options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable, LongString},
     BasicProperties, Confirmation, Connection, ConnectionProperties,
 };
@@ -40,6 +37,8 @@ use vodbridge_core::{
 };
 use vodbridge_tencent::{Normalizer, RawEvent};
 use vodbridge_testkit::{NatsServer, RabbitMq, Tansu};
+
+mod support;
 
 /// Runs `work(i)` for i in 0..n with `concurrency` tasks; returns events/s.
 async fn drive<F, Fut>(n: usize, concurrency: usize, work: F) -> f64
@@ -85,16 +84,7 @@ async fn bridge(sink_toml: &str, bodies: Arc<Vec<Bytes>>, concurrency: usize) ->
     }));
     let client = reqwest::Client::new();
     // Wait until the broker sink is connected.
-    let ready = url.replace("/callback/default", "/readyz");
-    while client
-        .get(&ready)
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_ready(&client, &url.replace("/callback/default", "/readyz")).await;
     let rate = drive(bodies.len(), concurrency, move |i| {
         let (client, url, body) = (client.clone(), url.clone(), bodies[i].clone());
         async move {
@@ -375,12 +365,6 @@ fn toml_sink<T: serde::de::DeserializeOwned>(text: &str) -> T {
         .expect("sink config")
 }
 
-/// Median of a non-empty list.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// What every row measures with.
 struct Run<'a> {
     runtime: &'a tokio::runtime::Runtime,
@@ -449,7 +433,7 @@ fn compare(
         env_ratios.push(this[1] / this[0]);
         pipe_ratios.push(this[2] / this[0]);
     }
-    let [direct, enveloped, piped] = rates.map(median);
+    let [direct, enveloped, piped] = rates.map(support::median);
     let through = through();
     let range = |ratios: &[f64]| {
         (
@@ -460,23 +444,17 @@ fn compare(
     let ((el, eh), (pl, ph)) = (range(&env_ratios), range(&pipe_ratios));
     println!(
         "| {label} | {events} | {concurrency} | {direct:.0} | {enveloped:.0} | **{:.2}** ({el:.2}–{eh:.2}) | {piped:.0} | **{:.2}** ({pl:.2}–{ph:.2}) | {through:.0} | {:.2} |",
-        median(env_ratios),
-        median(pipe_ratios),
+        support::median(env_ratios),
+        support::median(pipe_ratios),
         through / direct
     );
 }
 
 fn main() {
-    let env = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     let (events, concurrency, rounds) = (
-        env("EVENTS", 50_000),
-        env("CONCURRENCY", 32),
-        env("ROUNDS", 5).max(1),
+        support::env_usize("EVENTS", 50_000),
+        support::env_usize("CONCURRENCY", 32),
+        support::env_usize("ROUNDS", 5).max(1),
     );
     let brokers = std::env::var("BROKERS").unwrap_or_else(|_| "kafka,nats,amqp".into());
     let wanted = |name: &str| brokers.split(',').any(|b| b.trim() == name);
@@ -568,49 +546,14 @@ fn main() {
 
     if wanted("amqp") {
         let rabbit = RabbitMq::start();
-        runtime.block_on(async {
-            // The queue every routing key reaches (mandatory publishes need one).
-            let connection = Connection::connect(&rabbit.url(), ConnectionProperties::default())
-                .await
-                .expect("connect");
-            let channel = connection.create_channel().await.expect("channel");
-            for exchange in ["bench", "vod"] {
-                channel
-                    .exchange_declare(
-                        exchange.into(),
-                        lapin::ExchangeKind::Topic,
-                        ExchangeDeclareOptions {
-                            durable: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .expect("exchange");
-                let queue = format!("{exchange}-all");
-                channel
-                    .queue_declare(
-                        queue.as_str().into(),
-                        QueueDeclareOptions {
-                            durable: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .expect("queue");
-                channel
-                    .queue_bind(
-                        queue.as_str().into(),
-                        exchange.into(),
-                        "#".into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .expect("bind");
-            }
-        });
+        // The queue every routing key reaches (mandatory publishes need one).
+        for exchange in ["bench", "vod"] {
+            runtime.block_on(support::declare_topic_queue(
+                &rabbit.url(),
+                exchange,
+                &format!("{exchange}-all"),
+            ));
+        }
         let sink: Arc<dyn Sink> = runtime.block_on(async {
             let config: vodbridge_amqp::AmqpSinkConfig =
                 toml_sink(&format!("url = \"{}\"\nexchange = \"vod\"", rabbit.url()));

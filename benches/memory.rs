@@ -19,6 +19,8 @@ use bytes::Bytes;
 use vod_emulator::generate::{parse_types, Generator};
 use vodbridge_testkit::{free_port, NatsServer};
 
+mod support;
+
 /// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -47,21 +49,7 @@ async fn start(
         .stderr(Stdio::null())
         .spawn()
         .expect("vodbridge starts");
-    let ready = format!("http://127.0.0.1:{port}/readyz");
-    let started = Instant::now();
-    while client
-        .get(&ready)
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "bridge not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_ready(client, &format!("http://127.0.0.1:{port}/readyz")).await;
     (child, file)
 }
 

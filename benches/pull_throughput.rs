@@ -36,6 +36,8 @@ use vodbridge_tencent::{
 };
 use vodbridge_testkit::{free_port, BridgeProcess};
 
+mod support;
+
 const ID: &str = "AKIDBENCH";
 const KEY: &str = "bench-key";
 const SUB_APP_ID: u64 = 1_500_000_001;
@@ -220,13 +222,7 @@ fsync = "never"
 }
 
 fn main() {
-    let env = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let loops = env("LOOPS", 4);
+    let loops = support::env_usize("LOOPS", 4);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -235,8 +231,8 @@ fn main() {
     println!("| API latency | events | loops | bridge events/s | bare pull+confirm client events/s | bound loops×16/latency | bridge / bound |");
     println!("|---|---|---|---|---|---|---|");
     for (latency_ms, events) in [
-        (0u64, env("EVENTS", 20_000)),
-        (20, env("EVENTS", 20_000) / 2),
+        (0u64, support::env_usize("EVENTS", 20_000)),
+        (20, support::env_usize("EVENTS", 20_000) / 2),
     ] {
         let bridge = runtime.block_on(bridge(events, loops, latency_ms));
         let bare = runtime.block_on(bare_client(events, loops, latency_ms));
@@ -249,8 +245,8 @@ fn main() {
         println!("| {latency_ms} ms | {events} | {loops} | {bridge:.0} | {bare:.0} | {bound} | {ratio} |");
     }
 
-    let events = env("LIMITED_EVENTS", 20_000);
-    let runs = env("RUNS", 3);
+    let events = support::env_usize("LIMITED_EVENTS", 20_000);
+    let runs = support::env_usize("RUNS", 3);
     println!("\nVOD's limits (PullEvents, ConfirmEvents 100/s each per account), 20 ms API latency, {events} events, {runs} runs per row:\n");
     println!("| processes × loops | run | events/s, whole run | steady events/s (25–90 %) | share of 1,600 (steady) | throttled PullEvents | throttled ConfirmEvents | handed out again |");
     println!("|---|---|---|---|---|---|---|---|");

@@ -23,17 +23,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use lapin::{
-    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-    Connection, ConnectionProperties,
-};
 use vod_emulator::generate::{parse_types, Generator};
 use vodbridge::{
     config::{Config, Settings},
     App,
 };
 use vodbridge_testkit::{NatsServer, RabbitMq};
+
+mod support;
 
 /// Answered/s and in-the-broker/s of one run.
 struct Rates {
@@ -64,16 +61,7 @@ async fn run(
         let _ = stopped.await;
     }));
     let client = reqwest::Client::new();
-    let ready = url.replace("/callback/default", "/readyz");
-    while client
-        .get(&ready)
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_ready(&client, &url.replace("/callback/default", "/readyz")).await;
     let n = bodies.len();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -115,11 +103,6 @@ async fn run(
         answered: n as f64 / answered.as_secs_f64(),
         stored: n as f64 / stored.as_secs_f64(),
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn compare(
@@ -174,25 +157,19 @@ fn compare(
     println!(
         "| {label} | {} | {:.0} | {:.0} | **{:.2}** ({al:.2}–{ah:.2}) | {:.0} | **{:.2}** ({sl:.2}–{sh:.2}) |",
         bodies.len(),
-        median(straight),
-        median(spooled_answered),
-        median(answered_ratio),
-        median(spooled_stored),
-        median(stored_ratio),
+        support::median(straight),
+        support::median(spooled_answered),
+        support::median(answered_ratio),
+        support::median(spooled_stored),
+        support::median(stored_ratio),
     );
 }
 
 fn main() {
-    let env = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     let (events, concurrency, rounds) = (
-        env("EVENTS", 20_000),
-        env("CONCURRENCY", 32),
-        env("ROUNDS", 3).max(1),
+        support::env_usize("EVENTS", 20_000),
+        support::env_usize("CONCURRENCY", 32),
+        support::env_usize("ROUNDS", 3).max(1),
     );
     let brokers = std::env::var("BROKERS").unwrap_or_else(|_| "nats,amqp".into());
     let wanted = |name: &str| brokers.split(',').any(|b| b.trim() == name);
@@ -226,45 +203,11 @@ fn main() {
     }
     if wanted("amqp") {
         let rabbit = RabbitMq::start();
-        runtime.block_on(async {
-            let connection = Connection::connect(&rabbit.url(), ConnectionProperties::default())
-                .await
-                .expect("connect");
-            let channel = connection.create_channel().await.expect("channel");
-            channel
-                .exchange_declare(
-                    "vod".into(),
-                    lapin::ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("exchange");
-            channel
-                .queue_declare(
-                    "vod-all".into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .expect("queue");
-            channel
-                .queue_bind(
-                    "vod-all".into(),
-                    "vod".into(),
-                    "#".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind");
-        });
+        runtime.block_on(support::declare_topic_queue(
+            &rabbit.url(),
+            "vod",
+            "vod-all",
+        ));
         let sink = format!(
             "[sinks.rabbit]\ntype = \"amqp\"\nurl = \"{}\"\nexchange = \"vod\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"rabbit\", destination = \"vod.{{event_type}}\" }}]\n",
             rabbit.url()
