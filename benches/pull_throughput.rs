@@ -88,26 +88,35 @@ confirm_requests_per_sec = {per_sec}
     )
 }
 
-/// The bridge in-process on a pull source with a file sink (no fsync: the pull path is
-/// measured).
-async fn bridge(events: usize, loops: usize, latency_ms: u64) -> f64 {
-    let emu = emulator(events, latency_ms, Limits::OFF, Duration::from_millis(200)).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let toml = format!(
+/// A bridge config: `listen`, errors-only logs, `source`, and a file sink at `path` without
+/// fsync (the pull path is what is measured).
+fn bridge_toml(listen: &str, source: &str, path: &std::path::Path) -> String {
+    format!(
         r#"
 [server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 [telemetry]
 log_level = "error"
-{}
+{source}
 [sinks.file]
 type = "file"
 path = {:?}
 fsync = "never"
 "#,
-        // No limits on the emulator: the governor is told the quota is far away.
-        source_toml(&emu.endpoint(), loops, 100_000),
-        dir.path().join("events.jsonl").display().to_string()
+        path.display().to_string()
+    )
+}
+
+/// The bridge in-process on a pull source with a file sink (no fsync: the pull path is
+/// measured).
+async fn bridge(events: usize, loops: usize, latency_ms: u64) -> f64 {
+    let emu = emulator(events, latency_ms, Limits::OFF, Duration::from_millis(200)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No limits on the emulator: the governor is told the quota is far away.
+    let toml = bridge_toml(
+        "127.0.0.1:0",
+        &source_toml(&emu.endpoint(), loops, 100_000),
+        &dir.path().join("events.jsonl"),
     );
     let settings = Settings::from_config(Config::from_toml(&toml).expect("config")).expect("valid");
     let app = App::build(settings).await.expect("app");
@@ -179,23 +188,10 @@ async fn replicas(events: usize, processes: usize, loops: usize) -> Limited {
     let bridges: Vec<BridgeProcess> = (0..processes)
         .map(|i| {
             let port = free_port();
-            let toml = format!(
-                r#"
-[server]
-listen = "127.0.0.1:{port}"
-[telemetry]
-log_level = "error"
-{}
-[sinks.file]
-type = "file"
-path = {:?}
-fsync = "never"
-"#,
-                source_toml(&emu.endpoint(), loops, 100),
-                dir.path()
-                    .join(format!("events-{i}.jsonl"))
-                    .display()
-                    .to_string()
+            let toml = bridge_toml(
+                &format!("127.0.0.1:{port}"),
+                &source_toml(&emu.endpoint(), loops, 100),
+                &dir.path().join(format!("events-{i}.jsonl")),
             );
             BridgeProcess::start(env!("CARGO_BIN_EXE_vodbridge"), &toml, port)
         })

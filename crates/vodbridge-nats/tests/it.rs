@@ -153,6 +153,20 @@ async fn unroutable_subject_is_rejected_not_retried() {
     assert_eq!(error.reason(), FailureReason::Unroutable);
 }
 
+/// Creates the `VOD` stream (memory storage, `vod.>`) the way its owner would, outside the sink.
+async fn create_stream_as_its_owner(server: &NatsServer) {
+    let client = async_nats::connect(server.url()).await.expect("connects");
+    async_nats::jetstream::new(client)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "VOD".into(),
+            subjects: vec!["vod.>".into()],
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("created by its owner");
+}
+
 #[tokio::test]
 async fn too_large_is_rejected_and_a_missing_stream_keeps_the_sink_down() {
     let server = NatsServer::start();
@@ -170,16 +184,7 @@ async fn too_large_is_rejected_and_a_missing_stream_keeps_the_sink_down() {
     .expect("sink");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!sink.is_healthy(), "no stream yet");
-    let client = async_nats::connect(server.url()).await.expect("connects");
-    async_nats::jetstream::new(client)
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "VOD".into(),
-            subjects: vec!["vod.>".into()],
-            storage: async_nats::jetstream::stream::StorageType::Memory,
-            ..Default::default()
-        })
-        .await
-        .expect("created by its owner");
+    create_stream_as_its_owner(&server).await;
     healthy(&sink, Duration::from_secs(15)).await;
     sink.publish(&message(1, "vod.x")).await.expect("acked");
 
@@ -416,16 +421,7 @@ async fn close_stops_the_stream_checks_and_waits_for_them() {
         "close waited only for the check to stop: {:?}",
         started.elapsed()
     );
-    let client = async_nats::connect(server.url()).await.expect("connects");
-    async_nats::jetstream::new(client)
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "VOD".into(),
-            subjects: vec!["vod.>".into()],
-            storage: async_nats::jetstream::stream::StorageType::Memory,
-            ..Default::default()
-        })
-        .await
-        .expect("created");
+    create_stream_as_its_owner(&server).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         !sink.is_healthy(),
