@@ -49,6 +49,12 @@ if [ ! -x "$tansu_bin" ] && ! command -v tansu >/dev/null 2>&1; then
   cargo install tansu --features dynostore --locked --quiet
 fi
 
+# cargo-machete finds dependencies a crate declares but no longer uses (about a minute, once).
+if ! command -v cargo-machete >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-machete" ]; then
+  log "installing cargo-machete"
+  cargo install cargo-machete --locked --quiet
+fi
+
 # The AsyncAPI 3.0 JSON Schema (npm @asyncapi/specs) for the contract test; .tmp is git-ignored.
 if [ ! -f ".tmp/npm/node_modules/@asyncapi/specs/schemas/3.0.0-without-\$id.json" ]; then
   command -v npm >/dev/null 2>&1 || { log "npm is required for the AsyncAPI schema (apt-get install npm)"; exit 1; }
@@ -58,6 +64,8 @@ fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+log "cargo machete"
+cargo machete
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
