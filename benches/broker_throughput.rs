@@ -32,8 +32,8 @@ use vodbridge::{
     App,
 };
 use vodbridge_core::{
-    Envelope, EventTypePattern, Ingress, Pipeline, Route, RouteAction, RouteContext, RouteTable,
-    Sink, Target, Template,
+    Background, Envelope, EventTypePattern, Ingress, Pipeline, Route, RouteAction, RouteContext,
+    RouteTable, Sink, Target, Template,
 };
 use vodbridge_tencent::{Normalizer, RawEvent};
 use vodbridge_testkit::{NatsServer, RabbitMq, Tansu};
@@ -499,7 +499,7 @@ fn main() {
                 .block_on(async {
                     let config: vodbridge_kafka::KafkaSinkConfig =
                         toml_sink(&format!("brokers = \"{}\"", kafka.bootstrap()));
-                    vodbridge_kafka::KafkaSink::new("kafka", &config)
+                    vodbridge_kafka::KafkaSink::start("kafka", config, Background::default())
                 })
                 .expect("sink"),
         );
@@ -525,8 +525,7 @@ fn main() {
                 nats.url()
             ));
             Arc::new(
-                vodbridge_nats::NatsSink::connect("nats", config)
-                    .await
+                vodbridge_nats::NatsSink::start("nats", config, Background::default())
                     .expect("sink"),
             )
         });
@@ -557,7 +556,10 @@ fn main() {
         let sink: Arc<dyn Sink> = runtime.block_on(async {
             let config: vodbridge_amqp::AmqpSinkConfig =
                 toml_sink(&format!("url = \"{}\"\nexchange = \"vod\"", rabbit.url()));
-            Arc::new(vodbridge_amqp::AmqpSink::connect("rabbit", config).expect("sink"))
+            Arc::new(
+                vodbridge_amqp::AmqpSink::start("rabbit", config, Background::default())
+                    .expect("sink"),
+            )
         });
         let amqp_sink = format!(
             "[sinks.rabbit]\ntype = \"amqp\"\nurl = \"{}\"\nexchange = \"vod\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"rabbit\", destination = \"vod.{{event_type}}\" }}]\n",

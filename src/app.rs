@@ -14,7 +14,7 @@ use tokio::{
     sync::{mpsc, Semaphore},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use vodbridge_core::{Pipeline, Sink};
+use vodbridge_core::{Background, Pipeline, Sink};
 use vodbridge_tencent::governor::Governor;
 
 use crate::{
@@ -43,6 +43,9 @@ pub struct App {
     pull_sources: Vec<Arc<PullSource>>,
     /// Time allowed for in-flight work after the shutdown signal.
     drain_timeout: Duration,
+    /// The sinks' background tasks (connection supervisors, probes): each sink stops its own
+    /// on close; the app cancels and awaits whatever is left after closing them all.
+    sink_tasks: Background,
 }
 
 impl App {
@@ -65,11 +68,12 @@ impl App {
         settings: Settings,
         overrides: Vec<Arc<dyn Sink>>,
     ) -> Result<Self> {
+        let sink_tasks = Background::default();
         let mut built: Vec<Arc<dyn Sink>> = Vec::with_capacity(settings.sinks.len());
         for (name, config) in &settings.sinks {
             match overrides.iter().find(|s| s.name() == name) {
                 Some(sink) => built.push(Arc::clone(sink)),
-                None => built.push(sinks::build(name, config).await?),
+                None => built.push(sinks::build(name, config, sink_tasks.child())?),
             }
         }
         let pipeline = Pipeline::new(built, settings.routes.clone(), settings.dead_letter.clone())
@@ -126,6 +130,7 @@ impl App {
             state,
             pull_sources,
             drain_timeout,
+            sink_tasks,
         })
     }
 
@@ -227,6 +232,14 @@ impl App {
             if let Err(error) = result {
                 tracing::warn!(sink, error = %error, "Closing sink failed.");
             }
+        }
+        // Each sink stopped its own tasks on close; this ends any a failed close left behind.
+        self.sink_tasks.shutdown().cancel();
+        if tokio::time::timeout(Duration::from_secs(5), self.sink_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Sink background tasks did not stop within 5 s.");
         }
         tracing::info!("Stopped.");
         Ok(())

@@ -5,46 +5,39 @@ mod line;
 
 use std::sync::Arc;
 
-use vodbridge_core::Sink;
+use vodbridge_core::{Background, Sink};
 
 pub use line::LineSink;
 
 use crate::{config::SinkConfig, error::Result};
 
-/// Creates the sink a config entry describes.
+/// Creates the sink a config entry describes; a broker sink's background tasks run under
+/// `background` (the app hands each sink a [`Background::child`]).
 ///
 /// # Errors
 ///
 /// [`crate::Error::Sink`] when the sink cannot be opened (e.g. the file is not writable). A
 /// broker that is down is not an error: broker sinks connect in the background and report
 /// unhealthy until they are connected.
-pub async fn build(name: &str, config: &SinkConfig) -> Result<Arc<dyn Sink>> {
+pub fn build(name: &str, config: &SinkConfig, background: Background) -> Result<Arc<dyn Sink>> {
+    let failed = |reason: String| crate::Error::Sink {
+        name: name.to_owned(),
+        reason,
+    };
     Ok(match config {
         SinkConfig::Stdout(_) => Arc::new(LineSink::stdout(name)),
         SinkConfig::File(file) => Arc::new(LineSink::file(name, file)?),
-        SinkConfig::Kafka(kafka) => {
-            Arc::new(vodbridge_kafka::KafkaSink::new(name, kafka).map_err(|e| {
-                crate::Error::Sink {
-                    name: name.to_owned(),
-                    reason: e.to_string(),
-                }
-            })?)
-        }
+        SinkConfig::Kafka(kafka) => Arc::new(
+            vodbridge_kafka::KafkaSink::start(name, kafka.clone(), background)
+                .map_err(|e| failed(e.to_string()))?,
+        ),
         SinkConfig::Amqp(amqp) => Arc::new(
-            vodbridge_amqp::AmqpSink::connect(name, amqp.clone()).map_err(|e| {
-                crate::Error::Sink {
-                    name: name.to_owned(),
-                    reason: e.to_string(),
-                }
-            })?,
+            vodbridge_amqp::AmqpSink::start(name, amqp.clone(), background)
+                .map_err(|e| failed(e.to_string()))?,
         ),
         SinkConfig::Nats(nats) => Arc::new(
-            vodbridge_nats::NatsSink::connect(name, nats.clone())
-                .await
-                .map_err(|e| crate::Error::Sink {
-                    name: name.to_owned(),
-                    reason: e.to_string(),
-                })?,
+            vodbridge_nats::NatsSink::start(name, nats.clone(), background)
+                .map_err(|e| failed(e.to_string()))?,
         ),
     })
 }

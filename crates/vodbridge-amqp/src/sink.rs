@@ -16,9 +16,10 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use tokio::sync::Notify;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 use vodbridge_core::{
-    redact_url, DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
+    redact_url, Background, DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture,
+    Sink, SinkError,
 };
 
 use crate::{
@@ -42,20 +43,19 @@ pub struct AmqpSink {
     next: AtomicUsize,
     /// Wakes the supervisor when a publish saw the connection die.
     lost: Arc<Notify>,
-    /// Cancelled by `close()`: the supervisor stops.
-    shutdown: CancellationToken,
-    /// The supervisor, awaited by `close()`.
-    tasks: TaskTracker,
+    /// The supervisor runs here; `close()` stops it and waits for it.
+    background: Background,
 }
 
 impl AmqpSink {
     /// Starts the supervisor (it connects and reconnects in the background, so the bridge starts
-    /// while RabbitMQ is down and reports the sink unhealthy) and returns at once.
+    /// while RabbitMQ is down and reports the sink unhealthy) and returns at once. The supervisor
+    /// runs under `background` (see [`Background`]); must be called inside a Tokio runtime.
     ///
     /// # Errors
     ///
     /// A missing or unreadable URL, or an invalid setting.
-    pub fn connect(name: &str, config: AmqpSinkConfig) -> Result<Self> {
+    pub fn start(name: &str, config: AmqpSinkConfig, background: Background) -> Result<Self> {
         let Validated { url, tls } = config.check()?;
         let sink = Self {
             name: name.to_owned(),
@@ -63,8 +63,7 @@ impl AmqpSink {
             current: Arc::new(Mutex::new(None)),
             next: AtomicUsize::new(0),
             lost: Arc::new(Notify::new()),
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            background,
         };
         let supervisor = supervise(
             name.to_owned(),
@@ -73,11 +72,10 @@ impl AmqpSink {
             config,
             Arc::clone(&sink.current),
             Arc::clone(&sink.lost),
-            sink.shutdown.clone(),
+            sink.background.shutdown().clone(),
         );
         // Cancelled at any await (a connect in progress, a backoff), not only between rounds.
-        sink.tasks
-            .spawn(sink.shutdown.clone().run_until_cancelled_owned(supervisor));
+        sink.background.spawn(supervisor);
         Ok(sink)
     }
 
@@ -285,7 +283,13 @@ impl Sink for AmqpSink {
                 mandatory: true,
                 ..BasicPublishOptions::default()
             };
-            let routing_key = message.destination.as_str();
+            let default_key;
+            let routing_key = if message.destination.is_empty() {
+                default_key = vodbridge_core::default_destination(&envelope.event_type);
+                default_key.as_str()
+            } else {
+                message.destination.as_str()
+            };
             let result = async {
                 channel
                     .basic_publish(
@@ -327,9 +331,7 @@ impl Sink for AmqpSink {
 
     fn close(&self) -> PublishFuture<'_> {
         Box::pin(async move {
-            self.shutdown.cancel();
-            self.tasks.close();
-            self.tasks.wait().await;
+            self.background.stop().await;
             let connected = self
                 .current
                 .lock()

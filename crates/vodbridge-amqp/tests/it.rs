@@ -11,7 +11,7 @@ use lapin::{
     Connection, ConnectionProperties,
 };
 use vodbridge_amqp::{AmqpSink, AmqpSinkConfig, ExchangeType};
-use vodbridge_core::{Envelope, EventId, FailureReason, Ingress, Message, Sink};
+use vodbridge_core::{Background, Envelope, EventId, FailureReason, Ingress, Message, Sink};
 use vodbridge_testkit::{RabbitMq, TestPki};
 
 fn envelope(n: u32) -> Arc<Envelope> {
@@ -136,7 +136,8 @@ fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String> {
 async fn rabbitmq_end_to_end() {
     // One broker for the whole story: starting RabbitMQ costs seconds.
     let mut broker = RabbitMq::start();
-    let sink = Arc::new(AmqpSink::connect("amqp", config(&broker)).expect("sink"));
+    let sink =
+        Arc::new(AmqpSink::start("amqp", config(&broker), Background::default()).expect("sink"));
     healthy(&sink, Duration::from_secs(20)).await;
 
     // 1. Acknowledged, persistent, with CloudEvents properties and headers.
@@ -217,13 +218,14 @@ async fn rabbitmq_end_to_end() {
 
     // 2c. declare_exchange = false: the exchange is only checked. Until someone declares it
     //     the sink is unhealthy and publishes fail as retryable; then it connects by itself.
-    let passive = AmqpSink::connect(
+    let passive = AmqpSink::start(
         "passive",
         AmqpSinkConfig {
             exchange: "vod-managed".into(),
             declare_exchange: false,
             ..config(&broker)
         },
+        Background::default(),
     )
     .expect("sink");
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -388,7 +390,7 @@ async fn amqps_with_a_private_ca_and_a_client_certificate() {
     };
 
     // Trusting the CA and presenting a client certificate: connected, publishes confirmed.
-    let sink = AmqpSink::connect("amqps", tls(true, true)).expect("sink");
+    let sink = AmqpSink::start("amqps", tls(true, true), Background::default()).expect("sink");
     healthy(&sink, Duration::from_secs(20)).await;
     let consumer = queue(&broker, "tls", "vod.#").await;
     sink.publish(&message(1, "vod.1.NewFileUpload"))
@@ -406,7 +408,8 @@ async fn amqps_with_a_private_ca_and_a_client_certificate() {
         (false, true, "server certificate from an unknown CA"),
         (true, false, "no client certificate"),
     ] {
-        let sink = AmqpSink::connect("amqps-bad", tls(ca, client)).expect("starts");
+        let sink =
+            AmqpSink::start("amqps-bad", tls(ca, client), Background::default()).expect("starts");
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(!sink.is_healthy(), "{what}: must not connect");
         let error = sink
@@ -423,29 +426,32 @@ async fn amqps_with_a_private_ca_and_a_client_certificate() {
         ..config(&broker)
     };
     let errors = [
-        AmqpSink::connect("a", plain).err(),
-        AmqpSink::connect(
+        AmqpSink::start("a", plain, Background::default()).err(),
+        AmqpSink::start(
             "b",
             AmqpSinkConfig {
                 client_key_file: None,
                 ..tls(true, true)
             },
+            Background::default(),
         )
         .err(),
-        AmqpSink::connect(
+        AmqpSink::start(
             "c",
             AmqpSinkConfig {
                 ca_file: Some("/nonexistent/ca.pem".into()),
                 ..tls(true, false)
             },
+            Background::default(),
         )
         .err(),
-        AmqpSink::connect(
+        AmqpSink::start(
             "d",
             AmqpSinkConfig {
                 ca_file: Some(pki.client_key()),
                 ..tls(true, false)
             },
+            Background::default(),
         )
         .err(),
     ]

@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod background;
 mod envelope;
 mod error;
 mod outcome;
@@ -37,13 +38,15 @@ mod route;
 mod secret;
 mod sink;
 
+pub use background::Background;
 pub use envelope::{Envelope, EventId, HeaderStyle, Ingress, SPEC_VERSION};
 pub use error::{Error, Result};
 pub use outcome::Outcome;
 pub use pipeline::{DeliveryReport, Pipeline, SinkAttempt, UnroutableRetry};
 pub use redact::redact_url;
 pub use route::{
-    EventTypePattern, Resolution, Route, RouteAction, RouteContext, RouteTable, Target, Template,
+    default_destination, push_token, EventTypePattern, Resolution, Route, RouteAction,
+    RouteContext, RouteTable, Target, Template,
 };
 pub use secret::{inline_or_file, read_secret_file};
 pub use sink::{DeadLetterInfo, FailureReason, Message, PublishFuture, Sink, SinkError};

@@ -85,8 +85,11 @@ enum Segment {
 /// A destination (topic, routing key, subject) with placeholders `{event_type}`, `{source}`
 /// (the configured source name) and `{sub_app_id}` (`unknown` when the source has none).
 ///
-/// Substituted values keep only `A-Z a-z 0-9 . _ -`; any other character becomes `_`, so an
-/// unexpected event type can never produce a destination name with separators or wildcards.
+/// Substituted values go through [`push_token`]: they keep only `A-Z a-z 0-9 _ -`, so an
+/// unexpected event type or source name can never add a separator (`.` in NATS subjects and
+/// AMQP topic keys, `/` elsewhere) or a wildcard (`*`, `>`, `#`). Literal text is kept as
+/// written: separators belong there. Sinks without a route destination use
+/// [`default_destination`], built by the same rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     text: String,
@@ -149,8 +152,8 @@ impl Template {
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
-                Segment::EventType => push_sanitized(&mut out, &envelope.event_type),
-                Segment::Source => push_sanitized(&mut out, context.source),
+                Segment::EventType => push_token(&mut out, &envelope.event_type),
+                Segment::Source => push_token(&mut out, context.source),
                 Segment::SubAppId => match envelope.sub_app_id {
                     Some(id) => out.push_str(&id.to_string()),
                     None => out.push_str("unknown"),
@@ -161,14 +164,27 @@ impl Template {
     }
 }
 
-fn push_sanitized(out: &mut String, value: &str) {
+/// Appends `value` as one destination token: every character outside `A-Z a-z 0-9 _ -`
+/// becomes `_`. Safe as one Kafka topic part, one AMQP topic-exchange word and one NATS
+/// subject token, so a placeholder's value can never change a destination's shape.
+pub fn push_token(out: &mut String, value: &str) {
     out.extend(value.chars().map(|c| {
-        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+        if c.is_ascii_alphanumeric() || matches!(c, '_' | '-') {
             c
         } else {
             '_'
         }
     }));
+}
+
+/// The destination of a route without one: `vod.{event_type}`, rendered as a template
+/// would render it (the event type through [`push_token`]).
+#[must_use]
+pub fn default_destination(event_type: &str) -> String {
+    let mut out = String::with_capacity(4 + event_type.len());
+    out.push_str("vod.");
+    push_token(&mut out, event_type);
+    out
 }
 
 /// Facts about where an event came from that routing needs besides the envelope.
@@ -340,7 +356,14 @@ mod tests {
         assert_eq!(t.render(&env, &ctx), "vod.1500000001.NewFileUpload.app_one");
         env.event_type = "a.b/c>*".into();
         env.sub_app_id = None;
-        assert_eq!(t.render(&env, &ctx), "vod.unknown.a.b_c__.app_one");
+        assert_eq!(t.render(&env, &ctx), "vod.unknown.a_b_c__.app_one");
+        // A default destination is shaped exactly like the template that spells it out.
+        let spelled = Template::parse("vod.{event_type}").expect("valid");
+        assert_eq!(
+            default_destination(&env.event_type),
+            spelled.render(&env, &ctx)
+        );
+        assert_eq!(default_destination("NewFileUpload"), "vod.NewFileUpload");
         assert_eq!(
             Template::parse("plain").expect("ok").render(&env, &ctx),
             "plain"

@@ -16,9 +16,8 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use vodbridge_core::{
-    DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
+    Background, DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
 };
 
 use crate::{
@@ -43,10 +42,8 @@ struct State {
     client: ClientConfig,
     /// Last result of the metadata probe.
     healthy: AtomicBool,
-    /// Cancelled by `close()`: the health probe stops.
-    shutdown: CancellationToken,
-    /// The health probe, awaited by `close()`.
-    tasks: TaskTracker,
+    /// The health probe runs here; `close()` stops it and waits for it.
+    background: Background,
     /// Time base of the two marks below.
     started: Instant,
     /// Milliseconds since `started` of the last delivery report (or of creation).
@@ -63,10 +60,13 @@ impl KafkaSink {
     /// `message.timeout.ms`, then the pass-through properties) and starts the health probe.
     /// librdkafka connects in the background: a cluster that is down is not an error here.
     ///
+    /// The probe runs under `background` (see [`Background`]); must be called inside a Tokio
+    /// runtime.
+    ///
     /// # Errors
     ///
     /// A property librdkafka rejects, or an unreadable secret file.
-    pub fn new(name: &str, config: &KafkaSinkConfig) -> Result<Self> {
+    pub fn start(name: &str, config: KafkaSinkConfig, background: Background) -> Result<Self> {
         let client = config.client_config(name)?;
         let producer: FutureProducer = client
             .create()
@@ -80,8 +80,7 @@ impl KafkaSink {
             producer: std::sync::RwLock::new(producer),
             client,
             healthy: AtomicBool::new(false),
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            background,
             started: Instant::now(),
             last_delivery_ms: AtomicU64::new(0),
             last_replaced_ms: AtomicU64::new(0),
@@ -168,8 +167,8 @@ impl State {
 /// Fetches cluster metadata every few seconds on a blocking thread, through the current
 /// producer; a reachable cluster is a healthy sink.
 fn spawn_probe(state: Arc<State>) {
-    let (tasks, shutdown) = (state.tasks.clone(), state.shutdown.clone());
-    tasks.spawn(shutdown.run_until_cancelled_owned(async move {
+    let background = state.background.clone();
+    background.spawn(async move {
         loop {
             let probe = state.producer();
             let reachable = tokio::task::spawn_blocking(move || {
@@ -189,22 +188,7 @@ fn spawn_probe(state: Arc<State>) {
             }
             tokio::time::sleep(Duration::from_millis(if reachable { 3000 } else { 500 })).await;
         }
-    }));
-}
-
-/// `vod.{event_type}` with the event type reduced to topic-safe characters.
-fn default_topic(event_type: &str) -> String {
-    let name: String = event_type
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("vod.{name}")
+    });
 }
 
 impl Sink for KafkaSink {
@@ -220,7 +204,7 @@ impl Sink for KafkaSink {
         Box::pin(async move {
             let envelope = &message.envelope;
             let topic = if message.destination.is_empty() {
-                default_topic(&envelope.event_type)
+                vodbridge_core::default_destination(&envelope.event_type)
             } else {
                 message.destination.clone()
             };
@@ -281,9 +265,7 @@ impl Sink for KafkaSink {
         Box::pin(async move {
             // Stop the probe and wait for it (a metadata fetch in flight ends within 2 s),
             // then flush what librdkafka still holds.
-            self.state.shutdown.cancel();
-            self.state.tasks.close();
-            self.state.tasks.wait().await;
+            self.state.background.stop().await;
             let producer = self.state.producer();
             tokio::task::spawn_blocking(move || {
                 producer.flush(Timeout::After(Duration::from_secs(10)))
@@ -311,6 +293,5 @@ mod tests {
         assert!(e(RDKafkaErrorCode::MessageTimedOut).is_retryable());
         assert!(e(RDKafkaErrorCode::NotEnoughReplicas).is_retryable());
         assert!(!e(RDKafkaErrorCode::TopicAuthorizationFailed).is_retryable());
-        assert_eq!(default_topic("a/b c"), "vod.a_b_c");
     }
 }

@@ -12,7 +12,7 @@ use rdkafka::{
     message::{Headers, Message as _},
     ClientConfig, Offset, TopicPartitionList,
 };
-use vodbridge_core::{Envelope, EventId, FailureReason, Ingress, Message, Sink};
+use vodbridge_core::{Background, Envelope, EventId, FailureReason, Ingress, Message, Sink};
 use vodbridge_kafka::{KafkaSink, KafkaSinkConfig};
 use vodbridge_testkit::Tansu;
 
@@ -115,7 +115,7 @@ async fn healthy(sink: &KafkaSink, timeout: Duration) {
 async fn kafka_sink_against_tansu() {
     let mut broker = Tansu::start();
     create_topic(&broker, "vod.events", 3).await;
-    let sink = KafkaSink::new("kafka", &config(&broker)).expect("sink");
+    let sink = KafkaSink::start("kafka", config(&broker), Background::default()).expect("sink");
     healthy(&sink, Duration::from_secs(20)).await;
 
     // 1. Acknowledged on the delivery report; headers, key and bytes; per-key order.

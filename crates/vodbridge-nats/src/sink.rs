@@ -4,7 +4,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     time::Duration,
 };
@@ -16,9 +16,8 @@ use async_nats::{
     ConnectOptions,
 };
 use bytes::Bytes;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use vodbridge_core::{
-    DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
+    Background, DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
 };
 
 use crate::{
@@ -30,27 +29,33 @@ use crate::{
 pub struct NatsSink {
     name: String,
     config: NatsSinkConfig,
-    client: async_nats::Client,
-    context: jetstream::Context,
+    /// Set by the connect task as soon as the client exists (it then connects and reconnects
+    /// by itself).
+    client: Arc<OnceLock<Client>>,
     /// Set once the stream was found (or created) on the server.
     stream_ready: Arc<AtomicBool>,
     /// Set while a stream check started by a `StreamNotFound` answer runs.
     rechecking: Arc<AtomicBool>,
-    /// Cancelled by `close()`: the stream checks stop.
-    shutdown: CancellationToken,
-    /// The stream checks, awaited by `close()`.
-    tasks: TaskTracker,
+    /// The connect task and stream checks run here; `close()` stops them and waits for them.
+    background: Background,
+}
+
+/// The client and its JetStream context.
+struct Client {
+    client: async_nats::Client,
+    context: jetstream::Context,
 }
 
 impl NatsSink {
-    /// Creates the client (it connects and reconnects in the background, so the bridge starts
-    /// while NATS is down and reports the sink unhealthy) and checks or creates the stream
-    /// once connected.
+    /// Reads the credentials, then starts a task that creates the client (it connects and
+    /// reconnects in the background, so the bridge starts while NATS is down and reports the
+    /// sink unhealthy) and checks or creates the stream once connected. Returns at once; the
+    /// tasks run under `background` (see [`Background`]); must be called inside a Tokio runtime.
     ///
     /// # Errors
     ///
     /// An unreadable credentials, token or certificate file, or an invalid configuration.
-    pub async fn connect(name: &str, config: NatsSinkConfig) -> Result<Self> {
+    pub fn start(name: &str, config: NatsSinkConfig, background: Background) -> Result<Self> {
         let Checked { addrs, token } = config.check()?;
         let mut options = ConnectOptions::new()
             .name(format!("vodbridge/{name}"))
@@ -59,13 +64,12 @@ impl NatsSink {
             .connection_timeout(Duration::from_secs(5))
             .require_tls(config.tls_required);
         if let Some(path) = &config.credentials_file {
-            options = options
-                .credentials_file(path)
-                .await
-                .map_err(|source| Error::File {
-                    path: path.clone(),
-                    source,
-                })?;
+            let file_error = |source| Error::File {
+                path: path.clone(),
+                source,
+            };
+            let creds = std::fs::read_to_string(path).map_err(file_error)?;
+            options = options.credentials(&creds).map_err(file_error)?;
         }
         if let Some(token) = token {
             options = options.token(token);
@@ -76,52 +80,56 @@ impl NatsSink {
         if let (Some(cert), Some(key)) = (&config.client_cert_file, &config.client_key_file) {
             options = options.add_client_certificate(cert.clone(), key.clone());
         }
-        let client = options
-            .connect(addrs)
-            .await
-            .map_err(|e| Error::Connect(e.to_string()))?;
-        let mut context = jetstream::new(client.clone());
-        context.set_timeout(Duration::from_millis(config.ack_timeout_ms));
-        let stream_ready = Arc::new(AtomicBool::new(false));
-        let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
-        let check = ensure_stream(
-            name.to_owned(),
-            context.clone(),
-            config.clone(),
-            Arc::clone(&stream_ready),
-        );
-        tasks.spawn(shutdown.clone().run_until_cancelled_owned(check));
-        Ok(Self {
+        let sink = Self {
             name: name.to_owned(),
             config,
-            client,
-            context,
-            stream_ready,
+            client: Arc::new(OnceLock::new()),
+            stream_ready: Arc::new(AtomicBool::new(false)),
             rechecking: Arc::new(AtomicBool::new(false)),
-            shutdown,
-            tasks,
-        })
+            background,
+        };
+        let (name, config, slot, ready) = (
+            sink.name.clone(),
+            sink.config.clone(),
+            Arc::clone(&sink.client),
+            Arc::clone(&sink.stream_ready),
+        );
+        sink.background.spawn(async move {
+            // With `retry_on_initial_connect` this only spawns the client's own tasks.
+            let client = match options.connect(addrs).await {
+                Ok(client) => client,
+                Err(error) => {
+                    tracing::error!(sink = %name, error = %error, "Cannot create the NATS client.");
+                    return;
+                }
+            };
+            let mut context = jetstream::new(client.clone());
+            context.set_timeout(Duration::from_millis(config.ack_timeout_ms));
+            let context = slot
+                .get_or_init(|| Client { client, context })
+                .context
+                .clone();
+            ensure_stream(name, context, config, ready).await;
+        });
+        Ok(sink)
     }
 
     /// After a `StreamNotFound` answer with `create_stream` on: check the stream again and
     /// create it if it is gone (deleted while the bridge ran), one check at a time. The
     /// publish itself fails as unroutable; the pipeline's retry finds the new stream.
-    fn recheck_stream(&self) {
+    fn recheck_stream(&self, context: &jetstream::Context) {
         if !self.config.create_stream || self.rechecking.swap(true, Ordering::AcqRel) {
             return;
         }
         let (name, context, config, ready, rechecking) = (
             self.name.clone(),
-            self.context.clone(),
+            context.clone(),
             self.config.clone(),
             Arc::clone(&self.stream_ready),
             Arc::clone(&self.rechecking),
         );
-        let shutdown = self.shutdown.clone();
-        self.tasks.spawn(async move {
-            shutdown
-                .run_until_cancelled(ensure_stream(name, context, config, ready))
-                .await;
+        self.background.spawn(async move {
+            ensure_stream(name, context, config, ready).await;
             rechecking.store(false, Ordering::Release);
         });
     }
@@ -178,21 +186,6 @@ async fn ensure_stream(
     }
 }
 
-/// `vod.{event_type}` with the event type reduced to subject-safe characters.
-fn default_subject(event_type: &str) -> String {
-    let token: String = event_type
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("vod.{token}")
-}
-
 impl NatsSink {
     fn message(&self, message: &Message) -> std::result::Result<PublishMessage, SinkError> {
         let envelope = &message.envelope;
@@ -239,56 +232,50 @@ impl Sink for NatsSink {
     fn publish<'a>(&'a self, message: &'a Message) -> PublishFuture<'a> {
         Box::pin(async move {
             let subject = if message.destination.is_empty() {
-                default_subject(&message.envelope.event_type)
+                vodbridge_core::default_destination(&message.envelope.event_type)
             } else {
                 message.destination.clone()
             };
+            let Some(Client { context, .. }) = self.client.get() else {
+                return Err(SinkError::retryable(
+                    FailureReason::Unavailable,
+                    "the NATS client is starting",
+                ));
+            };
             let publish = self.message(message)?;
-            let ack = self
-                .context
-                .send_publish(subject, publish)
-                .await
-                .map_err(|e| {
-                    if e.kind() == PublishErrorKind::StreamNotFound {
-                        self.recheck_stream();
-                    }
-                    classify(&e)
-                })?;
-            ack.await.map(|_| ()).map_err(|e| {
+            let failed = |e: jetstream::context::PublishError| {
                 if e.kind() == PublishErrorKind::StreamNotFound {
-                    self.recheck_stream();
+                    self.recheck_stream(context);
                 }
                 classify(&e)
-            })
+            };
+            let ack = context
+                .send_publish(subject, publish)
+                .await
+                .map_err(failed)?;
+            ack.await.map(|_| ()).map_err(failed)
         })
     }
 
     fn is_healthy(&self) -> bool {
-        self.client.connection_state() == State::Connected
+        self.client
+            .get()
+            .is_some_and(|c| c.client.connection_state() == State::Connected)
             && self.stream_ready.load(Ordering::Relaxed)
     }
 
     fn close(&self) -> PublishFuture<'_> {
         Box::pin(async move {
             // Stop the stream checks and wait for them, then flush what the client buffered.
-            self.shutdown.cancel();
-            self.tasks.close();
-            self.tasks.wait().await;
-            self.client
-                .flush()
-                .await
-                .map_err(|e| SinkError::retryable(FailureReason::Unavailable, e.to_string()))
+            self.background.stop().await;
+            match self.client.get() {
+                Some(c) => {
+                    c.client.flush().await.map_err(|e| {
+                        SinkError::retryable(FailureReason::Unavailable, e.to_string())
+                    })
+                }
+                None => Ok(()),
+            }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_subjects_are_safe() {
-        assert_eq!(default_subject("NewFileUpload"), "vod.NewFileUpload");
-        assert_eq!(default_subject("a.b *>"), "vod.a_b___");
     }
 }

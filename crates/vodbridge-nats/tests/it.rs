@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use vodbridge_core::{Envelope, EventId, FailureReason, Ingress, Message, Sink};
+use vodbridge_core::{Background, Envelope, EventId, FailureReason, Ingress, Message, Sink};
 use vodbridge_nats::{NatsSink, NatsSinkConfig, StorageKind};
 use vodbridge_testkit::{NatsServer, TestPki};
 
@@ -77,9 +77,12 @@ async fn stream(server: &NatsServer) -> async_nats::jetstream::stream::Stream {
 #[tokio::test]
 async fn publish_is_acknowledged_and_carries_cloudevents_headers() {
     let server = NatsServer::start();
-    let sink = NatsSink::connect("nats", config(&server, StorageKind::Memory))
-        .await
-        .expect("sink");
+    let sink = NatsSink::start(
+        "nats",
+        config(&server, StorageKind::Memory),
+        Background::default(),
+    )
+    .expect("sink");
     healthy(&sink, Duration::from_secs(10)).await;
     let msg = message(7, "vod.1.NewFileUpload");
     sink.publish(&msg).await.expect("PubAck");
@@ -120,9 +123,12 @@ async fn publish_is_acknowledged_and_carries_cloudevents_headers() {
 #[tokio::test]
 async fn the_same_event_published_twice_is_stored_once() {
     let server = NatsServer::start();
-    let sink = NatsSink::connect("nats", config(&server, StorageKind::File))
-        .await
-        .expect("sink");
+    let sink = NatsSink::start(
+        "nats",
+        config(&server, StorageKind::File),
+        Background::default(),
+    )
+    .expect("sink");
     healthy(&sink, Duration::from_secs(10)).await;
     sink.publish(&message(1, "vod.x")).await.expect("first");
     sink.publish(&message(1, "vod.x"))
@@ -141,9 +147,12 @@ async fn the_same_event_published_twice_is_stored_once() {
 #[tokio::test]
 async fn unroutable_subject_is_rejected_not_retried() {
     let server = NatsServer::start();
-    let sink = NatsSink::connect("nats", config(&server, StorageKind::Memory))
-        .await
-        .expect("sink");
+    let sink = NatsSink::start(
+        "nats",
+        config(&server, StorageKind::Memory),
+        Background::default(),
+    )
+    .expect("sink");
     healthy(&sink, Duration::from_secs(10)).await;
     let error = sink
         .publish(&message(1, "elsewhere.x"))
@@ -173,14 +182,14 @@ async fn too_large_is_rejected_and_a_missing_stream_keeps_the_sink_down() {
 
     // create_stream = false: the stream is only checked. Until its owner creates it the sink is
     // unhealthy; then it becomes ready by itself.
-    let sink = NatsSink::connect(
+    let sink = NatsSink::start(
         "nats",
         NatsSinkConfig {
             create_stream: false,
             ..config(&server, StorageKind::Memory)
         },
+        Background::default(),
     )
-    .await
     .expect("sink");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!sink.is_healthy(), "no stream yet");
@@ -205,9 +214,12 @@ async fn too_large_is_rejected_and_a_missing_stream_keeps_the_sink_down() {
 #[tokio::test]
 async fn a_stream_deleted_while_running_is_created_again() {
     let server = NatsServer::start();
-    let sink = NatsSink::connect("nats", config(&server, StorageKind::Memory))
-        .await
-        .expect("sink");
+    let sink = NatsSink::start(
+        "nats",
+        config(&server, StorageKind::Memory),
+        Background::default(),
+    )
+    .expect("sink");
     healthy(&sink, Duration::from_secs(10)).await;
     sink.publish(&message(1, "vod.x")).await.expect("acked");
     let client = async_nats::connect(server.url()).await.expect("connects");
@@ -241,9 +253,12 @@ async fn a_stream_deleted_while_running_is_created_again() {
 async fn a_crash_restart_with_file_storage_loses_nothing() {
     let mut server = NatsServer::start();
     let sink = Arc::new(
-        NatsSink::connect("nats", config(&server, StorageKind::File))
-            .await
-            .expect("sink"),
+        NatsSink::start(
+            "nats",
+            config(&server, StorageKind::File),
+            Background::default(),
+        )
+        .expect("sink"),
     );
     healthy(&sink, Duration::from_secs(10)).await;
     // Publish 300 events like the bridge does: a failed publish is retried (VOD redelivers).
@@ -297,12 +312,11 @@ async fn token_file_authenticates_and_a_wrong_token_never_connects() {
         ..config(&server, StorageKind::Memory)
     };
 
-    let sink = NatsSink::connect("nats", with(&good)).await.expect("sink");
+    let sink = NatsSink::start("nats", with(&good), Background::default()).expect("sink");
     healthy(&sink, Duration::from_secs(10)).await;
     sink.publish(&message(1, "vod.token")).await.expect("acked");
 
-    let sink = NatsSink::connect("nats", with(&bad))
-        .await
+    let sink = NatsSink::start("nats", with(&bad), Background::default())
         .expect("starts; connects in the background");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!sink.is_healthy(), "a wrong token never connects");
@@ -316,10 +330,13 @@ async fn token_file_authenticates_and_a_wrong_token_never_connects() {
         "the token is read from the file, never part of the config"
     );
 
-    let missing = NatsSink::connect("nats", with(&dir.path().join("absent")))
-        .await
-        .err()
-        .expect("a missing token file is a start-up error");
+    let missing = NatsSink::start(
+        "nats",
+        with(&dir.path().join("absent")),
+        Background::default(),
+    )
+    .err()
+    .expect("a missing token file is a start-up error");
     assert!(missing.to_string().contains("absent"), "{missing}");
 }
 
@@ -336,9 +353,7 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
     };
 
     // Trusting the CA and presenting a client certificate: connected, publishes acknowledged.
-    let sink = NatsSink::connect("nats-tls", tls(true, true))
-        .await
-        .expect("sink");
+    let sink = NatsSink::start("nats-tls", tls(true, true), Background::default()).expect("sink");
     healthy(&sink, Duration::from_secs(10)).await;
     sink.publish(&message(1, "vod.tls")).await.expect("acked");
 
@@ -347,8 +362,7 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
         (false, true, "server certificate from an unknown CA"),
         (true, false, "no client certificate"),
     ] {
-        let sink = NatsSink::connect("nats-bad-tls", tls(ca, client))
-            .await
+        let sink = NatsSink::start("nats-bad-tls", tls(ca, client), Background::default())
             .expect("starts; connects in the background");
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(!sink.is_healthy(), "{what}: must not connect");
@@ -359,15 +373,13 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
     // Half a client identity, or a missing file, is a start-up error.
     let mut half = tls(true, true);
     half.client_key_file = None;
-    let error = NatsSink::connect("nats", half)
-        .await
+    let error = NatsSink::start("nats", half, Background::default())
         .err()
         .expect("rejected");
     assert!(error.to_string().contains("go together"), "{error}");
     let mut missing = tls(true, false);
     missing.root_certificates = Some("/nonexistent/ca.pem".into());
-    let error = NatsSink::connect("nats", missing)
-        .await
+    let error = NatsSink::start("nats", missing, Background::default())
         .err()
         .expect("rejected");
     assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
@@ -400,14 +412,14 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
 #[tokio::test]
 async fn close_stops_the_stream_checks_and_waits_for_them() {
     let server = NatsServer::start();
-    let sink = NatsSink::connect(
+    let sink = NatsSink::start(
         "nats",
         NatsSinkConfig {
             create_stream: false,
             ..config(&server, StorageKind::Memory)
         },
+        Background::default(),
     )
-    .await
     .expect("sink");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
