@@ -18,8 +18,7 @@ use lapin::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use vodbridge_core::{
-    redact_url, Background, DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture,
-    Sink, SinkError,
+    redact_url, Background, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
 };
 
 use crate::{
@@ -224,13 +223,7 @@ async fn open(
 /// dead-letter attributes, in one loop.
 fn headers(message: &Message) -> FieldTable {
     let mut table = FieldTable::default();
-    let dead_letter = message.dead_letter.as_ref().map(DeadLetterInfo::attributes);
-    for (name, value) in message.envelope.attributes().into_iter().chain(
-        dead_letter
-            .into_iter()
-            .flatten()
-            .map(|(n, v)| (n, v.into())),
-    ) {
+    for (name, value) in message.wire_attributes() {
         table.insert(
             HeaderStyle::Amqp.header_name(name).as_ref().into(),
             AMQPValue::LongString(LongString::from(value.as_ref())),

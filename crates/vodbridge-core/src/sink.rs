@@ -1,6 +1,6 @@
 //! The sink contract: `publish` resolves only after the destination acknowledged the message.
 
-use std::{fmt, future::Future, pin::Pin, sync::Arc};
+use std::{borrow::Cow, fmt, future::Future, pin::Pin, sync::Arc};
 
 use crate::envelope::Envelope;
 
@@ -58,6 +58,22 @@ pub struct Message {
     pub destination: String,
     /// Set when this message is a dead-letter copy: why it was dead-lettered.
     pub dead_letter: Option<DeadLetterInfo>,
+}
+
+impl Message {
+    /// The one wire mapping of binary mode: every `(name, value)` a broker carries as headers
+    /// (each with its own prefix, see [`crate::HeaderStyle`]), the envelope's attributes first,
+    /// then the dead letter's (reason, detail, sink, destination) when this is a dead-letter
+    /// copy. Structured mode carries the same names as members of the JSON body.
+    pub fn wire_attributes(&self) -> impl Iterator<Item = (&'static str, Cow<'_, str>)> + '_ {
+        let dead_letter = self.dead_letter.as_ref().map(DeadLetterInfo::attributes);
+        self.envelope.attributes().into_iter().chain(
+            dead_letter
+                .into_iter()
+                .flatten()
+                .map(|(name, value)| (name, Cow::Borrowed(value))),
+        )
+    }
 }
 
 /// Why a message was sent to the dead-letter destination; sinks carry it as headers.

@@ -17,7 +17,7 @@ use rdkafka::{
     util::Timeout,
 };
 use vodbridge_core::{
-    Background, DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
+    Background, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
 };
 
 use crate::{
@@ -219,13 +219,7 @@ impl Sink for KafkaSink {
                 structured = envelope.to_structured_json(dead_letter);
                 &structured
             } else {
-                let dead_letter_attributes = dead_letter.map(DeadLetterInfo::attributes);
-                for (name, value) in envelope.attributes().into_iter().chain(
-                    dead_letter_attributes
-                        .into_iter()
-                        .flatten()
-                        .map(|(n, v)| (n, v.into())),
-                ) {
+                for (name, value) in message.wire_attributes() {
                     headers = headers.insert(Header {
                         key: &HeaderStyle::Kafka.header_name(name),
                         value: Some(value.as_ref()),

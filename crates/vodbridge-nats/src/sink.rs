@@ -17,7 +17,7 @@ use async_nats::{
 };
 use bytes::Bytes;
 use vodbridge_core::{
-    Background, DeadLetterInfo, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
+    Background, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
 };
 
 use crate::{
@@ -195,13 +195,7 @@ impl NatsSink {
             headers.insert("content-type", "application/cloudevents+json");
             Bytes::from(envelope.to_structured_json(dead_letter))
         } else {
-            let dead_letter_attributes = dead_letter.map(DeadLetterInfo::attributes);
-            for (name, value) in envelope.attributes().into_iter().chain(
-                dead_letter_attributes
-                    .into_iter()
-                    .flatten()
-                    .map(|(n, v)| (n, v.into())),
-            ) {
+            for (name, value) in message.wire_attributes() {
                 headers.insert(HeaderStyle::Nats.header_name(name).as_ref(), value.as_ref());
             }
             headers.insert("content-type", envelope.data_content_type());

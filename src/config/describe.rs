@@ -1,0 +1,184 @@
+//! What `vodbridge check-config` prints: the effective settings, secrets redacted.
+
+use vodbridge_core::{Resolution, RouteAction, Target};
+use vodbridge_tencent::catalog;
+
+use super::{Settings, SinkConfig, SourceKind};
+
+impl Settings {
+    /// A human-readable account of the effective configuration, secrets redacted: what
+    /// `vodbridge check-config` prints.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "listen: {}", self.server.listen);
+        let _ = writeln!(out, "sources:");
+        for source in self.sources.values() {
+            match &source.kind {
+                SourceKind::Pull(pull) => {
+                    let id = &pull.client.credentials.secret_id;
+                    let shown: String = id.chars().take(6).collect();
+                    let _ = writeln!(
+                        out,
+                        "  {name}: pull from {endpoint} sub_app_id={sub} loops={loops} handle_lifetime={life:?} \
+                         confirm_margin={margin:?}, cloudevents source {src}, secret_id={shown}…, secret_key=<redacted>, \
+                         account {account} (PullEvents {pull_rps}/s, ConfirmEvents {confirm_rps}/s, shared by every replica)",
+                        name = source.name,
+                        endpoint = pull.client.endpoint,
+                        sub = pull.client.sub_app_id.map_or_else(|| "none".to_owned(), |v| v.to_string()),
+                        loops = pull.loops,
+                        life = pull.handle_lifetime,
+                        margin = pull.confirm_margin,
+                        src = source.normalizer.source(),
+                        account = pull.account.label,
+                        pull_rps = pull.account.budget.pull_per_sec,
+                        confirm_rps = pull.account.budget.confirm_per_sec,
+                    );
+                }
+                SourceKind::Push(push) => {
+                    let _ = writeln!(
+                        out,
+                        "  {name}: push at POST /callback/{name}, cloudevents source {src}, {auth}, on sink failure: {hold}",
+                        name = source.name,
+                        src = source.normalizer.source(),
+                        auth = push.auth.describe(),
+                        hold = push.hold.map_or_else(
+                            || "503 at once".to_owned(),
+                            |h| format!("hold up to {} ms, no answer before VOD's timeout", h.as_millis())
+                        ) + if push.spool { "; 200 once durably spooled" } else { "" },
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out, "sinks:");
+        for (name, sink) in &self.sinks {
+            let detail = match sink {
+                SinkConfig::Stdout(_) => String::new(),
+                SinkConfig::File(f) => format!(
+                    " path={} fsync={:?} rotate_bytes={} keep_files={}",
+                    f.path.display(),
+                    f.fsync,
+                    f.rotate_bytes
+                        .map_or_else(|| "never".to_owned(), |b| b.to_string()),
+                    f.keep_files
+                        .map_or_else(|| "all".to_owned(), |k| k.to_string())
+                ),
+                SinkConfig::Kafka(k) => format!(
+                    " brokers={} message_timeout_ms={} {} mode, {} librdkafka properties",
+                    k.brokers,
+                    k.message_timeout_ms,
+                    if k.structured { "structured" } else { "binary" },
+                    k.properties.len() + k.secret_property_files.len()
+                ),
+                SinkConfig::Amqp(a) => format!(
+                    " url={} exchange={:?} ({:?}{}) channels={} {} mode",
+                    a.display_url(),
+                    a.exchange,
+                    a.exchange_type,
+                    if a.declare_exchange {
+                        ", declared"
+                    } else {
+                        ", must exist"
+                    },
+                    a.channels,
+                    if a.structured { "structured" } else { "binary" }
+                ),
+                SinkConfig::Nats(n) => format!(
+                    " url={} stream={}{} {} mode",
+                    n.display_url(),
+                    n.stream,
+                    if n.create_stream {
+                        " (created if missing)"
+                    } else {
+                        ""
+                    },
+                    if n.structured { "structured" } else { "binary" }
+                ),
+            };
+            let _ = writeln!(out, "  {name}: {}{detail}", sink.kind());
+        }
+        if let Some(spool) = &self.spool {
+            let _ = writeln!(
+                out,
+                "spool: {} (at most {} bytes)",
+                spool.path.display(),
+                spool.max_bytes
+            );
+        }
+        let _ = writeln!(out, "routes (first match wins):");
+        for (i, route) in self.routes.routes().iter().enumerate() {
+            let patterns: Vec<String> = route.patterns.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "  {}. {} -> {}",
+                i + 1,
+                patterns.join(", "),
+                describe_action(&route.action)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "dead letter: {}",
+            self.dead_letter.as_ref().map_or_else(
+                || "none (rejected events stay unacknowledged)".to_owned(),
+                describe_target
+            )
+        );
+        let _ = writeln!(
+            out,
+            "unroutable answers: tried {} more time(s), first after {} ms",
+            self.unroutable_retry.retries,
+            self.unroutable_retry.backoff.as_millis()
+        );
+        let _ = writeln!(out, "effective routes by event type:");
+        let mut types: Vec<&str> = catalog::known_event_types().collect();
+        types.push("(any other type)");
+        for event_type in types {
+            let resolved = match self.routes.resolve(event_type) {
+                Resolution::Publish(i, targets) => {
+                    format!(
+                        "route {}: {}",
+                        i + 1,
+                        targets
+                            .iter()
+                            .map(describe_target)
+                            .collect::<Vec<_>>()
+                            .join(" + ")
+                    )
+                }
+                Resolution::Drop(i) => format!("route {}: drop", i + 1),
+                Resolution::NoRoute => {
+                    "NO ROUTE: events stay unacknowledged (or go to the dead letter)".to_owned()
+                }
+            };
+            let _ = writeln!(out, "  {event_type:<45} {resolved}");
+        }
+        if !self.routes.is_total() {
+            let _ = writeln!(
+                out,
+                "warning: some event types match no route; add a `*` route"
+            );
+        }
+        out
+    }
+}
+
+fn describe_action(action: &RouteAction) -> String {
+    match action {
+        RouteAction::Drop => "drop".to_owned(),
+        RouteAction::Publish(targets) => targets
+            .iter()
+            .map(describe_target)
+            .collect::<Vec<_>>()
+            .join(" + "),
+    }
+}
+
+fn describe_target(target: &Target) -> String {
+    if target.destination.as_str().is_empty() {
+        target.sink.clone()
+    } else {
+        format!("{}:{}", target.sink, target.destination.as_str())
+    }
+}

@@ -1,0 +1,505 @@
+//! The configuration file as written: the TOML file and `VODBRIDGE_…` environment, with the
+//! embedded defaults, before any validation.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use vodbridge_core::UnroutableRetry;
+
+use super::ENV_PREFIX;
+use crate::error::{Error, Result};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP listener and request handling.
+    pub server: ServerConfig,
+    /// Logs.
+    pub telemetry: TelemetryConfig,
+    /// Where events come from, by name (the name is the callback path and a metric label).
+    /// Empty: one push source named `default` without auth.
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Where events go, by name. Empty: one `stdout` sink named `stdout`.
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// Event type patterns to sinks; the first matching route decides. Empty: every event to the
+    /// only sink (an error when there are several).
+    pub routes: Vec<RouteConfig>,
+    /// Where permanently rejected and unroutable events go. Unset: they stay unacknowledged,
+    /// are counted, and come back from VOD.
+    pub dead_letter: Option<TargetConfig>,
+    /// How publishes are tried.
+    pub delivery: DeliveryConfig,
+    /// The durable push spool (off unless `path` is set).
+    pub spool: SpoolConfig,
+}
+
+/// The durable push spool: a callback is answered 200 once its envelope is fsynced to a local
+/// database, and a forwarder delivers it once the routed sinks can acknowledge it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Directory of the spool database (a PersistentVolume in Kubernetes). Setting it turns the
+    /// spool on for every push source; a source opts out with `spool = false`. The promise of a
+    /// 200 becomes "durably spooled on this replica's volume".
+    pub path: Option<PathBuf>,
+    /// Appends are refused beyond this many bytes of spooled records; callbacks are then held
+    /// as without a spool.
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            max_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// How publishes are tried.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Times an `unroutable` answer (no queue bound, no stream for the subject) is tried again
+    /// before it counts as permanent and is dead-lettered; retries stay inside the event's
+    /// deadline (0 to 10).
+    pub unroutable_retries: u32,
+    /// Pause before the first such retry, doubled after each (10 to 10,000 ms).
+    pub unroutable_backoff_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let policy = UnroutableRetry::default();
+        Self {
+            unroutable_retries: policy.retries,
+            unroutable_backoff_ms: u64::try_from(policy.backoff.as_millis()).unwrap_or(200),
+        }
+    }
+}
+
+/// HTTP listener and request handling.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the callback, metrics and health listener.
+    pub listen: SocketAddr,
+    /// Largest callback body accepted; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// Callbacks handled at once; beyond it a callback gets 503 at once (back-pressure).
+    pub max_in_flight: usize,
+    /// Time a callback may wait for every routed sink's ack, inside VOD's 5 s timeout.
+    pub publish_timeout_ms: u64,
+    /// `Retry-After` on 503 answers.
+    pub retry_after_secs: u64,
+    /// On SIGTERM, time allowed for in-flight work to finish before exiting.
+    pub drain_timeout_secs: u64,
+    /// A connection must send a complete request head within this time, the first and every
+    /// later one on a kept-alive connection (so it is the idle keep-alive timeout too); else it
+    /// is closed without an answer.
+    pub header_timeout_ms: u64,
+    /// A request body must arrive within this time after its head; else 408.
+    pub body_timeout_ms: u64,
+    /// Open connections at most. Beyond it new connections wait in the listen backlog (the
+    /// bridge keeps serving the ones it has) rather than getting an answer VOD would take as
+    /// delivered.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            body_limit_bytes: 1024 * 1024,
+            max_in_flight: 1024,
+            publish_timeout_ms: 4000,
+            retry_after_secs: 1,
+            drain_timeout_secs: 20,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `auto` (pretty on a terminal, JSON otherwise), `json` or `pretty`.
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `vodbridge=debug,info`; `RUST_LOG` wins when set.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Auto,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// One event source.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// VOD POSTs events to `/callback/{name}` ("normal callback").
+    Push(PushSourceConfig),
+    /// vodbridge pulls events with `PullEvents` and confirms them with `ConfirmEvents`
+    /// ("reliable callback").
+    Pull(PullSourceConfig),
+}
+
+/// A pull (reliable callback) source.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PullSourceConfig {
+    /// VOD API endpoint: `https://vod.tencentcloudapi.com`, `https://vod.intl.tencentcloudapi.com`,
+    /// or an emulator URL.
+    pub endpoint: String,
+    /// `X-TC-Region`; optional for VOD.
+    pub region: Option<String>,
+    /// The VOD sub-application to pull (required for accounts opened since 2023-12-25).
+    pub sub_app_id: Option<u64>,
+    /// CloudEvents `source`; default `/tencentcloud/vod/{sub_app_id}` (or `/tencentcloud/vod/{name}`).
+    pub cloudevents_source: Option<String>,
+    /// API SecretId.
+    pub secret_id: Option<String>,
+    /// File holding the SecretId.
+    pub secret_id_file: Option<PathBuf>,
+    /// API SecretKey.
+    #[serde(skip_serializing)]
+    pub secret_key: Option<SecretString>,
+    /// File holding the SecretKey.
+    pub secret_key_file: Option<PathBuf>,
+    /// Session token of temporary credentials (`X-TC-Token`).
+    #[serde(skip_serializing)]
+    pub token: Option<SecretString>,
+    /// File holding the session token.
+    pub token_file: Option<PathBuf>,
+    /// Concurrent pull loops (each holds at most 16 events).
+    pub loops: usize,
+    /// How long a pulled event's handle can be confirmed (VOD: 30 s; lower it for an emulator).
+    pub handle_lifetime_ms: u64,
+    /// Safety margin before the handle expires: publishes must be acknowledged by
+    /// pulled-at + lifetime − margin, so the confirm still reaches VOD in time.
+    pub confirm_margin_ms: u64,
+    /// Recently acknowledged event ids remembered, so a redelivered event is confirmed without
+    /// publishing it again (0 disables).
+    pub dedupe_capacity: usize,
+    /// Longest pause between pulls after errors.
+    pub max_backoff_ms: u64,
+    /// The VOD account whose API budget this source spends. VOD's request limits belong to the
+    /// account, so sources with the same account (default: the same SecretId) share one request
+    /// governor in the process; the name also labels the governor's metrics (default: the name
+    /// of the first source using the account).
+    pub api_account: Option<String>,
+    /// The account's `PullEvents` quota, calls per second, shared by every replica (VOD's
+    /// default: 100; set it only for an account with a raised quota).
+    pub pull_requests_per_sec: u32,
+    /// The account's `ConfirmEvents` quota, calls per second, shared by every replica (VOD's
+    /// default: 100).
+    pub confirm_requests_per_sec: u32,
+    /// Longest wait for more acknowledged handles, so that a `ConfirmEvents` call carries 16;
+    /// never past a handle's deadline (0 confirms at once).
+    pub confirm_linger_ms: u64,
+}
+
+impl Default for PullSourceConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: vodbridge_tencent::api::DEFAULT_ENDPOINT.to_owned(),
+            region: None,
+            sub_app_id: None,
+            cloudevents_source: None,
+            secret_id: None,
+            secret_id_file: None,
+            secret_key: None,
+            secret_key_file: None,
+            token: None,
+            token_file: None,
+            loops: 2,
+            handle_lifetime_ms: 30_000,
+            confirm_margin_ms: 5_000,
+            dedupe_capacity: 10_000,
+            max_backoff_ms: 30_000,
+            api_account: None,
+            pull_requests_per_sec: 100,
+            confirm_requests_per_sec: 100,
+            confirm_linger_ms: 50,
+        }
+    }
+}
+
+impl fmt::Debug for PullSourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PullSourceConfig")
+            .field("endpoint", &self.endpoint)
+            .field("sub_app_id", &self.sub_app_id)
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("loops", &self.loops)
+            .field("api_account", &self.api_account)
+            .field("pull_requests_per_sec", &self.pull_requests_per_sec)
+            .field("confirm_requests_per_sec", &self.confirm_requests_per_sec)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A push (normal callback) source.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSourceConfig {
+    /// The VOD sub-application whose `NotificationUrl` points here (a normal callback does not
+    /// say which sub-application sent it).
+    pub sub_app_id: Option<u64>,
+    /// CloudEvents `source`; default `/tencentcloud/vod/{sub_app_id}` (or `/tencentcloud/vod/{name}`).
+    pub cloudevents_source: Option<String>,
+    /// Callback authentication.
+    pub auth: CallbackAuthConfig,
+    /// How a callback is answered when its sinks cannot acknowledge it for a reason that may
+    /// pass (down, timeout, saturated). `hold` (the default): keep publishing and do not answer
+    /// before `hold_ms`, past VOD's 5 s timeout, so VOD sends the event again (VOD ignores the
+    /// status of an answer and resends only on a timeout or a failed connection). `reject`:
+    /// answer 503 with `Retry-After` at once, for senders that do retry on 503.
+    pub on_sink_failure: SinkFailureAnswer,
+    /// With `hold`: how long a callback keeps being published before it is given up (answered
+    /// 503, long after VOD stopped waiting); at least 6000 (VOD's timeout and a margin).
+    pub hold_ms: u64,
+    /// Answer callbacks once they are in the durable spool (`[spool]`): unset follows whether
+    /// `[spool] path` is set, `false` opts this source out, `true` requires `[spool] path`.
+    pub spool: Option<bool>,
+}
+
+impl Default for PushSourceConfig {
+    fn default() -> Self {
+        Self {
+            sub_app_id: None,
+            cloudevents_source: None,
+            auth: CallbackAuthConfig::default(),
+            on_sink_failure: SinkFailureAnswer::Hold,
+            hold_ms: 10_000,
+            spool: None,
+        }
+    }
+}
+
+/// How a push source answers a callback whose sinks cannot acknowledge it yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFailureAnswer {
+    /// Keep publishing and do not answer before VOD's timeout has passed (VOD resends).
+    #[default]
+    Hold,
+    /// Answer 503 with `Retry-After` at once (for senders that retry on 503; VOD does not).
+    Reject,
+}
+
+/// How a push source authenticates callbacks. Every configured check must pass.
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbackAuthConfig {
+    /// VOD `SignKey` (set with `ModifyEventConfig`): callbacks must carry `Sign` = MD5(key + T)
+    /// and an unexpired `T`.
+    #[serde(skip_serializing)]
+    pub sign_key: Option<SecretString>,
+    /// File holding the `SignKey` (e.g. a mounted Kubernetes Secret); trailing whitespace ignored.
+    pub sign_key_file: Option<PathBuf>,
+    /// Seconds of clock difference tolerated past `T`.
+    pub sign_skew_secs: Option<i64>,
+    /// Shared secret the callback URL carries as `?token=` (or an `X-Vodbridge-Token` header).
+    #[serde(skip_serializing)]
+    pub token: Option<SecretString>,
+    /// File holding the token.
+    pub token_file: Option<PathBuf>,
+    /// Client networks allowed to call (CIDR); empty allows all.
+    pub allowed_ips: Vec<IpNet>,
+    /// The reverse proxies in front of the bridge (CIDR). When the connection comes from one,
+    /// the client address is the rightmost `X-Forwarded-For` entry that is not a trusted proxy
+    /// (entries to its left are whatever the client sent). Empty: the connection's address.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Replaced by `trusted_proxies`: it took the *first* `X-Forwarded-For` entry, which the
+    /// client writes itself behind a proxy that appends. Setting it is a configuration error
+    /// that says how to migrate.
+    pub trust_forwarded_for: bool,
+}
+
+impl fmt::Debug for CallbackAuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallbackAuthConfig")
+            .field("sign_key", &self.sign_key.as_ref().map(|_| "<redacted>"))
+            .field("sign_key_file", &self.sign_key_file)
+            .field("sign_skew_secs", &self.sign_skew_secs)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("allowed_ips", &self.allowed_ips)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One sink.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Structured-mode CloudEvents as JSON Lines on standard output.
+    Stdout(StdoutSinkConfig),
+    /// Structured-mode CloudEvents as JSON Lines appended to a file.
+    File(FileSinkConfig),
+    /// NATS JetStream: publish waits for the PubAck; `Nats-Msg-Id` = the envelope id.
+    Nats(vodbridge_nats::NatsSinkConfig),
+    /// AMQP 0-9-1 (RabbitMQ): mandatory persistent publishes confirmed by the broker.
+    Amqp(vodbridge_amqp::AmqpSinkConfig),
+    /// Kafka: produce confirmed by the delivery report (`acks=all`, idempotent).
+    Kafka(vodbridge_kafka::KafkaSinkConfig),
+}
+
+impl SinkConfig {
+    /// The `type` word.
+    #[must_use]
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Stdout(_) => "stdout",
+            Self::File(_) => "file",
+            Self::Nats(_) => "nats",
+            Self::Amqp(_) => "amqp",
+            Self::Kafka(_) => "kafka",
+        }
+    }
+}
+
+/// The stdout sink has no options; a publish is acknowledged once the line is flushed.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {}
+
+/// The file sink.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// File to append to (created if missing, parent directories included).
+    pub path: PathBuf,
+    /// When a publish is acknowledged: `always` after fsync (group commit), `never` after the
+    /// write reached the OS.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// Start a new file once the current one reaches this many bytes: the full one is renamed
+    /// to `{path}.{UTC time}-{sequence}` (names sort by age). Unset: never rotate.
+    #[serde(default)]
+    pub rotate_bytes: Option<u64>,
+    /// Rotated files to keep; older ones are deleted, and the events in them with them. Unset:
+    /// keep every rotated file (nothing is ever deleted).
+    #[serde(default)]
+    pub keep_files: Option<usize>,
+}
+
+/// When the file sink acknowledges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fsync before acknowledging (lines written together share one fsync).
+    #[default]
+    Always,
+    /// Acknowledge once written to the OS; a machine crash can lose acknowledged lines.
+    Never,
+}
+
+/// One route.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Patterns: `NewFileUpload`, `Procedure*`, `*Complete`, `*`, or `@unknown` (types VOD's
+    /// model does not list).
+    pub event_types: Vec<String>,
+    /// Acknowledge matching events without publishing them.
+    #[serde(default)]
+    pub drop: bool,
+    /// Publish to every one of these (all must acknowledge).
+    #[serde(default)]
+    pub sinks: Vec<TargetConfig>,
+}
+
+/// A sink and destination.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Sink name.
+    pub sink: String,
+    /// Topic / routing key / subject template with `{event_type}`, `{source}`, `{sub_app_id}`;
+    /// empty means the sink's default (stdout and file ignore it).
+    #[serde(default)]
+    pub destination: String,
+}
+
+impl Config {
+    /// Reads the configuration: embedded defaults, then `path` (TOML) if given, then
+    /// `VODBRIDGE_…` environment variables.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the file and key at fault.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Self::default()));
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(Error::Config(format!(
+                    "config file {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
+        figment
+            .extract()
+            .map_err(|e| Error::Config(format_figment_error(e)))
+    }
+
+    /// Parses TOML text (with defaults, without the environment); for tests and tools.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the key at fault.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        Figment::from(Serialized::defaults(Self::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| Error::Config(format_figment_error(e)))
+    }
+}
+
+fn format_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,658 @@
+//! The validated settings the service runs on: [`Settings::from_config`] fills the embedded
+//! defaults, loads secrets, parses patterns and templates and runs every sink's `validate()`,
+//! so `check-config` and `run` refuse exactly the same files.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use vodbridge_core::{
+    EventTypePattern, Ingress, Route, RouteAction, RouteTable, Target, Template, UnroutableRetry,
+};
+use vodbridge_tencent::{
+    api::{ClientConfig, VodClient},
+    catalog,
+    governor::GovernorConfig,
+    tc3::Credentials,
+    Normalizer, SignKey,
+};
+
+use super::raw::{
+    Config, DeliveryConfig, PushSourceConfig, RouteConfig, ServerConfig, SinkConfig,
+    SinkFailureAnswer, SourceConfig, SpoolConfig, StdoutSinkConfig, TargetConfig, TelemetryConfig,
+};
+use crate::error::{Error, Result};
+
+/// Validated configuration: what the service runs on.
+#[derive(Debug)]
+pub struct Settings {
+    /// Listener and limits.
+    pub server: ServerConfig,
+    /// Logs.
+    pub telemetry: TelemetryConfig,
+    /// Sources, by name.
+    pub sources: BTreeMap<String, Source>,
+    /// Sink configs, by name (built into sinks by the app).
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// The routing table.
+    pub routes: RouteTable,
+    /// The dead-letter target.
+    pub dead_letter: Option<Target>,
+    /// Retries of `unroutable` answers.
+    pub unroutable_retry: UnroutableRetry,
+    /// The push spool, when configured.
+    pub spool: Option<SpoolSettings>,
+}
+
+/// A validated source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Configured name.
+    pub name: String,
+    /// Builds this source's envelopes.
+    pub normalizer: Normalizer,
+    /// How it receives events.
+    pub kind: SourceKind,
+}
+
+/// A validated source's ingress.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// Normal callbacks.
+    Push(PushSettings),
+    /// Reliable callbacks (boxed: much larger than a push source, and built once).
+    Pull(Box<PullSettings>),
+}
+
+/// A validated pull source.
+#[derive(Debug, Clone)]
+pub struct PullSettings {
+    /// Endpoint, credentials, SubAppId, timeouts.
+    pub client: ClientConfig,
+    /// Concurrent pull loops.
+    pub loops: usize,
+    /// How long a handle can be confirmed after the pull.
+    pub handle_lifetime: Duration,
+    /// Margin kept before the handle expires.
+    pub confirm_margin: Duration,
+    /// Size of the recently-acknowledged id record.
+    pub dedupe_capacity: usize,
+    /// Longest pause between pulls after errors.
+    pub max_backoff: Duration,
+    /// Whose API budget the source spends.
+    pub account: ApiAccount,
+    /// Longest wait for a fuller confirm batch.
+    pub confirm_linger: Duration,
+}
+
+/// A VOD account's API budget, shared by the pull sources that use it.
+#[derive(Clone, PartialEq)]
+pub struct ApiAccount {
+    /// What identifies the account: `api_account`, else the SecretId (never printed).
+    pub key: String,
+    /// The metric label: `api_account`, else the first source's name.
+    pub label: String,
+    /// Its per-action ceilings.
+    pub budget: GovernorConfig,
+}
+
+impl fmt::Debug for ApiAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiAccount")
+            .field("label", &self.label)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated push source.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    /// Callback authentication.
+    pub auth: CallbackAuth,
+    /// `Some(hold)`: a retryable failure is published again for up to `hold` and never answered
+    /// before VOD's timeout; `None`: answered 503 at once.
+    pub hold: Option<Duration>,
+    /// Callbacks are answered once durably spooled.
+    pub spool: bool,
+}
+
+/// A validated spool.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    /// Directory of the database.
+    pub path: PathBuf,
+    /// Byte limit of spooled records.
+    pub max_bytes: u64,
+}
+
+/// VOD's normal-callback timeout: an answer before it ends a delivery, whatever its status.
+pub const VOD_CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Validated callback authentication, secrets loaded.
+#[derive(Clone)]
+pub struct CallbackAuth {
+    /// VOD SignKey check.
+    pub sign_key: Option<SignKey>,
+    /// Seconds tolerated past `T`.
+    pub sign_skew_secs: i64,
+    /// Shared token.
+    pub token: Option<SecretString>,
+    /// Allowed client networks; empty allows all.
+    pub allowed_ips: Vec<IpNet>,
+    /// Reverse proxies whose `X-Forwarded-For` entries are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl fmt::Debug for CallbackAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl CallbackAuth {
+    /// A one-line description with secrets redacted.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let ips = if self.allowed_ips.is_empty() {
+            "any".to_owned()
+        } else {
+            self.allowed_ips
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let proxies = if self.trusted_proxies.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " trusted_proxies={}",
+                self.trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        format!(
+            "sign_key={} token={} allowed_ips={ips}{proxies}",
+            if self.sign_key.is_some() {
+                "<redacted>"
+            } else {
+                "none"
+            },
+            if self.token.is_some() {
+                "<redacted>"
+            } else {
+                "none"
+            },
+        )
+    }
+}
+
+/// Default tolerated clock difference past a callback's `T`.
+const DEFAULT_SIGN_SKEW_SECS: i64 = 60;
+
+impl Settings {
+    /// Validates a configuration: fills the embedded defaults, loads secret files, parses
+    /// patterns and templates, checks that routes name existing sinks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] with the key at fault.
+    pub fn from_config(mut config: Config) -> Result<Self> {
+        validate_server(&config.server)?;
+        fill_defaults(&mut config)?;
+        let spool = spool_settings(&config.spool)?;
+        let mut sources = BTreeMap::new();
+        for (name, source) in &config.sources {
+            validate_name("sources", name)?;
+            sources.insert(name.clone(), build_source(name, source, spool.is_some())?);
+        }
+        share_accounts(&mut sources)?;
+        for (name, sink) in &config.sinks {
+            validate_sink(name, sink)?;
+        }
+        let (routes, dead_letter) = route_table(&config)?;
+        let unroutable_retry = unroutable_retry(&config.delivery)?;
+        Ok(Self {
+            server: config.server,
+            telemetry: config.telemetry,
+            sources,
+            sinks: config.sinks,
+            routes,
+            dead_letter,
+            unroutable_retry,
+            spool,
+        })
+    }
+
+    /// Publish deadline of a callback.
+    #[must_use]
+    pub const fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.publish_timeout_ms)
+    }
+}
+
+fn validate_server(server: &ServerConfig) -> Result<()> {
+    for (key, value) in [
+        ("body_limit_bytes", server.body_limit_bytes),
+        ("max_in_flight", server.max_in_flight),
+        (
+            "publish_timeout_ms",
+            usize::try_from(server.publish_timeout_ms).unwrap_or(usize::MAX),
+        ),
+        ("max_connections", server.max_connections),
+    ] {
+        if value == 0 {
+            return Err(Error::Config(format!("server.{key} must be above 0")));
+        }
+    }
+    for (key, ms) in [
+        ("header_timeout_ms", server.header_timeout_ms),
+        ("body_timeout_ms", server.body_timeout_ms),
+    ] {
+        if !(100..=600_000).contains(&ms) {
+            return Err(Error::Config(format!("server.{key} must be 100 to 600000")));
+        }
+    }
+    Ok(())
+}
+
+/// The embedded defaults: a push source, a stdout sink, and one route when there is one sink.
+fn fill_defaults(config: &mut Config) -> Result<()> {
+    if config.sources.is_empty() {
+        config.sources.insert(
+            "default".to_owned(),
+            SourceConfig::Push(PushSourceConfig::default()),
+        );
+    }
+    if config.sinks.is_empty() {
+        config
+            .sinks
+            .insert("stdout".to_owned(), SinkConfig::Stdout(StdoutSinkConfig {}));
+    }
+    if config.routes.is_empty() {
+        let mut names = config.sinks.keys();
+        match (names.next(), names.next()) {
+            (Some(only), None) => config.routes.push(RouteConfig {
+                event_types: vec!["*".to_owned()],
+                drop: false,
+                sinks: vec![TargetConfig {
+                    sink: only.clone(),
+                    destination: String::new(),
+                }],
+            }),
+            _ => {
+                return Err(Error::Config(
+                    "several sinks are configured: `routes` must say which events go where".into(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn spool_settings(spool: &SpoolConfig) -> Result<Option<SpoolSettings>> {
+    let Some(path) = &spool.path else {
+        return Ok(None);
+    };
+    if spool.max_bytes < 1024 * 1024 {
+        return Err(Error::Config(
+            "spool.max_bytes must be at least 1048576 (1 MiB)".into(),
+        ));
+    }
+    if path.is_relative() {
+        return Err(Error::Config(format!(
+            "spool.path {} must be absolute (the working directory is no place for \
+             data that must survive a restart)",
+            path.display()
+        )));
+    }
+    Ok(Some(SpoolSettings {
+        path: path.clone(),
+        max_bytes: spool.max_bytes,
+    }))
+}
+
+/// A sink's name and options: the broker crates' own `validate()` (exactly what their
+/// constructors refuse, so `check-config` and `run` agree) and the file sink's limits.
+fn validate_sink(name: &str, sink: &SinkConfig) -> Result<()> {
+    validate_name("sinks", name)?;
+    let checked = match sink {
+        SinkConfig::Kafka(kafka) => kafka.validate().map_err(|e| e.to_string()),
+        SinkConfig::Amqp(amqp) => amqp.validate().map_err(|e| e.to_string()),
+        SinkConfig::Nats(nats) => nats.validate().map_err(|e| e.to_string()),
+        SinkConfig::Stdout(_) | SinkConfig::File(_) => Ok(()),
+    };
+    checked.map_err(|e| Error::Config(format!("sinks.{name}: {e}")))?;
+    if let SinkConfig::File(file) = sink {
+        if file.rotate_bytes.is_some_and(|b| b < 4096) {
+            return Err(Error::Config(format!(
+                "sinks.{name}.rotate_bytes must be at least 4096"
+            )));
+        }
+        if file.keep_files == Some(0) {
+            return Err(Error::Config(format!(
+                "sinks.{name}.keep_files must be at least 1 (unset keeps every file)"
+            )));
+        }
+        if file.keep_files.is_some() && file.rotate_bytes.is_none() {
+            return Err(Error::Config(format!(
+                "sinks.{name}.keep_files needs rotate_bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The routes and the dead-letter target, every sink they name checked to exist.
+fn route_table(config: &Config) -> Result<(RouteTable, Option<Target>)> {
+    let target = |key: &str, t: &TargetConfig| -> Result<Target> {
+        if !config.sinks.contains_key(&t.sink) {
+            return Err(Error::Config(format!(
+                "{key}: sink {:?} is not configured under [sinks]",
+                t.sink
+            )));
+        }
+        let destination =
+            Template::parse(&t.destination).map_err(|e| Error::Config(format!("{key}: {e}")))?;
+        Ok(Target {
+            sink: t.sink.clone(),
+            destination,
+        })
+    };
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for (i, route) in config.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if route.event_types.is_empty() {
+            return Err(Error::Config(format!("{key}.event_types is empty")));
+        }
+        let patterns = route
+            .event_types
+            .iter()
+            .map(|p| {
+                EventTypePattern::parse(p)
+                    .map_err(|e| Error::Config(format!("{key}.event_types: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let action = match (route.drop, route.sinks.is_empty()) {
+            (true, true) => RouteAction::Drop,
+            (true, false) => {
+                return Err(Error::Config(format!("{key}: a drop route has no sinks")))
+            }
+            (false, true) => {
+                return Err(Error::Config(format!(
+                    "{key}: give it sinks, or `drop = true`"
+                )))
+            }
+            (false, false) => RouteAction::Publish(
+                route
+                    .sinks
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| target(&format!("{key}.sinks[{j}]"), t))
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        routes.push(Route { patterns, action });
+    }
+    let routes = RouteTable::new(routes, catalog::known_event_types())
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let dead_letter = config
+        .dead_letter
+        .as_ref()
+        .map(|t| target("dead_letter", t))
+        .transpose()?;
+    Ok((routes, dead_letter))
+}
+
+fn unroutable_retry(delivery: &DeliveryConfig) -> Result<UnroutableRetry> {
+    if delivery.unroutable_retries > 10 {
+        return Err(Error::Config(
+            "delivery.unroutable_retries must be 0 to 10".into(),
+        ));
+    }
+    if !(10..=10_000).contains(&delivery.unroutable_backoff_ms) {
+        return Err(Error::Config(
+            "delivery.unroutable_backoff_ms must be 10 to 10000".into(),
+        ));
+    }
+    Ok(UnroutableRetry {
+        retries: delivery.unroutable_retries,
+        backoff: Duration::from_millis(delivery.unroutable_backoff_ms),
+    })
+}
+
+fn validate_name(section: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{section}.{name}: names use a-z, 0-9, - and _ (at most 64)"
+        )))
+    }
+}
+
+fn build_source(name: &str, source: &SourceConfig, spool_configured: bool) -> Result<Source> {
+    match source {
+        SourceConfig::Pull(pull) => {
+            let key = format!("sources.{name}");
+            let secret_id = secret(
+                &format!("{key}.secret_id"),
+                pull.secret_id.clone().map(SecretString::from).as_ref(),
+                pull.secret_id_file.as_deref(),
+            )?
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{key}.secret_id (or secret_id_file) is required for a pull source"
+                ))
+            })?;
+            let secret_key = secret(
+                &format!("{key}.secret_key"),
+                pull.secret_key.as_ref(),
+                pull.secret_key_file.as_deref(),
+            )?
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{key}.secret_key (or secret_key_file) is required for a pull source"
+                ))
+            })?;
+            let token = secret(
+                &format!("{key}.token"),
+                pull.token.as_ref(),
+                pull.token_file.as_deref(),
+            )?;
+            if !(1..=64).contains(&pull.loops) {
+                return Err(Error::Config(format!("{key}.loops must be 1 to 64")));
+            }
+            if pull.max_backoff_ms < 100 {
+                return Err(Error::Config(format!(
+                    "{key}.max_backoff_ms must be at least 100"
+                )));
+            }
+            if pull.confirm_margin_ms >= pull.handle_lifetime_ms {
+                return Err(Error::Config(format!(
+                    "{key}.confirm_margin_ms must be below handle_lifetime_ms"
+                )));
+            }
+            let per_sec = |k: &str, v: u32| -> Result<f64> {
+                if (1..=100_000).contains(&v) {
+                    Ok(f64::from(v))
+                } else {
+                    Err(Error::Config(format!("{key}.{k} must be 1 to 100000")))
+                }
+            };
+            if pull.confirm_linger_ms > 1_000 {
+                return Err(Error::Config(format!(
+                    "{key}.confirm_linger_ms must be 0 to 1000"
+                )));
+            }
+            if let Some(account) = &pull.api_account {
+                validate_name(&format!("{key}.api_account"), account)?;
+            }
+            let account = ApiAccount {
+                key: pull
+                    .api_account
+                    .as_ref()
+                    .map_or_else(|| format!("secret-id:{secret_id}"), |a| format!("name:{a}")),
+                label: pull.api_account.clone().unwrap_or_else(|| name.to_owned()),
+                budget: GovernorConfig {
+                    pull_per_sec: per_sec("pull_requests_per_sec", pull.pull_requests_per_sec)?,
+                    confirm_per_sec: per_sec(
+                        "confirm_requests_per_sec",
+                        pull.confirm_requests_per_sec,
+                    )?,
+                    ..GovernorConfig::default()
+                },
+            };
+            let mut credentials = Credentials::new(secret_id, secret_key);
+            credentials.token = token.map(SecretString::from);
+            let mut client = ClientConfig::new(pull.endpoint.clone(), credentials);
+            client.region.clone_from(&pull.region);
+            client.sub_app_id = pull.sub_app_id;
+            // Validate the endpoint now, with the key named.
+            VodClient::new(client.clone())
+                .map_err(|e| Error::Config(format!("{key}.endpoint: {e}")))?;
+            let cloudevents_source = pull
+                .cloudevents_source
+                .clone()
+                .unwrap_or_else(|| Normalizer::default_source(pull.sub_app_id, name));
+            Ok(Source {
+                name: name.to_owned(),
+                normalizer: Normalizer::new(cloudevents_source, pull.sub_app_id, Ingress::Pull),
+                kind: SourceKind::Pull(Box::new(PullSettings {
+                    client,
+                    loops: pull.loops,
+                    handle_lifetime: Duration::from_millis(pull.handle_lifetime_ms),
+                    confirm_margin: Duration::from_millis(pull.confirm_margin_ms),
+                    dedupe_capacity: pull.dedupe_capacity,
+                    max_backoff: Duration::from_millis(pull.max_backoff_ms),
+                    account,
+                    confirm_linger: Duration::from_millis(pull.confirm_linger_ms),
+                })),
+            })
+        }
+        SourceConfig::Push(push) => {
+            let key = format!("sources.{name}.auth");
+            let auth = &push.auth;
+            if auth.trust_forwarded_for {
+                return Err(Error::Config(format!(
+                    "{key}.trust_forwarded_for is replaced by trusted_proxies: it took the first \
+                     X-Forwarded-For entry, which the client controls behind a proxy that appends \
+                     ($proxy_add_x_forwarded_for). List your proxies' networks instead, e.g. \
+                     trusted_proxies = [\"10.0.0.0/8\"]: the client is then the rightmost entry \
+                     that is not one of them"
+                )));
+            }
+            let sign_key = secret(
+                &format!("{key}.sign_key"),
+                auth.sign_key.as_ref(),
+                auth.sign_key_file.as_deref(),
+            )?;
+            if let Some(k) = &sign_key {
+                if k.len() > 32 || !k.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(Error::Config(format!(
+                        "{key}.sign_key: VOD SignKeys are 1 to 32 letters and digits"
+                    )));
+                }
+            }
+            let token = secret(
+                &format!("{key}.token"),
+                auth.token.as_ref(),
+                auth.token_file.as_deref(),
+            )?;
+            let hold = match push.on_sink_failure {
+                SinkFailureAnswer::Reject => None,
+                SinkFailureAnswer::Hold => {
+                    let hold = Duration::from_millis(push.hold_ms);
+                    if hold < VOD_CALLBACK_TIMEOUT + Duration::from_secs(1)
+                        || push.hold_ms > 120_000
+                    {
+                        return Err(Error::Config(format!(
+                            "sources.{name}.hold_ms must be 6000 to 120000: VOD resends a callback only \
+                             when it gets no answer within 5 s, so a held callback must outlast that"
+                        )));
+                    }
+                    Some(hold)
+                }
+            };
+            let spool = match push.spool {
+                None => spool_configured,
+                Some(false) => false,
+                Some(true) if spool_configured => true,
+                Some(true) => {
+                    return Err(Error::Config(format!(
+                        "sources.{name}.spool = true needs [spool] path"
+                    )))
+                }
+            };
+            let cloudevents_source = push
+                .cloudevents_source
+                .clone()
+                .unwrap_or_else(|| Normalizer::default_source(push.sub_app_id, name));
+            Ok(Source {
+                name: name.to_owned(),
+                normalizer: Normalizer::new(cloudevents_source, push.sub_app_id, Ingress::Push),
+                kind: SourceKind::Push(PushSettings {
+                    auth: CallbackAuth {
+                        sign_key: sign_key.map(SignKey::new),
+                        sign_skew_secs: auth.sign_skew_secs.unwrap_or(DEFAULT_SIGN_SKEW_SECS),
+                        token: token.map(SecretString::from),
+                        allowed_ips: auth.allowed_ips.clone(),
+                        trusted_proxies: auth.trusted_proxies.clone(),
+                    },
+                    hold,
+                    spool,
+                }),
+            })
+        }
+    }
+}
+
+/// Gives the pull sources of one account one label, and refuses different budgets for it.
+fn share_accounts(sources: &mut BTreeMap<String, Source>) -> Result<()> {
+    let mut first: BTreeMap<String, (String, ApiAccount)> = BTreeMap::new();
+    for source in sources.values_mut() {
+        let SourceKind::Pull(pull) = &mut source.kind else {
+            continue;
+        };
+        match first.get(&pull.account.key) {
+            None => {
+                first.insert(
+                    pull.account.key.clone(),
+                    (source.name.clone(), pull.account.clone()),
+                );
+            }
+            Some((other, account)) => {
+                if account.budget != pull.account.budget {
+                    return Err(Error::Config(format!(
+                        "sources.{} and sources.{other} use one VOD account (the same api_account \
+                         or SecretId) with different pull_requests_per_sec, \
+                         confirm_requests_per_sec: an account has one budget",
+                        source.name
+                    )));
+                }
+                pull.account.label.clone_from(&account.label);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A secret given inline or as a file (not both); returns the plain value.
+fn secret(key: &str, inline: Option<&SecretString>, file: Option<&Path>) -> Result<Option<String>> {
+    vodbridge_core::inline_or_file(key, inline.map(ExposeSecret::expose_secret), file)
+        .map_err(|e| Error::Config(e.to_string()))
+}
