@@ -104,7 +104,10 @@ pub struct ServerConfig {
     pub publish_timeout_ms: u64,
     /// `Retry-After` on 503 answers.
     pub retry_after_secs: u64,
-    /// On SIGTERM, time allowed for in-flight work to finish before exiting.
+    /// On SIGTERM, the most time in-flight work may take before the sinks close: pulls stop,
+    /// pulled batches publish up to their own deadline and are confirmed, held callbacks get
+    /// their answer. At least every pull source's `handle_lifetime_ms`, so no batch is cut
+    /// off (and comes back from VOD) by the drain itself.
     pub drain_timeout_secs: u64,
     /// A connection must send a complete request head within this time, the first and every
     /// later one on a kept-alive connection (so it is the idle keep-alive timeout too); else it
@@ -126,7 +129,7 @@ impl Default for ServerConfig {
             max_in_flight: 1024,
             publish_timeout_ms: 4000,
             retry_after_secs: 1,
-            drain_timeout_secs: 20,
+            drain_timeout_secs: 35,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             max_connections: 4096,

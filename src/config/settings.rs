@@ -216,6 +216,7 @@ impl Settings {
             sources.insert(name.clone(), build_source(name, source, spool.is_some())?);
         }
         share_accounts(&mut sources)?;
+        drain_covers_sources(config.server.drain_timeout_secs, &sources)?;
         for (name, sink) in &config.sinks {
             validate_sink(name, sink)?;
         }
@@ -260,6 +261,25 @@ fn validate_server(server: &ServerConfig) -> Result<()> {
     ] {
         if !(100..=600_000).contains(&ms) {
             return Err(Error::Config(format!("server.{key} must be 100 to 600000")));
+        }
+    }
+    Ok(())
+}
+
+/// The drain must outlast every pulled batch's own deadline: a batch cut off by the drain is
+/// not confirmed, so VOD hands its events out again although the broker may hold them.
+fn drain_covers_sources(drain_timeout_secs: u64, sources: &BTreeMap<String, Source>) -> Result<()> {
+    for source in sources.values() {
+        if let SourceKind::Pull(pull) = &source.kind {
+            if Duration::from_secs(drain_timeout_secs) < pull.handle_lifetime {
+                return Err(Error::Config(format!(
+                    "server.drain_timeout_secs ({drain_timeout_secs}) must be at least \
+                     sources.{}.handle_lifetime_ms ({} ms): a batch still publishing when the \
+                     drain ends would come back from VOD as a duplicate",
+                    source.name,
+                    pull.handle_lifetime.as_millis()
+                )));
+            }
         }
     }
     Ok(())

@@ -248,7 +248,12 @@ pub(crate) async fn run_backlog_probe(
         .vod_backlog
         .with_label_values(&[source.name.as_str()]);
     loop {
-        if let Ok(count) = client.describe_events_state().await {
+        // Only a gauge: a call in flight is abandoned on shutdown.
+        let count = tokio::select! {
+            count = client.describe_events_state() => count,
+            () = cancel.cancelled() => break,
+        };
+        if let Ok(count) = count {
             gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         if !pause(BACKLOG_INTERVAL, &cancel).await {
@@ -265,8 +270,8 @@ const BATCHES_PER_LOOP: usize = 2;
 /// cancelled. Every pull first waits for its account's governor (confirm headroom, then a pull
 /// slot). The next pull starts while the previous batch is still being published (at most
 /// [`BATCHES_PER_LOOP`] batches held; a loop waits for a free slot *before* pulling, so pulled
-/// events never wait). Batches in progress when cancelled are finished and their acks
-/// confirmed.
+/// events never wait). On cancel no new pull starts; a pull in flight and the batches in
+/// progress are finished and their acks confirmed.
 pub(crate) async fn run_loop(
     source: Arc<PullSource>,
     state: Arc<AppState>,
@@ -310,10 +315,10 @@ pub(crate) async fn run_loop(
             () = cancel.cancelled() => break,
         }
         let pulled_at = Instant::now();
-        let result = tokio::select! {
-            result = source.queue.pull() => result,
-            () = cancel.cancelled() => break,
-        };
+        // A pull on the wire is not abandoned on shutdown: VOD may already have handed its
+        // events out, and dropping the answer would hide them for a handle lifetime. The long
+        // poll ends within the client's timeout; its events are delivered and confirmed.
+        let result = source.queue.pull().await;
         match result {
             Ok(events) => {
                 source.auth_failed.store(false, Ordering::Relaxed);

@@ -165,8 +165,8 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
 
     let manifests = std::fs::read_to_string(out.path().join("all.yaml")).expect("manifests");
     assert!(
-        manifests.contains("terminationGracePeriodSeconds: 40"),
-        "grace = preStop 5 + drain 25 + 10"
+        manifests.contains("terminationGracePeriodSeconds: 50"),
+        "grace = preStop 5 + drain 35 + 10"
     );
     assert!(
         manifests.contains("checksum/config:"),

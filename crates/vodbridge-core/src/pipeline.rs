@@ -325,12 +325,20 @@ async fn publish(
     }
 }
 
-/// One publish under the deadline; a missed deadline is a retryable timeout.
+/// One publish under the deadline; a missed deadline is a retryable timeout. A publish is not
+/// started once its deadline has passed: its acknowledgement could not count, so a broker that
+/// took the message anyway would only hold a copy that comes back as a duplicate.
 async fn publish_once(
     sink: &dyn Sink,
     message: &Message,
     deadline: Instant,
 ) -> Result<(), SinkError> {
+    if Instant::now() >= deadline {
+        return Err(SinkError::retryable(
+            FailureReason::Timeout,
+            "the deadline passed before the publish could start",
+        ));
+    }
     match timeout_at(deadline, sink.publish(message)).await {
         Ok(result) => result,
         Err(_) => Err(SinkError::retryable(
@@ -500,6 +508,25 @@ mod tests {
             report.outcome
         );
         assert_eq!(start.elapsed(), Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_publish_past_its_deadline_is_never_started() {
+        let sink = Scripted::new("s", || Ok(()));
+        let p = pipeline(vec![sink.clone()], vec![route("*", &["s"])], None);
+        let report = p.deliver(Arc::new(sample()), ctx(), Instant::now()).await;
+        assert!(
+            matches!(
+                report.outcome,
+                Outcome::Retryable {
+                    reason: FailureReason::Timeout,
+                    ..
+                }
+            ),
+            "{:?}",
+            report.outcome
+        );
+        assert!(sink.seen().is_empty(), "the sink was never asked");
     }
 
     #[tokio::test(start_paused = true)]
