@@ -228,11 +228,14 @@ pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Response {
 
 pub(crate) async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     match serde_json::from_slice::<Faults>(&body) {
-        Ok(faults) if (0.0..=1.0).contains(&faults.error_rate) => {
+        Ok(faults)
+            if (0.0..=1.0).contains(&faults.error_rate)
+                && (0.0..=1.0).contains(&faults.confirm_error_rate) =>
+        {
             *crate::lock(&shared.faults) = faults.clone();
             Json(faults).into_response()
         }
-        Ok(_) => bad_request("error_rate must be within 0.0..=1.0"),
+        Ok(_) => bad_request("error_rate and confirm_error_rate must be within 0.0..=1.0"),
         Err(e) => bad_request(e),
     }
 }

@@ -65,7 +65,7 @@ async fn call(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u
         ));
     }
     shared.apply_limits(&action, &secret_id)?;
-    shared.inject_faults().await?;
+    shared.inject_faults(&action).await?;
     let params: Value = serde_json::from_slice(body)
         .map_err(|e| Error::api("InvalidParameter", format!("the body is not JSON: {e}")))?;
     let sub_app_id = match params.get("SubAppId") {

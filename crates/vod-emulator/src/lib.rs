@@ -107,6 +107,13 @@ pub struct Faults {
     /// `RequestLimitExceeded` is answered (0: no limit). VOD's own per-action limits are
     /// [`Limits`]; this is an extra, coarser throttle for fault tests.
     pub throttle_rps: u32,
+    /// Share of `ConfirmEvents` calls (0.0–1.0) answered `InternalError` without confirming:
+    /// the events were published but stay unconfirmed, so VOD hands them out again once their
+    /// handles expire.
+    pub confirm_error_rate: f64,
+    /// Added to every `ConfirmEvents` call only, before it is processed (at most 60 s): a
+    /// confirm that reaches VOD after the handle lifetime is refused as expired.
+    pub confirm_latency_ms: u64,
 }
 
 /// State shared by the handlers.
@@ -174,12 +181,16 @@ impl Shared {
         ))
     }
 
-    /// Applies the configured faults to one call.
-    pub(crate) async fn inject_faults(&self) -> Result<()> {
+    /// Applies the configured faults to one call of `action`.
+    pub(crate) async fn inject_faults(&self, action: &str) -> Result<()> {
         let faults = lock(&self.faults).clone();
-        if faults.latency_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(faults.latency_ms).min(api::MAX_LATENCY))
-                .await;
+        let latency_ms = if action == "ConfirmEvents" {
+            faults.latency_ms.saturating_add(faults.confirm_latency_ms)
+        } else {
+            faults.latency_ms
+        };
+        if latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(latency_ms).min(api::MAX_LATENCY)).await;
         }
         if faults.throttle_rps > 0 {
             let mut window = lock(&self.throttle_window);
@@ -197,10 +208,15 @@ impl Shared {
                 ));
             }
         }
-        if faults.error_rate > 0.0 {
+        let rate = if action == "ConfirmEvents" {
+            faults.error_rate.max(faults.confirm_error_rate)
+        } else {
+            faults.error_rate
+        };
+        if rate > 0.0 {
             #[allow(clippy::cast_precision_loss)] // A ratio of two u64 below 2^53 is exact enough.
             let roll = self.generator().below(1_000_000) as f64 / 1_000_000.0;
-            if roll < faults.error_rate {
+            if roll < rate {
                 self.queue().stats.injected_errors += 1;
                 return Err(Error::api("InternalError", "injected internal error"));
             }

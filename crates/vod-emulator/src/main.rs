@@ -43,6 +43,14 @@ struct Cli {
     /// Share of API calls answered InternalError.
     #[arg(long, default_value_t = 0.0)]
     error_rate: f64,
+    /// Share of ConfirmEvents calls answered InternalError without confirming (the events come
+    /// back once their handles expire).
+    #[arg(long, default_value_t = 0.0)]
+    confirm_error_rate: f64,
+    /// Latency added to ConfirmEvents calls only, in milliseconds (past the handle lifetime,
+    /// confirms are refused as expired).
+    #[arg(long, default_value_t = 0)]
+    confirm_latency_ms: u64,
     /// Latency added to every API call, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -74,6 +82,10 @@ async fn main() -> anyhow::Result<()> {
         (0.0..=1.0).contains(&cli.error_rate),
         "--error-rate must be within 0.0..=1.0"
     );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&cli.confirm_error_rate),
+        "--confirm-error-rate must be within 0.0..=1.0"
+    );
     let mut config = EmulatorConfig::new(cli.secret_id, cli.secret_key);
     config.visibility = Duration::from_secs(cli.visibility_secs);
     config.long_poll = Duration::from_millis(cli.long_poll_ms);
@@ -81,6 +93,8 @@ async fn main() -> anyhow::Result<()> {
         error_rate: cli.error_rate,
         latency_ms: cli.latency_ms,
         throttle_rps: cli.throttle_rps,
+        confirm_error_rate: cli.confirm_error_rate,
+        confirm_latency_ms: cli.confirm_latency_ms,
     };
     config.limits = if cli.no_limits {
         Limits::OFF
