@@ -43,10 +43,22 @@ command -v cargo >/dev/null 2>&1 || { log "cargo is required (https://rustup.rs)
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
 # tansu, the Kafka-compatible broker of the Kafka tests; it lands in ~/.cargo/bin (cached by CI).
+# The reliability suite restarts it and needs its SQLite storage (the libsql feature), so an
+# older build without it is replaced.
 tansu_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
-if [ ! -x "$tansu_bin" ] && ! command -v tansu >/dev/null 2>&1; then
-  log "installing tansu (about 8 minutes, once)"
-  cargo install tansu --features dynostore --locked --quiet
+command -v tansu >/dev/null 2>&1 && [ ! -x "$tansu_bin" ] && tansu_bin="$(command -v tansu)"
+tansu_has_sqlite() {
+  local dir out
+  dir="$(mktemp -d)"
+  out="$(cd "$dir" && timeout 3 "$1" broker --storage-engine sqlite://probe.db \
+    --listener-url tcp://127.0.0.1:0 --advertised-listener-url tcp://127.0.0.1:0 2>&1 || true)"
+  rm -rf "$dir"
+  # tansu names its storage features at start: `storage: sqlite://probe.db ["dynostore", "libsql"]`.
+  grep -q '"libsql"' <<<"$out"
+}
+if [ ! -x "$tansu_bin" ] || ! tansu_has_sqlite "$tansu_bin"; then
+  log "installing tansu with SQLite storage (about 10 minutes, once)"
+  cargo install tansu --features dynostore,libsql --locked --quiet --force
 fi
 
 # cargo-machete finds dependencies a crate declares but no longer uses (about a minute, once).

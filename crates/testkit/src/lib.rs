@@ -59,11 +59,18 @@ fn wait_for_port(port: u16, timeout: Duration, what: &str) {
     }
 }
 
-/// Starts `command` quietly and waits until it opens `port`.
+/// Starts `command` quietly and waits until it opens `port`. With `TESTKIT_LOG` set in the
+/// environment, the standard error of the process named `what` (e.g. `TESTKIT_LOG=vodbridge`,
+/// or `all`) goes to the test's, to debug a failing test.
 fn launch(command: &mut Command, port: u16, timeout: Duration, what: &str) -> Child {
+    let shown = std::env::var("TESTKIT_LOG").is_ok_and(|v| v == what || v == "all");
     let child = command
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(if shown {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
     wait_for_port(port, timeout, what);
@@ -442,11 +449,17 @@ impl Drop for RabbitMq {
     }
 }
 
-/// A `tansu` Kafka-compatible broker with in-memory storage (a restart starts empty).
+/// A `tansu` Kafka-compatible broker: in-memory storage (a restart starts empty), or SQLite
+/// storage in a directory of its own that survives restarts ([`Tansu::start_durable`]).
 pub struct Tansu {
     /// Kafka port.
     pub port: u16,
     child: Option<Child>,
+    /// `memory://tansu/` or `sqlite://tansu.db` (relative to the directory below: tansu reads
+    /// the URL's path as relative).
+    storage: String,
+    /// The SQLite database's directory, removed on drop.
+    dir: Option<tempfile::TempDir>,
 }
 
 fn tansu_binary() -> PathBuf {
@@ -465,7 +478,7 @@ fn tansu_binary() -> PathBuf {
             return candidate;
         }
     }
-    panic!("tansu is not installed: cargo install tansu --features dynostore --locked (bash scripts/test.sh does); tests never skip a broker");
+    panic!("tansu is not installed: cargo install tansu --features dynostore,libsql --locked (bash scripts/test.sh does); tests never skip a broker");
 }
 
 impl Tansu {
@@ -479,6 +492,27 @@ impl Tansu {
         let mut broker = Self {
             port: free_port(),
             child: None,
+            storage: "memory://tansu/".to_owned(),
+            dir: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// Starts a broker whose topics live in a SQLite database (tansu's `libsql` feature), so
+    /// what it acknowledged before [`Tansu::stop`] is still there after [`Tansu::restart`].
+    ///
+    /// # Panics
+    ///
+    /// When `tansu` is missing, was built without `libsql`, or does not open its port.
+    #[must_use]
+    pub fn start_durable() -> Self {
+        let dir = tempfile::tempdir().expect("a tansu directory");
+        let mut broker = Self {
+            port: free_port(),
+            child: None,
+            storage: "sqlite://tansu.db".to_owned(),
+            dir: Some(dir),
         };
         broker.spawn();
         broker
@@ -486,15 +520,19 @@ impl Tansu {
 
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut command = Command::new(tansu_binary());
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir.path());
+        }
         self.child = Some(launch(
-            Command::new(tansu_binary()).args([
+            command.args([
                 "broker",
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
                 &url,
                 "--storage-engine",
-                "memory://tansu/",
+                &self.storage,
             ]),
             self.port,
             Duration::from_secs(30),
@@ -513,7 +551,7 @@ impl Tansu {
         kill_child(&mut self.child);
     }
 
-    /// Starts it again on the same port (empty: memory storage).
+    /// Starts it again on the same port (empty with memory storage, as it was with SQLite).
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -567,6 +605,12 @@ impl BridgeProcess {
     #[must_use]
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id while it runs (RSS sampling in the soak).
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Sends SIGKILL and reaps the process.
