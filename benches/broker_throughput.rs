@@ -222,25 +222,6 @@ async fn direct_nats(
     .await
 }
 
-async fn create_kafka_topics(broker: &Tansu, topics: &[&str]) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .expect("admin");
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1)))
-        .collect();
-    for result in admin
-        .create_topics(&new, &AdminOptions::new())
-        .await
-        .expect("create_topics")
-    {
-        result.expect("topic");
-    }
-}
-
 async fn direct_kafka(
     broker: &Tansu,
     envelopes: Arc<Vec<Arc<Envelope>>>,
@@ -493,7 +474,10 @@ fn main() {
 
     if wanted("kafka") {
         let kafka = Tansu::start();
-        runtime.block_on(create_kafka_topics(&kafka, &["direct", "pipe", "bridge"]));
+        runtime.block_on(support::create_kafka_topics(
+            &kafka,
+            &["direct", "pipe", "bridge"],
+        ));
         let sink: Arc<dyn Sink> = Arc::new(
             runtime
                 .block_on(async {

@@ -95,6 +95,37 @@ async fn count_rabbit(url: String, counted: Arc<AtomicU64>) {
     }
 }
 
+/// One minute's row: (minute, RSS MiB, push p50 ms, push p99 ms, errors so far, pull
+/// confirmed so far, RabbitMQ messages so far).
+type Row = (usize, f64, f64, f64, u64, u64, u64);
+
+/// Closes the current minute: takes its latencies, prints and keeps its row.
+fn report_minute(
+    rows: &mut Vec<Row>,
+    latencies: &Mutex<Vec<f64>>,
+    errors: &AtomicU64,
+    emu: &vod_emulator::RunningEmulator,
+    rabbit_count: &AtomicU64,
+    pid: u32,
+) {
+    let mut window = std::mem::take(&mut *latencies.lock().expect("lock"));
+    window.sort_by(f64::total_cmp);
+    let row = (
+        rows.len() + 1,
+        rss_mib(pid),
+        percentile(&window, 0.5),
+        percentile(&window, 0.99),
+        errors.load(Ordering::Relaxed),
+        emu.emulator.stats().confirmed,
+        rabbit_count.load(Ordering::Relaxed),
+    );
+    println!(
+        "{:>6}  {:>7.1}  {:>11.2}  {:>11.2}  {:>6}  {:>14}  {:>11}",
+        row.0, row.1, row.2, row.3, row.4, row.5, row.6
+    );
+    rows.push(row);
+}
+
 fn main() {
     let secs = env_usize("SOAK_SECS", 600) as u64;
     let push_rps = env_usize("SOAK_PUSH_RPS", 100) as u64;
@@ -106,6 +137,7 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async move {
         let kafka = Tansu::start();
+        support::create_kafka_topics(&kafka, &["vod.events"]).await;
         let rabbit = RabbitMq::start();
         let nats = NatsServer::start();
         let rabbit_count = Arc::new(AtomicU64::new(0));
@@ -226,25 +258,14 @@ sinks = [{{ sink = "kafka", destination = "vod.events" }}, {{ sink = "rabbit", d
             }
             if now >= next_report {
                 next_report += Duration::from_secs(60);
-                let mut window = std::mem::take(&mut *latencies.lock().expect("lock"));
-                window.sort_by(f64::total_cmp);
-                let row = (
-                    minute_rows.len() + 1,
-                    rss_mib(pid),
-                    percentile(&window, 0.5),
-                    percentile(&window, 0.99),
-                    errors.load(Ordering::Relaxed),
-                    emu.emulator.stats().confirmed,
-                    rabbit_count.load(Ordering::Relaxed),
-                );
-                println!(
-                    "{:>6}  {:>7.1}  {:>11.2}  {:>11.2}  {:>6}  {:>14}  {:>11}",
-                    row.0, row.1, row.2, row.3, row.4, row.5, row.6
-                );
-                minute_rows.push(row);
+                report_minute(&mut minute_rows, &latencies, &errors, &emu, &rabbit_count, pid);
             }
             let wake = next_push.min(next_pull).min(next_report);
             tokio::time::sleep_until(wake.into()).await;
+        }
+        // The last minute ends with the loop.
+        if minute_rows.len() < (secs / 60) as usize {
+            report_minute(&mut minute_rows, &latencies, &errors, &emu, &rabbit_count, pid);
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         while emu.emulator.stats().confirmed < j && Instant::now() < deadline {

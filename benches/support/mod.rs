@@ -89,3 +89,23 @@ pub(crate) async fn declare_topic_queue(url: &str, exchange: &str, queue: &str) 
         .expect("bind");
     let _ = connection.close(200, "declared".into()).await;
 }
+
+/// Creates Kafka topics of 3 partitions (tansu does not create them on first use).
+pub(crate) async fn create_kafka_topics(broker: &vodbridge_testkit::Tansu, topics: &[&str]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("admin");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .expect("create_topics")
+    {
+        result.expect("topic");
+    }
+}

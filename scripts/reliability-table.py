@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Prints RELIABILITY.md's table from the counts the last reliability run wrote.
+
+Usage: cargo test --test reliability && python3 scripts/reliability-table.py
+Reads target/tmp/reliability/*.json (one file per scenario, written by tests/reliability).
+"""
+import json
+import pathlib
+import sys
+
+DIR = pathlib.Path(__file__).resolve().parent.parent / "target" / "tmp" / "reliability"
+
+
+def load(name):
+    path = DIR / f"{name}.json"
+    if not path.exists():
+        sys.exit(f"{path} is missing: run `cargo test --test reliability` first")
+    return json.loads(path.read_text())["counts"]
+
+
+def row(scenario, sent, acked, found, dups, lost, note):
+    return f"| {scenario} | {sent} | {acked} | {found} | {dups} | {lost} | {note} |"
+
+
+def main():
+    out = [
+        "| scenario | sent | confirmed / 200 | found in broker | duplicates | lost | what else was counted |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    c = load("crash")
+    b = c["brokers"]
+    out.append(row(
+        f"crash: SIGKILL ×{c['kills']}, pull → Kafka + RabbitMQ + NATS",
+        c["sent"], c["confirmed"],
+        " / ".join(f"{b[k]['found']}" for k in ("kafka", "rabbitmq", "nats")),
+        " / ".join(f"{b[k]['duplicates']}" for k in ("kafka", "rabbitmq", "nats")),
+        sum(b[k]["lost"] for k in b),
+        f"killed at {c['killed_at_confirmed']} confirmed; {c['redeliveries']} redeliveries; "
+        f"{c['seconds']:.0f} s",
+    ))
+    for broker in ("kafka", "rabbitmq", "nats"):
+        o = load(f"outage-{broker}")
+        p, q = o["pull"], o["push"]
+        out.append(row(
+            f"{broker} down {o['outage_secs']} s (handle lifetime {o['handle_lifetime_ms'] / 1000:.0f} s), pull + push with spool",
+            f"{p['sent']} + {q['sent']}", f"{p['confirmed']} + {q['answered_200']}",
+            f"{p['found']} + {q['found']}", o["broker"]["duplicates"], p["lost"] + q["lost"],
+            f"{p['confirmed_during_outage_after_2s']} confirmed while down; "
+            f"{q['spooled_during_outage']:.0f} push spooled; VOD gave up on {q['vod_gave_up_or_not_200']}; "
+            f"{p['redeliveries']} redeliveries",
+        ))
+    v = load("vod-faults")
+    ph = v["phases"]
+    out.append(row(
+        "VOD faults in turn: 5xx, timeouts, throttling, expired handles",
+        v["sent"], v["confirmed"], v["found"], v["duplicates"], v["lost"],
+        f"{ph['errors']['injected_errors']} InternalError, {ph['timeouts']['transient_pulls']:.0f} pull timeouts, "
+        f"{v['throttled']} throttled, {v['confirm_rejections']} expired confirms; "
+        f"{v['redeliveries']} redeliveries, {v['duplicates_suppressed']:.0f} recognised by id",
+    ))
+    f = load("confirm-fails-after-publish")
+    out.append(row(
+        "ConfirmEvents fails after the publish",
+        f["sent"], f["confirmed"], f["published"], f["duplicates"], f["lost"],
+        f"{f['redeliveries']} redeliveries, {f['duplicates_suppressed']:.0f} confirmed from the acknowledged-id record",
+    ))
+    r = load("refusal-queue-full")
+    out.append(row(
+        f"RabbitMQ queue full ({r['queue_limit']}, reject-publish)",
+        r["sent"], r["confirmed"], r["found"], r["duplicates"], r["lost"],
+        f"{r['confirmed_while_full']} confirmed while full (= what the queue kept); "
+        f"{r['redeliveries_while_full']} refused hand-outs came back",
+    ))
+    t = load("refusal-too-large-unroutable")
+    out.append(row(
+        "too large (RabbitMQ 512 KiB) and unroutable (AMQP key, NATS subject), pull + push",
+        f"{t['pulled']} + {t['pushed']}", f"{t['confirmed']} + {t['answered_200']}",
+        f"{t['delivered_to_queue']} + {t['dead_lettered']} dead-lettered", "–", t["lost"],
+        f"{t['expected_dead']} expected in the dead letter; {t['in_stream']} in a NATS stream",
+    ))
+    s = load("sigterm-under-load")
+    out.append(row(
+        "SIGTERM under load (30 s handle lifetime), then a second bridge",
+        s["sent"], s["confirmed"], f"{s['file']['messages']} file / {s['nats']['messages']} NATS",
+        f"{s['file']['duplicates']} / {s['nats']['duplicates']}", s["file"]["lost"] + s["nats"]["lost"],
+        f"exit 0: {'yes' if s['exit_code_zero'] else 'NO'} after {s['exit_seconds']} s; "
+        f"{s['handed_out_unconfirmed_at_exit']} handed out but unconfirmed at exit; "
+        f"{s['redeliveries']} redeliveries",
+    ))
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
