@@ -24,6 +24,7 @@ use crate::{
     sources::{
         forward,
         pull::{self, PullSource},
+        vod_config::{self, SourceCheck},
     },
     spool::Spool,
     state::AppState,
@@ -109,6 +110,12 @@ impl App {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind { addr, source })?;
+        let vod_checks = settings
+            .sources
+            .values()
+            .filter_map(|s| s.vod.clone().map(|check| (s.name.clone(), check)))
+            .map(|(name, check)| SourceCheck::new(&name, check).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
         let state = Arc::new(AppState {
             pipeline,
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),
@@ -123,6 +130,7 @@ impl App {
                 .collect(),
             governors: governors.into_values().collect(),
             spool,
+            vod_checks,
         });
         let drain_timeout = Duration::from_secs(state.server.drain_timeout_secs);
         Ok(Self {
@@ -192,6 +200,12 @@ impl App {
                     Arc::clone(&queue),
                 ));
             }
+        }
+        if !self.state.vod_checks.is_empty() {
+            loops.spawn(vod_config::run_checks(
+                Arc::clone(&self.state),
+                stop.clone(),
+            ));
         }
         if let Some(spool) = &self.state.spool {
             loops.spawn(forward::run_forwarder(

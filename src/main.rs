@@ -1,4 +1,5 @@
-//! The `vodbridge` command: run the bridge, or check a configuration file.
+//! The `vodbridge` command: run the bridge, check a configuration file, or check and set VOD's
+//! side of it.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -62,6 +63,37 @@ enum Command {
         /// TOML configuration file.
         file: PathBuf,
     },
+    /// VOD's side of each source: its sub-application's callback mode, NotificationUrl and
+    /// event switches.
+    Vod {
+        #[command(subcommand)]
+        command: VodCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VodCommand {
+    /// For every source, what VOD is configured to do beside what the bridge expects; exits
+    /// non-zero on any mismatch.
+    Status {
+        /// TOML configuration file.
+        #[arg(long, short, env = "VODBRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Set each sub-application to what the bridge expects (ModifyEventConfig): mode,
+    /// NotificationUrl (from server.public_base_url), the listed event switches, SignKey.
+    /// Prints each change before making it.
+    Configure {
+        /// TOML configuration file.
+        #[arg(long, short, env = "VODBRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Print the changes, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +105,7 @@ fn main() -> ExitCode {
         Command::Run { config, listen } => run(config, listen),
         Command::CheckConfig { file } => check_config(&file),
         Command::Asyncapi { config } => asyncapi(config.as_deref()),
+        Command::Vod { command } => vod(command),
         Command::Demo {
             listen,
             rate,
@@ -99,6 +132,40 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     println!("{}: valid", file.display());
     print!("{}", settings.describe());
     Ok(())
+}
+
+fn vod(command: VodCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    match command {
+        VodCommand::Status { config } => {
+            let settings = Settings::from_config(Config::load(config.as_deref())?)?;
+            let status = runtime.block_on(vodbridge::tools::vod::status(&settings))?;
+            print!("{}", status.report);
+            anyhow::ensure!(
+                status.mismatches == 0,
+                "{} difference(s) between VOD and the bridge; `vodbridge vod configure` sets VOD to what the bridge expects",
+                status.mismatches
+            );
+            Ok(())
+        }
+        VodCommand::Configure {
+            config,
+            source,
+            dry_run,
+        } => {
+            let settings = Settings::from_config(Config::load(config.as_deref())?)?;
+            let done = runtime.block_on(vodbridge::tools::vod::configure(
+                &settings,
+                source.as_deref(),
+                dry_run,
+            ))?;
+            print!("{}", done.report);
+            Ok(())
+        }
+    }
 }
 
 fn asyncapi(config: Option<&std::path::Path>) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ use vodbridge_tencent::governor::Governor;
 
 use crate::{
     config::{ServerConfig, Source},
+    sources::vod_config::SourceCheck,
     spool::Spool,
     telemetry::Metrics,
 };
@@ -39,6 +40,8 @@ pub(crate) struct AppState {
     pub(crate) governors: Vec<Arc<Governor>>,
     /// The durable push spool, when configured.
     pub(crate) spool: Option<Arc<Spool>>,
+    /// Each checkable source's check of VOD's event configuration (readiness).
+    pub(crate) vod_checks: Vec<Arc<SourceCheck>>,
 }
 
 impl AppState {
@@ -67,6 +70,17 @@ impl AppState {
             .filter(|(_, failed)| failed.load(Ordering::Relaxed))
             .map(|(name, _)| name.as_str())
             .collect();
-        (!auth.is_empty()).then(|| format!("VOD rejects the credentials of: {}", auth.join(", ")))
+        if !auth.is_empty() {
+            return Some(format!(
+                "VOD rejects the credentials of: {}",
+                auth.join(", ")
+            ));
+        }
+        let config: Vec<String> = self
+            .vod_checks
+            .iter()
+            .filter_map(|c| c.not_ready_because())
+            .collect();
+        (!config.is_empty()).then(|| config.join("; "))
     }
 }

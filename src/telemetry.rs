@@ -60,6 +60,10 @@ pub struct Metrics {
     /// `vodbridge_vod_backlog{source}`: events waiting in VOD's queue (`DescribeEventsState`,
     /// approximate, about 5 s behind).
     pub vod_backlog: IntGaugeVec,
+    /// `vodbridge_vod_config_mismatch{source, what}`: 1 while VOD's event configuration of the
+    /// source's sub-application differs from what the source needs (`what`: `mode`,
+    /// `notification_url`, an event switch, or `check_failed` when it cannot be read).
+    pub vod_config_mismatch: IntGaugeVec,
     /// `vodbridge_in_flight{ingress}`: events between receipt and outcome.
     pub in_flight: IntGaugeVec,
     /// `vodbridge_dead_lettered_total{reason}`.
@@ -224,6 +228,11 @@ impl Metrics {
                 "vod_backlog",
                 "Events waiting in VOD's reliable-callback queue (DescribeEventsState, approximate).",
                 &["source"],
+            )?,
+            vod_config_mismatch: gauge(
+                "vod_config_mismatch",
+                "1 while VOD's event configuration (mode, NotificationUrl, event switches) differs from what the source needs.",
+                &["source", "what"],
             )?,
             dead_lettered: counter("dead_lettered_total", "Events sent to the dead-letter destination.", &["reason"])?,
             duplicates_suppressed: counter(

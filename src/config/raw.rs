@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use vodbridge_core::UnroutableRetry;
+use vodbridge_tencent::event_config::EventSwitch;
 
 use super::ENV_PREFIX;
 use crate::error::{Error, Result};
@@ -119,6 +120,10 @@ pub struct ServerConfig {
     /// bridge keeps serving the ones it has) rather than getting an answer VOD would take as
     /// delivered.
     pub max_connections: usize,
+    /// The bridge's address as VOD reaches it, e.g. `https://vodbridge.example.com`: a push
+    /// source's `NotificationUrl` is this plus `/callback/{source}` (and `?token=…` with a
+    /// token). Checked at start and set by `vodbridge vod configure`; unset: the URL is neither.
+    pub public_base_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +138,7 @@ impl Default for ServerConfig {
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             max_connections: 4096,
+            public_base_url: None,
         }
     }
 }
@@ -232,6 +238,17 @@ pub struct PullSourceConfig {
     /// Longest wait for more acknowledged handles, so that a `ConfirmEvents` call carries 16;
     /// never past a handle's deadline (0 confirms at once).
     pub confirm_linger_ms: u64,
+    /// The event switches this source needs on in VOD: `upload_media_complete`
+    /// (NewFileUpload), `delete_media_complete` (FileDeleted), `persistence_complete`
+    /// (PersistenceComplete). VOD starts with all of them off. Default: upload and delete.
+    pub event_switches: Vec<EventSwitch>,
+    /// What a mismatch of the sub-application's event configuration (`DescribeEventConfig`,
+    /// checked at start and every `vod_check_interval_secs`) does: `readiness` (the default: a
+    /// wrong mode or URL fails `/readyz` with the reason, a switch that is off is a warning),
+    /// `report` (logs and `vodbridge_vod_config_mismatch` only), `off` (no check).
+    pub vod_check: VodCheckPolicy,
+    /// Seconds between checks after the one at start (at least 1).
+    pub vod_check_interval_secs: u64,
 }
 
 impl Default for PullSourceConfig {
@@ -256,6 +273,9 @@ impl Default for PullSourceConfig {
             pull_requests_per_sec: 100,
             confirm_requests_per_sec: 100,
             confirm_linger_ms: 50,
+            event_switches: default_event_switches(),
+            vod_check: VodCheckPolicy::Readiness,
+            vod_check_interval_secs: 300,
         }
     }
 }
@@ -300,6 +320,20 @@ pub struct PushSourceConfig {
     /// Answer callbacks once they are in the durable spool (`[spool]`): unset follows whether
     /// `[spool] path` is set, `false` opts this source out, `true` requires `[spool] path`.
     pub spool: Option<bool>,
+    /// Credentials for VOD's API, optional: with them the source checks (and `vodbridge vod
+    /// configure` sets) its sub-application's event configuration.
+    pub vod: Option<VodAccessConfig>,
+    /// The event switches this source needs on in VOD: `upload_media_complete`
+    /// (NewFileUpload), `delete_media_complete` (FileDeleted), `persistence_complete`
+    /// (PersistenceComplete). VOD starts with all of them off. Default: upload and delete.
+    pub event_switches: Vec<EventSwitch>,
+    /// What a mismatch of the sub-application's event configuration (`DescribeEventConfig`,
+    /// checked at start and every `vod_check_interval_secs`) does: `readiness` (the default: a
+    /// wrong mode or URL fails `/readyz` with the reason, a switch that is off is a warning),
+    /// `report` (logs and `vodbridge_vod_config_mismatch` only), `off` (no check).
+    pub vod_check: VodCheckPolicy,
+    /// Seconds between checks after the one at start (at least 1).
+    pub vod_check_interval_secs: u64,
 }
 
 impl Default for PushSourceConfig {
@@ -311,7 +345,84 @@ impl Default for PushSourceConfig {
             on_sink_failure: SinkFailureAnswer::Hold,
             hold_ms: 10_000,
             spool: None,
+            vod: None,
+            event_switches: default_event_switches(),
+            vod_check: VodCheckPolicy::Readiness,
+            vod_check_interval_secs: 300,
         }
+    }
+}
+
+/// The event switches a source needs by default: NewFileUpload and FileDeleted.
+fn default_event_switches() -> Vec<EventSwitch> {
+    vec![
+        EventSwitch::UploadMediaComplete,
+        EventSwitch::DeleteMediaComplete,
+    ]
+}
+
+/// What a mismatch of VOD's event configuration does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VodCheckPolicy {
+    /// A wrong mode or URL fails readiness; switches off are warnings.
+    #[default]
+    Readiness,
+    /// Logs and the metric only.
+    Report,
+    /// No check.
+    Off,
+}
+
+/// Where and as whom a push source calls VOD's API (its callbacks need none of this).
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VodAccessConfig {
+    /// API endpoint (VOD's public one by default, or an emulator).
+    pub endpoint: String,
+    /// `X-TC-Region`, optional for VOD.
+    pub region: Option<String>,
+    /// API SecretId.
+    pub secret_id: Option<String>,
+    /// File holding the SecretId.
+    pub secret_id_file: Option<PathBuf>,
+    /// API SecretKey.
+    #[serde(skip_serializing)]
+    pub secret_key: Option<SecretString>,
+    /// File holding the SecretKey.
+    pub secret_key_file: Option<PathBuf>,
+    /// Session token of temporary credentials.
+    #[serde(skip_serializing)]
+    pub token: Option<SecretString>,
+    /// File holding the session token.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for VodAccessConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: vodbridge_tencent::api::DEFAULT_ENDPOINT.to_owned(),
+            region: None,
+            secret_id: None,
+            secret_id_file: None,
+            secret_key: None,
+            secret_key_file: None,
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
+impl fmt::Debug for VodAccessConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VodAccessConfig")
+            .field("endpoint", &self.endpoint)
+            .field("secret_id", &self.secret_id)
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
     }
 }
 

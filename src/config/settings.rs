@@ -17,6 +17,7 @@ use vodbridge_core::{
 use vodbridge_tencent::{
     api::{ClientConfig, VodClient},
     catalog,
+    event_config::{EventSwitch, Mode},
     governor::GovernorConfig,
     tc3::Credentials,
     Normalizer, SignKey,
@@ -25,6 +26,7 @@ use vodbridge_tencent::{
 use super::raw::{
     Config, DeliveryConfig, PushSourceConfig, RouteConfig, ServerConfig, SinkConfig,
     SinkFailureAnswer, SourceConfig, SpoolConfig, StdoutSinkConfig, TargetConfig, TelemetryConfig,
+    VodAccessConfig, VodCheckPolicy,
 };
 use crate::error::{Error, Result};
 
@@ -58,6 +60,41 @@ pub struct Source {
     pub normalizer: Normalizer,
     /// How it receives events.
     pub kind: SourceKind,
+    /// What it expects of its sub-application's event configuration in VOD, when it can check
+    /// (a pull source always can; a push source with `[sources.x.vod]` credentials).
+    pub vod: Option<VodCheck>,
+}
+
+/// A source's expectations of VOD's event configuration, and the client to check them with.
+#[derive(Clone)]
+pub struct VodCheck {
+    /// Endpoint, credentials and SubAppId.
+    pub client: ClientConfig,
+    /// `PULL` for a pull source, `PUSH` for a push source.
+    pub mode: Mode,
+    /// A push source's `NotificationUrl` (from `server.public_base_url`; it carries the
+    /// callback token, so it is never printed whole).
+    pub notification_url: Option<SecretString>,
+    /// The event switches it needs on.
+    pub switches: Vec<EventSwitch>,
+    /// A push source's `SignKey`, for `vod configure`.
+    pub sign_key: Option<SecretString>,
+    /// What a mismatch does (never [`VodCheckPolicy::Off`]: then there is no check).
+    pub policy: VodCheckPolicy,
+    /// Time between checks.
+    pub interval: Duration,
+}
+
+impl fmt::Debug for VodCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VodCheck")
+            .field("sub_app_id", &self.client.sub_app_id)
+            .field("mode", &self.mode)
+            .field("switches", &self.switches)
+            .field("policy", &self.policy)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A validated source's ingress.
@@ -213,7 +250,14 @@ impl Settings {
         let mut sources = BTreeMap::new();
         for (name, source) in &config.sources {
             validate_name("sources", name)?;
-            sources.insert(name.clone(), build_source(name, source, spool.is_some())?);
+            let mut built = build_source(name, source, spool.is_some())?;
+            built.vod = vod_check(
+                name,
+                source,
+                &built,
+                config.server.public_base_url.as_deref(),
+            )?;
+            sources.insert(name.clone(), built);
         }
         share_accounts(&mut sources)?;
         drain_covers_sources(config.server.drain_timeout_secs, &sources)?;
@@ -450,6 +494,117 @@ fn unroutable_retry(delivery: &DeliveryConfig) -> Result<UnroutableRetry> {
     })
 }
 
+/// What `source` expects of VOD's event configuration, when it can check it.
+fn vod_check(
+    name: &str,
+    source: &SourceConfig,
+    built: &Source,
+    public_base_url: Option<&str>,
+) -> Result<Option<VodCheck>> {
+    let key = format!("sources.{name}");
+    let (policy, interval, switches) = match source {
+        SourceConfig::Pull(p) => (p.vod_check, p.vod_check_interval_secs, &p.event_switches),
+        SourceConfig::Push(p) => (p.vod_check, p.vod_check_interval_secs, &p.event_switches),
+    };
+    if interval == 0 {
+        return Err(Error::Config(format!(
+            "{key}.vod_check_interval_secs must be at least 1"
+        )));
+    }
+    let mut switches = switches.clone();
+    switches.sort_unstable();
+    switches.dedup();
+    let (client, mode, notification_url, sign_key) = match (source, &built.kind) {
+        (SourceConfig::Pull(_), SourceKind::Pull(pull)) => {
+            (pull.client.clone(), Mode::Pull, None, None)
+        }
+        (SourceConfig::Push(push), SourceKind::Push(settings)) => {
+            let Some(access) = &push.vod else {
+                return Ok(None);
+            };
+            let client = access_client(&format!("{key}.vod"), access, push.sub_app_id)?;
+            let url = match public_base_url {
+                None => None,
+                Some(base) => {
+                    let parsed = trimmed_base_url(base).ok_or_else(|| {
+                        Error::Config(format!(
+                            "server.public_base_url {base:?} is not an http(s) URL"
+                        ))
+                    })?;
+                    let mut url = format!("{parsed}/callback/{name}");
+                    if let Some(token) = &settings.auth.token {
+                        url.push_str("?token=");
+                        url.push_str(token.expose_secret());
+                    }
+                    Some(SecretString::from(url))
+                }
+            };
+            let sign_key = secret(
+                &format!("{key}.auth.sign_key"),
+                push.auth.sign_key.as_ref(),
+                push.auth.sign_key_file.as_deref(),
+            )?
+            .map(SecretString::from);
+            (client, Mode::Push, url, sign_key)
+        }
+        _ => return Ok(None),
+    };
+    if policy == VodCheckPolicy::Off {
+        return Ok(None);
+    }
+    Ok(Some(VodCheck {
+        client,
+        mode,
+        notification_url,
+        switches,
+        sign_key,
+        policy,
+        interval: Duration::from_secs(interval),
+    }))
+}
+
+/// `base` without a trailing `/` when it is an absolute http(s) URL without query or fragment.
+fn trimmed_base_url(base: &str) -> Option<&str> {
+    let trimmed = base.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    (!host.is_empty() && !trimmed.contains(['?', '#', ' '])).then_some(trimmed)
+}
+
+/// The API client of a push source's `[sources.x.vod]` section.
+fn access_client(
+    key: &str,
+    access: &VodAccessConfig,
+    sub_app_id: Option<u64>,
+) -> Result<ClientConfig> {
+    let secret_id = secret(
+        &format!("{key}.secret_id"),
+        access.secret_id.clone().map(SecretString::from).as_ref(),
+        access.secret_id_file.as_deref(),
+    )?
+    .ok_or_else(|| Error::Config(format!("{key}.secret_id (or secret_id_file) is required")))?;
+    let secret_key = secret(
+        &format!("{key}.secret_key"),
+        access.secret_key.as_ref(),
+        access.secret_key_file.as_deref(),
+    )?
+    .ok_or_else(|| Error::Config(format!("{key}.secret_key (or secret_key_file) is required")))?;
+    let token = secret(
+        &format!("{key}.token"),
+        access.token.as_ref(),
+        access.token_file.as_deref(),
+    )?;
+    let mut credentials = Credentials::new(secret_id, secret_key);
+    credentials.token = token.map(SecretString::from);
+    let mut client = ClientConfig::new(access.endpoint.clone(), credentials);
+    client.region.clone_from(&access.region);
+    client.sub_app_id = sub_app_id;
+    VodClient::new(client.clone()).map_err(|e| Error::Config(format!("{key}.endpoint: {e}")))?;
+    Ok(client)
+}
+
 fn validate_name(section: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -552,6 +707,7 @@ fn build_source(name: &str, source: &SourceConfig, spool_configured: bool) -> Re
             Ok(Source {
                 name: name.to_owned(),
                 normalizer: Normalizer::new(cloudevents_source, pull.sub_app_id, Ingress::Pull),
+                vod: None,
                 kind: SourceKind::Pull(Box::new(PullSettings {
                     client,
                     loops: pull.loops,
@@ -625,6 +781,7 @@ fn build_source(name: &str, source: &SourceConfig, spool_configured: bool) -> Re
             Ok(Source {
                 name: name.to_owned(),
                 normalizer: Normalizer::new(cloudevents_source, push.sub_app_id, Ingress::Push),
+                vod: None,
                 kind: SourceKind::Push(PushSettings {
                     auth: CallbackAuth {
                         sign_key: sign_key.map(SignKey::new),

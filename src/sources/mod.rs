@@ -4,3 +4,4 @@
 pub(crate) mod forward;
 pub(crate) mod pull;
 pub(crate) mod push;
+pub(crate) mod vod_config;

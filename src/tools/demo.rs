@@ -9,6 +9,7 @@ use std::{
 };
 
 use vod_emulator::{generate::parse_types, Emulator, EmulatorConfig};
+use vodbridge_tencent::event_config::EventSwitch;
 
 use crate::{
     config::{
@@ -47,6 +48,8 @@ pub async fn run(
 ) -> Result<()> {
     let mut emulator_config = EmulatorConfig::new(SECRET_ID, SECRET_KEY);
     emulator_config.long_poll = Duration::from_millis(500);
+    // VOD's own starting point: PUSH mode, every event switch off; `vod configure` sets it up.
+    emulator_config.event_config = vod_emulator::EventConfigPolicy::Enforced;
     let emulator = Emulator::new(emulator_config);
     let running = emulator
         .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -62,6 +65,8 @@ pub async fn run(
             sub_app_id: Some(SUB_APP_ID),
             secret_id: Some(SECRET_ID.to_owned()),
             secret_key: Some(SECRET_KEY.to_owned().into()),
+            // The demo generates every event type, so it needs every switch on.
+            event_switches: EventSwitch::ALL.to_vec(),
             ..PullSourceConfig::default()
         }),
     );
@@ -76,7 +81,12 @@ pub async fn run(
             }),
         );
     }
-    let app = App::build(Settings::from_config(config)?).await?;
+    let settings = Settings::from_config(config)?;
+    // What an operator does with a new sub-application: put it in PULL mode and turn on the
+    // switches the source needs, as `vodbridge vod configure` does.
+    let configured = crate::tools::vod::configure(&settings, None, false).await?;
+    eprint!("{}", configured.report);
+    let app = App::build(settings).await?;
     let progress = app.progress();
     let done = tokio_util::sync::CancellationToken::new();
 

@@ -1,4 +1,6 @@
-//! Tools beside the data path: the demo and the AsyncAPI document.
+//! Tools beside the data path: the demo, the AsyncAPI document, and `vod status` /
+//! `vod configure`.
 
 pub mod asyncapi;
 pub mod demo;
+pub mod vod;

@@ -193,6 +193,8 @@ fn demo_pulls_from_the_built_in_emulator_and_prints_envelopes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("120 generated, 120 confirmed"), "{stderr}");
+    // The emulator starts as VOD does (PUSH mode, switches off); the demo configures it.
+    assert!(stderr.contains("Mode PUSH → PULL"), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let envelopes: Vec<Envelope> = stdout
         .lines()

@@ -14,3 +14,4 @@ mod pull;
 mod push;
 mod push_outage;
 mod spool;
+mod vod_config;

@@ -74,6 +74,7 @@ async fn errors_timeouts_throttling_and_expired_handles_lose_nothing() {
                 pull_events: 5,
                 confirm_events: 5,
                 describe_events_state: 5,
+                ..Limits::VOD
             },
             5,
         ),

@@ -81,23 +81,13 @@ pub(crate) async fn enqueue(
         Ok(events) => events,
         Err(message) => return bad_request(message),
     };
-    let now = Instant::now();
-    let keys: Vec<u64> = {
-        let mut queue = shared.queue();
-        events
-            .iter()
-            .map(|e| {
-                queue.enqueue(
-                    params.sub_app_id,
-                    &event_type(e),
-                    Bytes::from(e.to_string()),
-                    now,
-                )
-            })
-            .collect()
-    };
-    shared.notify.notify_waiters();
-    Json(json!({ "Keys": keys })).into_response()
+    // Through the sub-application's event configuration, as VOD emits finished events.
+    let emitted: Vec<crate::Emitted> = events
+        .into_iter()
+        .map(|e| crate::event_config::emit(&shared, params.sub_app_id, e))
+        .collect();
+    let keys: Vec<u64> = emitted.iter().map(|e| e.key()).collect();
+    Json(json!({ "Keys": keys, "Emitted": emitted })).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,7 +175,7 @@ pub(crate) async fn push(
 /// POSTs one event like VOD: 5 s timeout, sent again only when no answer came (a timeout or a
 /// failed or dropped connection), three sends at most. The status and body of an answer are
 /// ignored: any answer ends the event's delivery, and only a 200 is an acknowledgement.
-async fn push_one(
+pub(crate) async fn push_one(
     shared: &Shared,
     url: &str,
     key: u64,

@@ -1,5 +1,6 @@
 //! The Tencent Cloud API 3.0 endpoint at `POST /`: TC3 verification, fault injection, and the
-//! actions `PullEvents`, `ConfirmEvents`, `DescribeEventsState`.
+//! actions `PullEvents`, `ConfirmEvents`, `DescribeEventsState`, `DescribeEventConfig` and
+//! `ModifyEventConfig`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -77,6 +78,27 @@ async fn call(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u
     match action.as_str() {
         "PullEvents" => Ok(pull(shared, sub_app_id).await),
         "ConfirmEvents" => confirm(shared, &params),
+        "DescribeEventConfig" => {
+            let stored =
+                crate::lock(&shared.event_configs).get(sub_app_id, shared.config.event_config);
+            let mut out = serde_json::to_vec(&stored.config)
+                .map_err(|e| Error::api("InternalError", e.to_string()))?;
+            // `{…}` → `{"Response":{…,` for the caller to close with the RequestId.
+            out.pop();
+            let mut body = br#"{"Response":"#.to_vec();
+            body.extend_from_slice(&out);
+            body.push(b',');
+            Ok(body)
+        }
+        "ModifyEventConfig" => {
+            let change = crate::event_config::parse_modify(&params)?;
+            crate::lock(&shared.event_configs).modify(
+                sub_app_id,
+                shared.config.event_config,
+                &change,
+            );
+            Ok(br#"{"Response":{"#.to_vec())
+        }
         "DescribeEventsState" => {
             let count = shared.queue().count_to_pull(sub_app_id, Instant::now());
             Ok(format!(r#"{{"Response":{{"CountOfEventsToPull":{count},"#).into_bytes())

@@ -28,6 +28,7 @@
 mod admin;
 mod api;
 mod error;
+mod event_config;
 pub mod generate;
 mod limits;
 pub mod queue;
@@ -50,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle, time::Instant};
 
 pub use error::{Error, Result};
+pub use event_config::{Emitted, EventConfigPolicy};
 use generate::Generator;
 pub use limits::Limits;
 use queue::{LedgerEntry, Queue, Stats};
@@ -75,6 +77,9 @@ pub struct EmulatorConfig {
     pub limits: Limits,
     /// Seed of the body generator.
     pub seed: u64,
+    /// Whether the sub-applications' event configuration decides delivery (default: kept and
+    /// answered, not enforced).
+    pub event_config: EventConfigPolicy,
 }
 
 impl EmulatorConfig {
@@ -91,6 +96,7 @@ impl EmulatorConfig {
             faults: Faults::default(),
             limits: Limits::VOD,
             seed: 1,
+            event_config: EventConfigPolicy::Recorded,
         }
     }
 }
@@ -128,6 +134,8 @@ pub(crate) struct Shared {
     throttle_window: Mutex<(Instant, u32)>,
     /// VOD's per-action, per-SecretId request limits.
     limiters: Mutex<limits::Limiters>,
+    /// Each sub-application's event configuration.
+    pub(crate) event_configs: Mutex<event_config::Configs>,
     requests: AtomicU64,
     /// Client of push mode.
     pub(crate) http: reqwest::Client,
@@ -248,6 +256,7 @@ impl Emulator {
                 generator: Mutex::new(generator),
                 throttle_window: Mutex::new((Instant::now(), 0)),
                 limiters: Mutex::new(limiters),
+                event_configs: Mutex::new(event_config::Configs::default()),
                 requests: AtomicU64::new(0),
                 http: reqwest::Client::new(),
             }),
@@ -273,20 +282,38 @@ impl Emulator {
             .with_state(Arc::clone(&self.shared))
     }
 
-    /// Enqueues one pull-mode event (an `EventContent` object); returns its key.
+    /// Emits one finished event (an `EventContent` object) of `sub_app_id` as VOD would: queued
+    /// for pulling, or, under [`EventConfigPolicy::Enforced`], as the sub-application's
+    /// configuration says (pushed to its `NotificationUrl` in `PUSH` mode, dropped while its
+    /// switch is off). Returns its ledger key.
     pub fn enqueue(&self, sub_app_id: u64, event: &serde_json::Value) -> u64 {
-        let event_type = event
-            .get("EventType")
-            .and_then(|t| t.as_str())
-            .unwrap_or("")
-            .to_owned();
-        let body = Bytes::from(serde_json::to_vec(event).unwrap_or_default());
-        let key = self
-            .shared
-            .queue()
-            .enqueue(sub_app_id, &event_type, body, Instant::now());
-        self.shared.notify.notify_waiters();
-        key
+        self.emit(sub_app_id, event).key()
+    }
+
+    /// Like [`Emulator::enqueue`], saying what happened to the event.
+    pub fn emit(&self, sub_app_id: u64, event: &serde_json::Value) -> Emitted {
+        event_config::emit(&self.shared, sub_app_id, event.clone())
+    }
+
+    /// The event configuration of `sub_app_id` (what `DescribeEventConfig` answers).
+    #[must_use]
+    pub fn event_config(&self, sub_app_id: u64) -> vodbridge_tencent::event_config::EventConfig {
+        lock(&self.shared.event_configs)
+            .get(sub_app_id, self.shared.config.event_config)
+            .config
+    }
+
+    /// Applies a `ModifyEventConfig` to `sub_app_id`, as the API call would.
+    pub fn modify_event_config(
+        &self,
+        sub_app_id: u64,
+        change: &vodbridge_tencent::event_config::ModifyEventConfig,
+    ) {
+        lock(&self.shared.event_configs).modify(
+            sub_app_id,
+            self.shared.config.event_config,
+            change,
+        );
     }
 
     /// Enqueues one pull-mode event as raw bytes, handed out exactly so (with its

@@ -70,6 +70,11 @@ struct Cli {
     /// Turn VOD's request limits off (every action unlimited).
     #[arg(long)]
     no_limits: bool,
+    /// Enforce each sub-application's event configuration as VOD does: it starts in PUSH mode
+    /// without a URL and with every event switch off, and ModifyEventConfig (`vodbridge vod
+    /// configure`) decides what is queued, pushed or dropped. Without it every event is queued.
+    #[arg(long)]
+    vod_event_config: bool,
 }
 
 #[tokio::main]
@@ -103,8 +108,12 @@ async fn main() -> anyhow::Result<()> {
             pull_events: cli.pull_events_rps,
             confirm_events: cli.confirm_events_rps,
             describe_events_state: cli.describe_events_state_rps,
+            event_config: Limits::VOD.event_config,
         }
     };
+    if cli.vod_event_config {
+        config.event_config = vod_emulator::EventConfigPolicy::Enforced;
+    }
     let emulator = Emulator::new(config);
     if cli.generate > 0 {
         emulator.generate(cli.sub_app_id, cli.generate, &parse_types(&cli.types));

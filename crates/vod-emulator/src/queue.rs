@@ -88,6 +88,9 @@ pub struct Stats {
     pub throttled_confirms: u64,
     /// Requests refused for their signature.
     pub auth_failures: u64,
+    /// Events not emitted under the enforced event configuration (switch off, or `PUSH` mode
+    /// without a URL).
+    pub dropped_by_config: u64,
 }
 
 /// The queue of every sub-application and the ledger.

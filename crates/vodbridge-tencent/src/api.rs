@@ -1,5 +1,6 @@
-//! The VOD API 3.0 client of the reliable callback: `PullEvents`, `ConfirmEvents`,
-//! `DescribeEventsState`, signed with TC3-HMAC-SHA256, errors classified for the pull loops.
+//! The VOD API 3.0 client: the reliable callback's `PullEvents`, `ConfirmEvents` and
+//! `DescribeEventsState`, and the event configuration's `DescribeEventConfig` and
+//! `ModifyEventConfig`, signed with TC3-HMAC-SHA256, errors classified for the pull loops.
 
 use std::{fmt, time::Duration};
 
@@ -9,6 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     error::{Error, Result},
+    event_config::{EventConfig, ModifyEventConfig},
     tc3::{Credentials, SignRequest},
 };
 
@@ -282,6 +284,50 @@ impl VodClient {
             .response
             .count_of_events_to_pull
             .unwrap_or(0))
+    }
+
+    /// `DescribeEventConfig`: the sub-application's callback mode, URL and event switches.
+    ///
+    /// # Errors
+    ///
+    /// As [`VodClient::pull_events`].
+    pub async fn describe_event_config(&self) -> Result<EventConfig> {
+        let body = match self.config.sub_app_id {
+            Some(id) => format!(r#"{{"SubAppId":{id}}}"#),
+            None => "{}".to_owned(),
+        };
+        let answer = self
+            .call(
+                "DescribeEventConfig",
+                body.into_bytes(),
+                self.config.call_timeout,
+            )
+            .await?;
+        parse_answer(&answer)?;
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "Response")]
+            response: EventConfig,
+        }
+        serde_json::from_slice::<Answer>(&answer)
+            .map(|a| a.response)
+            .map_err(|e| Error::Transport(format!("not a DescribeEventConfig answer: {e}")))
+    }
+
+    /// `ModifyEventConfig` for the configured sub-application (the request's own `SubAppId`
+    /// is replaced by it).
+    ///
+    /// # Errors
+    ///
+    /// As [`VodClient::pull_events`].
+    pub async fn modify_event_config(&self, change: &ModifyEventConfig) -> Result<()> {
+        let mut change = change.clone();
+        change.sub_app_id = self.config.sub_app_id;
+        let body = serde_json::to_vec(&change)?;
+        let answer = self
+            .call("ModifyEventConfig", body, self.config.call_timeout)
+            .await?;
+        parse_answer(&answer).map(|_| ())
     }
 
     async fn call(&self, action: &str, body: Vec<u8>, timeout: Duration) -> Result<Bytes> {

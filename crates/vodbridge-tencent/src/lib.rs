@@ -36,6 +36,7 @@ mod canonical;
 pub mod catalog;
 mod error;
 mod event;
+pub mod event_config;
 pub mod governor;
 mod model;
 pub mod tc3;

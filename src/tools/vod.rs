@@ -1,0 +1,259 @@
+//! `vodbridge vod status` and `vodbridge vod configure`: VOD's side of each source (callback
+//! mode, `NotificationUrl`, event switches) beside what the bridge expects, and setting it
+//! with `ModifyEventConfig`.
+
+use std::fmt::Write as _;
+
+use vodbridge_tencent::{
+    api::VodClient,
+    event_config::{EventConfig, EventSwitch, Mode, ModifyEventConfig},
+};
+
+use crate::{
+    config::{Settings, SourceKind, VodCheck},
+    error::{Error, Result},
+    sources::vod_config::{compare, desired_change, redact_token},
+};
+
+/// What `status` found.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// The report, one block per source.
+    pub report: String,
+    /// Differences found (a check that failed counts as one).
+    pub mismatches: usize,
+}
+
+/// What `configure` did.
+#[derive(Debug, Default)]
+pub struct Configured {
+    /// The report, one line per source.
+    pub report: String,
+    /// Sources changed (or, with `dry_run`, that would be).
+    pub changed: usize,
+}
+
+/// Runs one API call, trying again while VOD answers `RequestLimitExceeded` (the account's
+/// 20 calls/s are shared with the running bridges' checks): up to 8 tries, 100 ms doubling.
+async fn paced<T, F, Fut>(mut call: F) -> std::result::Result<T, vodbridge_tencent::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, vodbridge_tencent::Error>>,
+{
+    let mut pause = std::time::Duration::from_millis(100);
+    for _ in 1..8 {
+        match call().await {
+            Err(e) if e.class() == vodbridge_tencent::api::ErrorClass::Throttled => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+    call().await
+}
+
+fn sub_app(check: &VodCheck) -> String {
+    check
+        .client
+        .sub_app_id
+        .map_or_else(|| "default".to_owned(), |id| id.to_string())
+}
+
+fn kind(settings: &Settings, source: &str) -> &'static str {
+    match settings.sources.get(source).map(|s| &s.kind) {
+        Some(SourceKind::Pull(_)) => "pull",
+        _ => "push",
+    }
+}
+
+/// For every source, VOD's event configuration beside what the bridge expects.
+///
+/// # Errors
+///
+/// Only when a client cannot be built (the configuration was validated, so not in practice);
+/// a failed `DescribeEventConfig` is reported and counted as a mismatch.
+pub async fn status(settings: &Settings) -> Result<Status> {
+    let mut status = Status::default();
+    for source in settings.sources.values() {
+        let name = source.name.as_str();
+        let Some(check) = &source.vod else {
+            let _ = writeln!(
+                status.report,
+                "{name} ({}): not checked (a push source needs [sources.{name}.vod] credentials; vod_check = \"off\" turns the check off)",
+                kind(settings, name)
+            );
+            continue;
+        };
+        let _ = writeln!(
+            status.report,
+            "{name} ({}, sub_app_id {}, {})",
+            kind(settings, name),
+            sub_app(check),
+            check.client.endpoint
+        );
+        let client = VodClient::new(check.client.clone())
+            .map_err(|e| Error::Config(format!("sources.{name}: {e}")))?;
+        let actual = match paced(|| client.describe_event_config()).await {
+            Ok(actual) => actual,
+            Err(error) => {
+                status.mismatches += 1;
+                let _ = writeln!(status.report, "  DescribeEventConfig failed: {error}");
+                continue;
+            }
+        };
+        let found = compare(check, &actual);
+        status.mismatches += found.len();
+        let mark = |what: &str| {
+            found.iter().find(|m| m.what == what).map_or_else(
+                || "ok".to_owned(),
+                |m| format!("MISMATCH, expected {}", m.expected),
+            )
+        };
+        let _ = writeln!(
+            status.report,
+            "  {:<24}{:<10}{}",
+            "mode",
+            actual.mode,
+            mark("mode")
+        );
+        let url = if actual.notification_url.is_empty() {
+            "(none)".to_owned()
+        } else {
+            redact_token(&actual.notification_url)
+        };
+        let url_note = match (check.mode, &check.notification_url) {
+            (Mode::Pull, _) => "not used in PULL mode".to_owned(),
+            (Mode::Push, None) => "not checked: server.public_base_url is not set".to_owned(),
+            (Mode::Push, Some(_)) => mark("notification_url"),
+        };
+        let _ = writeln!(
+            status.report,
+            "  {:<24}{url}  {url_note}",
+            "notification_url"
+        );
+        for switch in EventSwitch::ALL {
+            let note = if check.switches.contains(&switch) {
+                mark(switch.name())
+            } else {
+                "not needed".to_owned()
+            };
+            let _ = writeln!(
+                status.report,
+                "  {:<24}{:<10}{note}",
+                switch.name(),
+                actual.switch(switch).to_string()
+            );
+        }
+    }
+    Ok(status)
+}
+
+fn describe_change(change: &ModifyEventConfig, actual: &EventConfig) -> String {
+    let mut parts = Vec::new();
+    if let Some(mode) = change.mode {
+        parts.push(format!("Mode {} → {mode}", actual.mode));
+    }
+    if let Some(url) = &change.notification_url {
+        let before = if actual.notification_url.is_empty() {
+            "(none)".to_owned()
+        } else {
+            redact_token(&actual.notification_url)
+        };
+        parts.push(format!("NotificationUrl {before} → {}", redact_token(url)));
+    }
+    for switch in EventSwitch::ALL {
+        if let Some(state) = change.switch(switch) {
+            parts.push(format!(
+                "{} {} → {state}",
+                switch.parameter(),
+                actual.switch(switch)
+            ));
+        }
+    }
+    if change.sign_key.is_some() {
+        parts.push("SignKey set (VOD does not show it back)".to_owned());
+    }
+    parts.join("; ")
+}
+
+/// Sets each source's sub-application (or only `only`) to what the bridge expects: the mode,
+/// a push source's `NotificationUrl` (with `server.public_base_url`), the event switches it
+/// lists, and its `SignKey`. Prints each change before making it; `dry_run` only prints.
+///
+/// # Errors
+///
+/// [`Error::Config`] for an unknown or uncheckable `only`; [`Error::Config`] carrying VOD's
+/// answer when a call fails.
+pub async fn configure(
+    settings: &Settings,
+    only: Option<&str>,
+    dry_run: bool,
+) -> Result<Configured> {
+    if let Some(name) = only {
+        match settings.sources.get(name) {
+            None => return Err(Error::Config(format!("no source {name:?} in the configuration"))),
+            Some(source) if source.vod.is_none() => {
+                return Err(Error::Config(format!(
+                    "source {name} cannot be configured: a push source needs [sources.{name}.vod] credentials, and vod_check must not be \"off\""
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    let mut done = Configured::default();
+    for source in settings.sources.values() {
+        let name = source.name.as_str();
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let Some(check) = &source.vod else {
+            continue;
+        };
+        let client = VodClient::new(check.client.clone())
+            .map_err(|e| Error::Config(format!("sources.{name}: {e}")))?;
+        let actual = paced(|| client.describe_event_config())
+            .await
+            .map_err(|e| Error::Config(format!("sources.{name}: DescribeEventConfig: {e}")))?;
+        let change = desired_change(check, &actual);
+        let header = format!("{name} (sub_app_id {})", sub_app(check));
+        if change.is_empty() {
+            let _ = writeln!(done.report, "{header}: as expected, nothing to change");
+            continue;
+        }
+        done.changed += 1;
+        let _ = writeln!(
+            done.report,
+            "{header}: {}",
+            describe_change(&change, &actual)
+        );
+        if check.mode == Mode::Push && check.notification_url.is_none() {
+            let _ = writeln!(
+                done.report,
+                "  NotificationUrl left as it is: set server.public_base_url to have it set"
+            );
+        }
+        if dry_run {
+            continue;
+        }
+        paced(|| client.modify_event_config(&change))
+            .await
+            .map_err(|e| Error::Config(format!("sources.{name}: ModifyEventConfig: {e}")))?;
+        let after = paced(|| client.describe_event_config())
+            .await
+            .map_err(|e| Error::Config(format!("sources.{name}: DescribeEventConfig: {e}")))?;
+        let left = compare(check, &after);
+        if left.is_empty() {
+            let _ = writeln!(done.report, "  done");
+        } else {
+            return Err(Error::Config(format!(
+                "sources.{name}: VOD still differs after ModifyEventConfig: {}",
+                left.iter().map(|m| m.what).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    if dry_run {
+        let _ = writeln!(done.report, "(dry run: nothing was changed)");
+    }
+    Ok(done)
+}
