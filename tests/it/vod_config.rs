@@ -176,7 +176,8 @@ async fn a_misconfigured_sub_application_is_reported_then_configured() {
     let started = std::time::Instant::now();
     let (code, reason) = loop {
         let (code, body) = app.get("/readyz").await;
-        if body.contains("mode") {
+        // Both sources' first checks are in.
+        if body.contains("mode is") && body.contains("notification_url") {
             break (code, body);
         }
         assert!(
