@@ -11,12 +11,7 @@
 
 mod support;
 
-use std::{
-    net::SocketAddr,
-    path::Path,
-    process::Command,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
 
 use support::{env_usize, wait_ready};
 use vodbridge_testkit::{free_port, BridgeProcess, NatsServer, RabbitMq, Tansu};
@@ -61,7 +56,14 @@ fn wrk(url: &str, conns: usize, secs: u64, script: &Path, body: &Path) -> Run {
         Command::new("wrk")
     };
     let output = command
-        .args(["-t1", &format!("-c{conns}"), &format!("-d{secs}s"), "--timeout", "10s", "-s"])
+        .args([
+            "-t1",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--timeout",
+            "10s",
+            "-s",
+        ])
         .arg(script)
         .arg(url)
         .env("PUSH_LOAD_BODY", body)
@@ -92,9 +94,9 @@ fn cpu_secs(pid: &str) -> f64 {
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map_or(0.0, |f| f.iter().filter_map(|x| x.parse::<f64>().ok()).sum());
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|x| x.parse::<f64>().ok()).sum()
+    });
     ticks / 100.0
 }
 
@@ -197,8 +199,21 @@ fn main() {
     let mut limits = Vec::new();
     for &c in &conns {
         let before = cpu_secs(&me);
-        let run = wrk(&format!("http://127.0.0.1:{noop_port}/callback/push"), c, secs, &script, &body);
-        row("no-op axum handler", c, run, cpu_secs(&me) - before, peak_rss_mib(&me), None);
+        let run = wrk(
+            &format!("http://127.0.0.1:{noop_port}/callback/push"),
+            c,
+            secs,
+            &script,
+            &body,
+        );
+        row(
+            "no-op axum handler",
+            c,
+            run,
+            cpu_secs(&me) - before,
+            peak_rss_mib(&me),
+            None,
+        );
         limits.push(run.rps);
     }
 
@@ -238,7 +253,13 @@ fn main() {
             let client = reqwest::Client::new();
             runtime.block_on(wait_ready(&client, &format!("{}/readyz", bridge.url())));
             let before = cpu_secs(&pid);
-            let run = wrk(&format!("{}/callback/push", bridge.url()), c, secs, &script, &body);
+            let run = wrk(
+                &format!("{}/callback/push", bridge.url()),
+                c,
+                secs,
+                &script,
+                &body,
+            );
             let cpu = cpu_secs(&pid) - before;
             row(
                 &format!("vodbridge → {sink}"),

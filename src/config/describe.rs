@@ -3,7 +3,10 @@
 use vodbridge_core::{Resolution, RouteAction, Target};
 use vodbridge_tencent::catalog;
 
-use super::{Settings, SinkConfig, SourceKind};
+use secrecy::ExposeSecret;
+
+use super::{Settings, SinkConfig, SourceKind, VodCheckPolicy};
+use crate::sources::vod_config::redact_token;
 
 impl Settings {
     /// A human-readable account of the effective configuration, secrets redacted: what
@@ -47,6 +50,35 @@ impl Settings {
                             || "503 at once".to_owned(),
                             |h| format!("hold up to {} ms, no answer before VOD's timeout", h.as_millis())
                         ) + if push.spool { "; 200 once durably spooled" } else { "" },
+                    );
+                }
+            }
+            match &source.vod {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "    VOD event configuration: not checked (no API credentials, or vod_check = \"off\")"
+                    );
+                }
+                Some(check) => {
+                    let switches: Vec<&str> = check.switches.iter().map(|s| s.name()).collect();
+                    let url = check
+                        .notification_url
+                        .as_ref()
+                        .map_or_else(String::new, |u| {
+                            format!(", NotificationUrl {}", redact_token(u.expose_secret()))
+                        });
+                    let _ = writeln!(
+                        out,
+                        "    VOD event configuration: checked every {} s (vod_check = {}): mode {}{url}, switches on: {}",
+                        check.interval.as_secs(),
+                        match check.policy {
+                            VodCheckPolicy::Readiness => "readiness",
+                            VodCheckPolicy::Report => "report",
+                            VodCheckPolicy::Off => "off",
+                        },
+                        check.mode,
+                        if switches.is_empty() { "none".to_owned() } else { switches.join(", ") },
                     );
                 }
             }

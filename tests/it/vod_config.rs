@@ -172,6 +172,22 @@ async fn a_misconfigured_sub_application_is_reported_then_configured() {
     .expect("valid");
     let app = TestApp::start(on_port, vec![]).await;
 
+    // 0. check-config shows what each source expects of VOD, the token redacted.
+    let described = Command::new(env!("CARGO_BIN_EXE_vodbridge"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let described = text(&described);
+    assert!(
+        described.contains("mode PULL")
+            && described.contains(&format!(
+                "NotificationUrl {public}/callback/hook?token=<redacted>"
+            )),
+        "{described}"
+    );
+    assert!(!described.contains("hook-token"), "{described}");
+
     // 1. Unready, with the reason, and the metric.
     let started = std::time::Instant::now();
     let (code, reason) = loop {
