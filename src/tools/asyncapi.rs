@@ -159,6 +159,16 @@ pub fn document(settings: &Settings) -> Value {
                 json!({ "$ref": format!("#/components/messages/{message_id}") }),
             );
         }
+        // A broker sink without a route destination publishes to `vod.{event_type}`
+        // (vodbridge_core::default_destination); file and stdout have no address.
+        let destination = match sink {
+            SinkConfig::Kafka(_) | SinkConfig::Amqp(_) | SinkConfig::Nats(_)
+                if destination.is_empty() =>
+            {
+                "vod.{event_type}".to_owned()
+            }
+            _ => destination.clone(),
+        };
         let address = if destination.is_empty() {
             format!("(default destination of {sink_name})")
         } else {
@@ -169,7 +179,7 @@ pub fn document(settings: &Settings) -> Value {
             if destination.contains(&format!("{{{parameter}}}")) {
                 let description = match parameter {
                     "event_type" => {
-                        "The VOD EventType (characters outside A-Z a-z 0-9 . _ - become _)."
+                        "The VOD EventType (characters outside A-Z a-z 0-9 _ - become _)."
                     }
                     "source" => "The configured source name.",
                     _ => "The source's VOD SubAppId (`unknown` when the source has none).",

@@ -285,7 +285,7 @@ fn check_config_and_run_refuse_the_same_files() {
         ),
         (
             "[sinks.rabbit]\ntype = \"amqp\"\nurl = \"amqp://rabbit:5672/%2f\"\nexchange = \"vod\"\nchannels = 0\n",
-            "channels must be 1 to 64",
+            "channels must be 1 to 256",
         ),
         (
             "[sinks.kafka]\ntype = \"kafka\"\nbrokers = \"\"\n",

@@ -44,7 +44,8 @@ pub struct AmqpSinkConfig {
     /// must exist.
     #[serde(default = "yes")]
     pub declare_exchange: bool,
-    /// Confirm-mode channels publishing at once.
+    /// Confirm-mode channels, each carrying one unconfirmed publish at a time (so a returned
+    /// message is always paired with its own publish): the sink's concurrency. 1 to 256.
     #[serde(default = "default_channels")]
     pub channels: usize,
     /// CloudEvents structured mode (the whole envelope as JSON body) instead of binary mode.
@@ -71,7 +72,7 @@ const fn yes() -> bool {
     true
 }
 const fn default_channels() -> usize {
-    4
+    32
 }
 const fn default_max_backoff() -> u64 {
     10_000
@@ -138,8 +139,8 @@ impl AmqpSinkConfig {
         }
         url.parse::<lapin::uri::AMQPUri>()
             .map_err(|e| Error::Config(format!("url {} does not parse: {e}", redact_url(&url))))?;
-        if !(1..=64).contains(&self.channels) {
-            return Err(Error::Config("channels must be 1 to 64".into()));
+        if !(1..=256).contains(&self.channels) {
+            return Err(Error::Config("channels must be 1 to 256".into()));
         }
         if self.max_reconnect_backoff_ms < 100 {
             return Err(Error::Config(

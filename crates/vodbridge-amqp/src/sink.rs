@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::Duration,
@@ -15,7 +15,7 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use vodbridge_core::{
     redact_url, Background, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
@@ -27,9 +27,62 @@ use crate::{
 };
 
 /// Connection and channels of one connected period.
+///
+/// A channel carries **one unconfirmed publish at a time**. lapin hands a `basic.return` to
+/// whichever pending confirm it completes next, and completes the confirms of a `multiple`
+/// ack in hash-map order, so with several publishes in flight on one channel an unroutable
+/// message's return can be paired with another publish: the unroutable one then reads as
+/// acknowledged, and its event would be confirmed to VOD while no queue holds it (found by
+/// the reliability suite's refusal scenario under load). With one publish per channel the
+/// return and the ack always belong to it; the pool's size (`channels`) is the concurrency.
 struct Connected {
     connection: Connection,
     channels: Vec<Mutex<Channel>>,
+    /// Set while the channel of the same index has a publish awaiting its confirm.
+    busy: Vec<AtomicBool>,
+    /// One permit per channel not busy.
+    free: Arc<Semaphore>,
+}
+
+impl Connected {
+    /// Waits for a channel with nothing in flight and takes it.
+    async fn take(self: &Arc<Self>, start: usize) -> Option<Slot> {
+        let permit = Arc::clone(&self.free).acquire_owned().await.ok()?;
+        let n = self.channels.len();
+        // A permit means some channel is not busy.
+        let index = (0..n).map(|i| (start + i) % n).find(|&index| {
+            self.busy[index]
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })?;
+        Some(Slot {
+            connected: Arc::clone(self),
+            index,
+            _permit: permit,
+        })
+    }
+}
+
+/// A channel taken for one publish; given back when dropped (after its confirm resolved).
+struct Slot {
+    connected: Arc<Connected>,
+    index: usize,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn channel(&self) -> Channel {
+        self.connected.channels[self.index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.connected.busy[self.index].store(false, Ordering::Release);
+    }
 }
 
 /// A RabbitMQ sink.
@@ -215,6 +268,10 @@ async fn open(
     }
     Ok(Connected {
         connection,
+        busy: (0..channels.len())
+            .map(|_| AtomicBool::new(false))
+            .collect(),
+        free: Arc::new(Semaphore::new(channels.len())),
         channels,
     })
 }
@@ -249,11 +306,14 @@ impl Sink for AmqpSink {
                     "not connected to RabbitMQ",
                 ));
             };
-            let index = self.next.fetch_add(1, Ordering::Relaxed) % connected.channels.len();
-            let channel = connected.channels[index]
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            let start = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = connected.take(start).await else {
+                return Err(SinkError::retryable(
+                    FailureReason::Unavailable,
+                    "no RabbitMQ channel is free",
+                ));
+            };
+            let channel = slot.channel();
             let envelope = &message.envelope;
             let dead_letter = message.dead_letter.as_ref();
             let (payload, content_type) = if self.config.structured {
@@ -283,21 +343,48 @@ impl Sink for AmqpSink {
             } else {
                 message.destination.as_str()
             };
-            let result = async {
-                channel
-                    .basic_publish(
-                        self.config.exchange.as_str().into(),
-                        routing_key.into(),
-                        options,
-                        &payload,
-                        properties,
-                    )
-                    .await?
-                    .await
-            }
-            .await;
+            // The publish and its confirm run in their own task, which holds the channel until
+            // lapin resolved the confirm: a publish cut off by its deadline must not leave a
+            // pending confirm on a channel the next publish takes.
+            let (exchange, key) = (self.config.exchange.clone(), routing_key.to_owned());
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let result = async {
+                    channel
+                        .basic_publish(
+                            exchange.as_str().into(),
+                            key.as_str().into(),
+                            options,
+                            &payload,
+                            properties,
+                        )
+                        .await?
+                        .await
+                }
+                .await;
+                drop(slot);
+                let _ = tx.send(result);
+            });
+            let Ok(result) = rx.await else {
+                self.lost.notify_one();
+                return Err(SinkError::retryable(
+                    FailureReason::Unavailable,
+                    "the publish ended without an answer from RabbitMQ",
+                ));
+            };
             match result {
                 Ok(Confirmation::Ack(None)) => Ok(()),
+                Ok(Confirmation::Ack(Some(returned)))
+                    if returned.properties.message_id().as_ref().map(ShortString::as_str)
+                        != Some(envelope.id.as_str()) =>
+                {
+                    // Cannot happen with one publish per channel; never take another message's
+                    // return for this one's fate.
+                    Err(SinkError::retryable(
+                        FailureReason::Other,
+                        "RabbitMQ returned a different message with this confirm",
+                    ))
+                }
                 Ok(Confirmation::Ack(Some(returned))) => Err(SinkError::rejected(
                     FailureReason::Unroutable,
                     format!("returned by the broker: {} (no queue bound for routing key {routing_key:?})", returned.reply_text),

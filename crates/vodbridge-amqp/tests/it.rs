@@ -461,3 +461,51 @@ async fn amqps_with_a_private_ca_and_a_client_certificate() {
     assert!(errors[2].contains("/nonexistent/ca.pem"), "{}", errors[2]);
     assert!(errors[3].contains("no PEM certificate"), "{}", errors[3]);
 }
+
+/// Routable and unroutable publishes interleaved, many in flight: each answer is its own. lapin
+/// pairs a `basic.return` with whichever pending confirm it completes next (and a `multiple`
+/// ack completes them in hash-map order), so with several publishes in flight on one channel
+/// an unroutable message could read as acknowledged, and a routable one as returned. The sink
+/// keeps one publish per channel; this fails when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returns_are_never_paired_with_another_publish() {
+    let broker = RabbitMq::start();
+    let sink = AmqpSink::start("amqp", config(&broker), Background::default()).expect("sink");
+    healthy(&sink, Duration::from_secs(20)).await;
+    let consumer = queue(&broker, "paired", "paired.#").await;
+    let messages: Vec<Message> = (0..8_000u32)
+        .map(|n| {
+            message(
+                n,
+                if n % 2 == 0 {
+                    "paired.ok"
+                } else {
+                    "nowhere.ok"
+                },
+            )
+        })
+        .collect();
+    let results = futures_util::future::join_all(messages.iter().map(|m| sink.publish(m))).await;
+    let mut wrong = Vec::new();
+    for (n, result) in results.iter().enumerate() {
+        let routable = n % 2 == 0;
+        match result {
+            Ok(()) if routable => {}
+            Err(e) if !routable && e.reason() == FailureReason::Unroutable => {}
+            other => wrong.push((n, routable, format!("{other:?}"))),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} answers belong to another publish, e.g. {:?}",
+        wrong.len(),
+        wrong.first()
+    );
+    let delivered = drain(&consumer, "paired", 4_000).await;
+    let ids: std::collections::HashSet<String> = delivered
+        .iter()
+        .filter_map(|d| d.properties.message_id().as_ref().map(|m| m.to_string()))
+        .collect();
+    assert_eq!(ids.len(), 4_000, "every routable message once in the queue");
+    sink.close().await.expect("closes");
+}
