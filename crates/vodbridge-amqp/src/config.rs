@@ -217,7 +217,7 @@ mod tests {
                 config.declare_exchange,
                 config.exchange_type
             ),
-            (4, true, ExchangeType::Topic)
+            (32, true, ExchangeType::Topic)
         );
     }
 
