@@ -19,11 +19,7 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use lapin::{
-    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-    Connection, ConnectionProperties,
-};
+use lapin::{options::BasicConsumeOptions, types::FieldTable, Connection, ConnectionProperties};
 use serde_json::json;
 use support::{env_usize, wait_ready};
 use vodbridge_testkit::{free_port, BridgeProcess, NatsServer, RabbitMq, Tansu};
@@ -50,34 +46,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
-/// Counts every message of a durable queue bound to `vod.#` (auto-ack, so the queue stays small).
+/// Counts every message of the `soak` queue (declared by `main`, bound to every key;
+/// auto-ack, so the queue stays small).
 async fn count_rabbit(url: String, counted: Arc<AtomicU64>) {
     let connection = Connection::connect(&url, ConnectionProperties::default())
         .await
         .expect("connect");
     let channel = connection.create_channel().await.expect("channel");
-    support::declare_topic_queue(&url, "vod", "soak").await;
-    channel
-        .queue_declare(
-            "soak".into(),
-            QueueDeclareOptions {
-                durable: true,
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue");
-    let _ = channel
-        .queue_bind(
-            "soak".into(),
-            "vod".into(),
-            "vod.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
     let mut deliveries = channel
         .basic_consume(
             "soak".into(),

@@ -522,7 +522,7 @@ fn vod_check(
             let Some(access) = &push.vod else {
                 return Ok(None);
             };
-            let client = access_client(&format!("{key}.vod"), access, push.sub_app_id)?;
+            let client = vod_client(&format!("{key}.vod"), access, push.sub_app_id)?;
             let url = match public_base_url {
                 None => None,
                 Some(base) => {
@@ -573,8 +573,9 @@ fn trimmed_base_url(base: &str) -> Option<&str> {
     (!host.is_empty() && !trimmed.contains(['?', '#', ' '])).then_some(trimmed)
 }
 
-/// The API client of a push source's `[sources.x.vod]` section.
-fn access_client(
+/// The VOD API client of a pull source (its own keys, `key` = `sources.x`) or of a push
+/// source's `[sources.x.vod]` section: secrets loaded, the endpoint validated with the key named.
+fn vod_client(
     key: &str,
     access: &VodAccessConfig,
     sub_app_id: Option<u64>,
@@ -624,31 +625,21 @@ fn build_source(name: &str, source: &SourceConfig, spool_configured: bool) -> Re
     match source {
         SourceConfig::Pull(pull) => {
             let key = format!("sources.{name}");
-            let secret_id = secret(
-                &format!("{key}.secret_id"),
-                pull.secret_id.clone().map(SecretString::from).as_ref(),
-                pull.secret_id_file.as_deref(),
-            )?
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "{key}.secret_id (or secret_id_file) is required for a pull source"
-                ))
-            })?;
-            let secret_key = secret(
-                &format!("{key}.secret_key"),
-                pull.secret_key.as_ref(),
-                pull.secret_key_file.as_deref(),
-            )?
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "{key}.secret_key (or secret_key_file) is required for a pull source"
-                ))
-            })?;
-            let token = secret(
-                &format!("{key}.token"),
-                pull.token.as_ref(),
-                pull.token_file.as_deref(),
+            let client = vod_client(
+                &key,
+                &VodAccessConfig {
+                    endpoint: pull.endpoint.clone(),
+                    region: pull.region.clone(),
+                    secret_id: pull.secret_id.clone(),
+                    secret_id_file: pull.secret_id_file.clone(),
+                    secret_key: pull.secret_key.clone(),
+                    secret_key_file: pull.secret_key_file.clone(),
+                    token: pull.token.clone(),
+                    token_file: pull.token_file.clone(),
+                },
+                pull.sub_app_id,
             )?;
+            let secret_id = client.credentials.secret_id.clone();
             if !(1..=64).contains(&pull.loops) {
                 return Err(Error::Config(format!("{key}.loops must be 1 to 64")));
             }
@@ -692,14 +683,6 @@ fn build_source(name: &str, source: &SourceConfig, spool_configured: bool) -> Re
                     ..GovernorConfig::default()
                 },
             };
-            let mut credentials = Credentials::new(secret_id, secret_key);
-            credentials.token = token.map(SecretString::from);
-            let mut client = ClientConfig::new(pull.endpoint.clone(), credentials);
-            client.region.clone_from(&pull.region);
-            client.sub_app_id = pull.sub_app_id;
-            // Validate the endpoint now, with the key named.
-            VodClient::new(client.clone())
-                .map_err(|e| Error::Config(format!("{key}.endpoint: {e}")))?;
             let cloudevents_source = pull
                 .cloudevents_source
                 .clone()
