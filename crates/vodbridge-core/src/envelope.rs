@@ -336,34 +336,43 @@ impl Envelope {
     #[must_use]
     pub fn to_structured_json(&self, dead_letter: Option<&DeadLetterInfo>) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.data.len() + 512);
+        self.write_structured_json(&mut out, dead_letter);
+        out
+    }
+
+    /// Appends [`Envelope::to_structured_json`]'s line to `out` (no trailing newline), for a
+    /// writer that batches lines in one buffer.
+    pub fn write_structured_json(&self, out: &mut Vec<u8>, dead_letter: Option<&DeadLetterInfo>) {
+        out.reserve(self.data.len() + 512);
         out.extend_from_slice(br#"{"specversion":"1.0","id":"#);
-        push_json_str(&mut out, self.id.as_str());
-        push_member(&mut out, "source", &self.source);
-        push_member(&mut out, "type", &self.ty);
+        push_json_str(out, self.id.as_str());
+        push_member(out, "source", &self.source);
+        push_member(out, "type", &self.ty);
         if let Some(subject) = &self.subject {
-            push_member(&mut out, "subject", subject);
+            push_member(out, "subject", subject);
         }
-        push_member(&mut out, "time", &self.time_rfc3339());
-        push_member(&mut out, "datacontenttype", DATA_CONTENT_TYPE);
-        push_member(&mut out, "vodeventtype", &self.event_type);
+        push_member(out, "time", &self.time_rfc3339());
+        push_member(out, "datacontenttype", DATA_CONTENT_TYPE);
+        push_member(out, "vodeventtype", &self.event_type);
         if let Some(sub_app_id) = self.sub_app_id {
-            push_member(&mut out, "vodsubappid", &sub_app_id.to_string());
+            push_member(out, "vodsubappid", &sub_app_id.to_string());
         }
-        push_member(&mut out, "vodingress", self.ingress.as_str());
+        push_member(out, "vodingress", self.ingress.as_str());
         if let Some(task_id) = &self.task_id {
-            push_member(&mut out, "vodtaskid", task_id);
+            push_member(out, "vodtaskid", task_id);
         }
-        push_member(&mut out, "partitionkey", &self.partition_key);
+        push_member(out, "partitionkey", &self.partition_key);
         if let Some(info) = dead_letter {
             for (name, value) in info.attributes() {
-                push_member(&mut out, name, value);
+                push_member(out, name, value);
             }
         }
         out.extend_from_slice(br#","data":"#);
         // `data` is JSON by construction. Line breaks outside strings are insignificant
         // whitespace (inside strings JSON escapes them), so dropping them keeps `data` equal
         // while keeping the event on one line.
-        if self.data.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        // (memchr's vectorised search: a byte loop here was 5 % of the push path's CPU.)
+        if memchr::memchr2(b'\n', b'\r', &self.data).is_some() {
             out.extend(
                 self.data
                     .iter()
@@ -374,7 +383,6 @@ impl Envelope {
             out.extend_from_slice(&self.data);
         }
         out.push(b'}');
-        out
     }
 
     /// Decodes a structured-mode CloudEvents JSON object produced by
