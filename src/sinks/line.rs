@@ -1,19 +1,27 @@
-//! The JSON Lines sinks (`stdout`, `file`): one structured-mode CloudEvent per line, written by a
-//! dedicated thread that group-commits and acknowledges each line only after it is written
-//! (and fsynced, for `fsync = "always"`).
+//! The JSON Lines sinks (`stdout`, `file`): one structured-mode CloudEvent per line, written in
+//! group commits, each line acknowledged only after it is written (and fsynced, for
+//! `fsync = "always"`).
+//!
+//! Publishers encode their line straight into one shared buffer; the first publisher that
+//! finds no commit running starts one, which takes the whole buffer, writes it with one
+//! `write(2)`, answers every line in it, and goes on until the buffer is empty. Concurrent
+//! publishers so share a write (and an fsync) without a dedicated writer thread: a profile
+//! of push → file showed the old thread's wake-ups (futex, context switches, wakes from
+//! outside the runtime) at about a fifth of the push path's CPU. The commit writes on the
+//! runtime's worker only for `fsync = "never"` (the write lands in the page cache); an fsync
+//! and standard output (a pipe may block) run on the blocking pool.
 
 use std::{
     fs::{File, OpenOptions},
-    io::{self, BufWriter, Write},
+    io::{self, Write},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard, PoisonError,
     },
-    thread::JoinHandle,
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 use vodbridge_core::{FailureReason, Message, PublishFuture, Sink, SinkError};
 
 use crate::{
@@ -21,28 +29,142 @@ use crate::{
     error::{Error, Result},
 };
 
-/// Lines waiting for the writer; publishers wait (bounded by their deadline) when it is full.
-const QUEUE_CAPACITY: usize = 4096;
-/// Most lines written under one flush/fsync.
-const MAX_BATCH: usize = 512;
+/// A commit keeps at most this much buffer capacity between batches.
+const KEEP_CAPACITY: usize = 4 << 20;
 
 /// Answers one publisher once its line is written (or the write failed).
 type Ack = oneshot::Sender<Result<(), SinkError>>;
 
-/// A request to the writer thread.
-enum Job {
-    /// Write this line and answer when it is durable as configured.
-    Line {
-        line: Vec<u8>,
-        done: oneshot::Sender<Result<(), SinkError>>,
-    },
-    /// Flush, sync and stop; answer when done.
-    Close {
-        done: oneshot::Sender<Result<(), SinkError>>,
-    },
+/// Lines not yet written, and who waits for them.
+#[derive(Default)]
+struct Pending {
+    /// Lines in arrival order, each ending in `\n`.
+    bytes: Vec<u8>,
+    /// One answer per line in `bytes`.
+    acks: Vec<Ack>,
+    /// True while a commit runs: it takes what is pending until nothing is.
+    committing: bool,
+    /// Set by close: no more lines.
+    closed: bool,
 }
 
-/// Where the writer thread writes.
+/// What the sink's publishers and its commits share.
+struct Shared {
+    name: String,
+    pending: Mutex<Pending>,
+    /// Locked by the running commit (one at a time) and by close.
+    output: Mutex<Output>,
+    /// False after a write error until a write succeeds again.
+    healthy: AtomicBool,
+    /// Signalled when a commit ends, for close.
+    idle: Notify,
+    /// Write on the worker that runs the commit (page-cache writes only).
+    inline: bool,
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // The guarded code does not panic; a poisoned lock still holds consistent data.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes one batch as durable as configured.
+    fn write(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut output = self.output.lock().unwrap_or_else(PoisonError::into_inner);
+        output.write_batch(bytes)
+    }
+
+    /// Rotates the file once it is full.
+    fn rotate(&self) {
+        let mut output = self.output.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Output::File(out) = &mut *output {
+            if let Err(e) = out.rotate_if_full() {
+                tracing::error!(sink = %self.name, error = %e, "Rotating the file failed; writing on to the current one.");
+            }
+        }
+    }
+
+    /// True once the file reached `rotate_bytes`.
+    fn needs_rotation(&self) -> bool {
+        let output = self.output.lock().unwrap_or_else(PoisonError::into_inner);
+        matches!(&*output, Output::File(out) if out.rotate_bytes.is_some_and(|limit| out.size >= limit))
+    }
+}
+
+/// Resets `committing` if a commit ends without doing so (a panic), so the next publisher
+/// starts a new one instead of waiting for ever.
+struct CommitGuard<'a>(&'a Shared, bool);
+
+impl Drop for CommitGuard<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.pending().committing = false;
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// One commit: write what is pending, answer it, again until nothing is pending.
+async fn commit(shared: Arc<Shared>) {
+    let mut guard = CommitGuard(&shared, true);
+    let mut spare = Vec::new();
+    loop {
+        let (mut bytes, acks) = {
+            let mut pending = shared.pending();
+            if pending.bytes.is_empty() {
+                pending.committing = false;
+                drop(pending);
+                guard.1 = false;
+                shared.idle.notify_waiters();
+                return;
+            }
+            let bytes = std::mem::replace(&mut pending.bytes, std::mem::take(&mut spare));
+            (bytes, std::mem::take(&mut pending.acks))
+        };
+        let written = if shared.inline {
+            let result = shared.write(&bytes);
+            Ok((result, bytes))
+        } else {
+            let blocking = Arc::clone(&shared);
+            tokio::task::spawn_blocking(move || {
+                let result = blocking.write(&bytes);
+                (result, bytes)
+            })
+            .await
+            .map_err(|e| io::Error::other(format!("the writing task failed: {e}")))
+        };
+        let result = match written {
+            Ok((result, returned)) => {
+                bytes = returned;
+                result
+            }
+            Err(e) => {
+                bytes = Vec::new();
+                Err(e)
+            }
+        };
+        let result = result.map_err(|e| {
+            tracing::error!(sink = %shared.name, error = %e, "Writing events failed; they will be retried.");
+            SinkError::retryable(FailureReason::Unavailable, format!("write failed: {e}"))
+        });
+        shared.healthy.store(result.is_ok(), Ordering::Relaxed);
+        for ack in acks {
+            // The publisher may have given up (deadline); its event is then not acknowledged.
+            let _ = ack.send(result.clone());
+        }
+        // The batch is acknowledged; a failed rotation only delays it to the next batch.
+        if result.is_ok() && shared.needs_rotation() {
+            let blocking = Arc::clone(&shared);
+            let _ = tokio::task::spawn_blocking(move || blocking.rotate()).await;
+        }
+        bytes.clear();
+        if bytes.capacity() <= KEEP_CAPACITY {
+            spare = bytes;
+        }
+    }
+}
+
+/// Where the sink writes.
 enum Output {
     Stdout,
     File(FileOutput),
@@ -51,7 +173,7 @@ enum Output {
 /// The file sink's current file and its rotation.
 struct FileOutput {
     path: PathBuf,
-    file: BufWriter<File>,
+    file: File,
     fsync: FsyncPolicy,
     /// Bytes in the current file.
     size: u64,
@@ -78,8 +200,7 @@ impl FileOutput {
         if self.size < limit {
             return Ok(());
         }
-        self.file.flush()?;
-        self.file.get_ref().sync_all()?;
+        self.file.sync_all()?;
         let stamp = time::OffsetDateTime::now_utc()
             .format(time::macros::format_description!(
                 "[year][month][day]T[hour][minute][second]Z"
@@ -93,7 +214,7 @@ impl FileOutput {
             }
         };
         std::fs::rename(&self.path, &rotated)?;
-        self.file = BufWriter::with_capacity(256 * 1024, open_append(&self.path)?);
+        self.file = open_append(&self.path)?;
         self.size = 0;
         if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             // Make the rename and the new file durable too.
@@ -144,50 +265,46 @@ fn rotated_files(path: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 impl Output {
-    /// Writes a batch and makes it as durable as configured.
-    fn write_batch(&mut self, lines: &[&[u8]]) -> io::Result<()> {
+    /// Writes a batch of lines and makes it as durable as configured.
+    fn write_batch(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
             Self::Stdout => {
                 let mut out = io::stdout().lock();
-                for line in lines {
-                    out.write_all(line)?;
-                }
+                out.write_all(bytes)?;
                 out.flush()
             }
             Self::File(out) => {
-                for line in lines {
-                    out.file.write_all(line)?;
-                    out.size += line.len() as u64;
-                }
-                out.file.flush()?;
+                out.file.write_all(bytes)?;
+                out.size += bytes.len() as u64;
                 if out.fsync == FsyncPolicy::Always {
-                    out.file.get_ref().sync_data()?;
+                    out.file.sync_data()?;
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Makes everything written durable (on close).
+    fn sync(&mut self) -> io::Result<()> {
+        match self {
+            Self::Stdout => io::stdout().lock().flush(),
+            Self::File(out) => out.file.sync_data(),
         }
     }
 }
 
 /// A JSON Lines sink: `stdout` or `file`.
 pub struct LineSink {
-    /// Configured name.
-    name: String,
     /// `stdout` or `file`.
     kind: &'static str,
-    /// Queue to the writer thread; `None` after close.
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    /// False after a write error until a write succeeds again.
-    healthy: Arc<AtomicBool>,
-    /// The writer thread, joined on close.
-    writer: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<Shared>,
 }
 
 impl LineSink {
     /// A sink writing to standard output.
     #[must_use]
     pub fn stdout(name: &str) -> Self {
-        Self::start(name, "stdout", Output::Stdout)
+        Self::start(name, "stdout", Output::Stdout, false)
     }
 
     /// A sink appending to `config.path`, creating it (and its parent directories) if
@@ -211,41 +328,29 @@ impl LineSink {
             "file",
             Output::File(FileOutput {
                 path: path.clone(),
-                file: BufWriter::with_capacity(256 * 1024, file),
+                file,
                 fsync: config.fsync,
                 size,
                 rotate_bytes: config.rotate_bytes,
                 keep_files: config.keep_files,
                 sequence: 0,
             }),
+            config.fsync == FsyncPolicy::Never,
         ))
     }
 
-    fn start(name: &str, kind: &'static str, output: Output) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let healthy = Arc::new(AtomicBool::new(true));
-        let writer = {
-            let healthy = Arc::clone(&healthy);
-            let name = name.to_owned();
-            std::thread::Builder::new()
-                .name(format!("sink-{name}"))
-                .spawn(move || run_writer(&name, output, rx, &healthy))
-                .ok()
-        };
-        if writer.is_none() {
-            healthy.store(false, Ordering::Relaxed);
-        }
+    fn start(name: &str, kind: &'static str, output: Output, inline: bool) -> Self {
         Self {
-            name: name.to_owned(),
             kind,
-            jobs: Mutex::new(Some(tx)),
-            healthy,
-            writer: Mutex::new(writer),
+            shared: Arc::new(Shared {
+                name: name.to_owned(),
+                pending: Mutex::new(Pending::default()),
+                output: Mutex::new(output),
+                healthy: AtomicBool::new(true),
+                idle: Notify::new(),
+                inline,
+            }),
         }
-    }
-
-    fn sender(&self) -> Option<mpsc::Sender<Job>> {
-        self.jobs.lock().ok().and_then(|jobs| jobs.clone())
     }
 }
 
@@ -253,54 +358,9 @@ fn closed() -> SinkError {
     SinkError::retryable(FailureReason::Unavailable, "sink is closed")
 }
 
-/// The writer thread: take what is queued (up to [`MAX_BATCH`]), write it in one go, then answer
-/// every line of the batch.
-fn run_writer(name: &str, mut output: Output, mut rx: mpsc::Receiver<Job>, healthy: &AtomicBool) {
-    let mut batch: Vec<(Vec<u8>, Ack)> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        let mut close = None;
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                Job::Line { line, done } => batch.push((line, done)),
-                Job::Close { done } => {
-                    close = Some(done);
-                    break;
-                }
-            }
-            if batch.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !batch.is_empty() {
-            let lines: Vec<&[u8]> = batch.iter().map(|(line, _)| line.as_slice()).collect();
-            let result = output.write_batch(&lines).map_err(|e| {
-                tracing::error!(sink = name, error = %e, "Writing events failed; they will be retried.");
-                SinkError::retryable(FailureReason::Unavailable, format!("write failed: {e}"))
-            });
-            healthy.store(result.is_ok(), Ordering::Relaxed);
-            for (_, done) in batch.drain(..) {
-                // The publisher may have given up (deadline); its event is then not acknowledged.
-                let _ = done.send(result.clone());
-            }
-            // The batch is acknowledged; a failed rotation only delays it to the next batch.
-            if let (Ok(()), Output::File(out)) = (&result, &mut output) {
-                if let Err(e) = out.rotate_if_full() {
-                    tracing::error!(sink = name, error = %e, "Rotating the file failed; writing on to the current one.");
-                }
-            }
-        }
-        if let Some(done) = close {
-            let _ = done.send(Ok(()));
-            break;
-        }
-    }
-    rx.close();
-}
-
 impl Sink for LineSink {
     fn name(&self) -> &str {
-        &self.name
+        &self.shared.name
     }
 
     fn kind(&self) -> &'static str {
@@ -309,37 +369,174 @@ impl Sink for LineSink {
 
     fn publish<'a>(&'a self, message: &'a Message) -> PublishFuture<'a> {
         Box::pin(async move {
-            let mut line = message
-                .envelope
-                .to_structured_json(message.dead_letter.as_ref());
-            line.push(b'\n');
             let (done, answer) = oneshot::channel();
-            let jobs = self.sender().ok_or_else(closed)?;
-            jobs.send(Job::Line { line, done })
-                .await
-                .map_err(|_| closed())?;
+            let start = {
+                let mut pending = self.shared.pending();
+                if pending.closed {
+                    return Err(closed());
+                }
+                message
+                    .envelope
+                    .write_structured_json(&mut pending.bytes, message.dead_letter.as_ref());
+                pending.bytes.push(b'\n');
+                pending.acks.push(done);
+                !std::mem::replace(&mut pending.committing, true)
+            };
+            if start {
+                // Its own task: a publisher that gives up (deadline) must not stop a commit
+                // that answers the others.
+                tokio::spawn(commit(Arc::clone(&self.shared)));
+            }
             answer.await.map_err(|_| closed())?
         })
     }
 
     fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && self.sender().is_some()
+        self.shared.healthy.load(Ordering::Relaxed) && !self.shared.pending().closed
     }
 
     fn close(&self) -> PublishFuture<'_> {
         Box::pin(async move {
-            let Some(jobs) = self.jobs.lock().ok().and_then(|mut jobs| jobs.take()) else {
+            if std::mem::replace(&mut self.shared.pending().closed, true) {
                 return Ok(());
-            };
-            let (done, answer) = oneshot::channel();
-            if jobs.send(Job::Close { done }).await.is_ok() {
-                let _ = answer.await;
             }
-            let writer = self.writer.lock().ok().and_then(|mut w| w.take());
-            if let Some(writer) = writer {
-                let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            // The running commit writes what is pending; wait for it to end.
+            loop {
+                let idle = self.shared.idle.notified();
+                if !self.shared.pending().committing {
+                    break;
+                }
+                idle.await;
             }
-            Ok(())
+            let shared = Arc::clone(&self.shared);
+            let synced = tokio::task::spawn_blocking(move || {
+                shared
+                    .output
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .sync()
+            })
+            .await;
+            match synced {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(SinkError::retryable(
+                    FailureReason::Unavailable,
+                    format!("sync on close failed: {e}"),
+                )),
+                Err(e) => Err(SinkError::retryable(
+                    FailureReason::Unavailable,
+                    format!("sync on close failed: {e}"),
+                )),
+            }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashSet, sync::Arc};
+
+    use bytes::Bytes;
+    use time::OffsetDateTime;
+    use vodbridge_core::{Envelope, Ingress, Message};
+    use vodbridge_tencent::{Normalizer, RawEvent};
+
+    use super::*;
+
+    fn message(n: usize) -> Message {
+        let body = Bytes::from(format!(
+            r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":"{n}"}}}}"#
+        ));
+        let event = RawEvent::parse(&body).expect("parses");
+        let envelope: Envelope = Normalizer::new("/tencentcloud/vod/1", Some(1), Ingress::Push)
+            .normalize(event, OffsetDateTime::now_utc())
+            .expect("normalizes");
+        Message {
+            destination: "vod.NewFileUpload".into(),
+            envelope: Arc::new(envelope),
+            dead_letter: None,
+        }
+    }
+
+    fn config(path: PathBuf, fsync: FsyncPolicy) -> FileSinkConfig {
+        FileSinkConfig {
+            path,
+            fsync,
+            rotate_bytes: None,
+            keep_files: None,
+        }
+    }
+
+    /// Concurrent publishers share commits, yet every acknowledged line is in the file once,
+    /// whole, for both fsync policies; a publish after close is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_publishes_are_each_written_once_before_their_answer() {
+        for fsync in [FsyncPolicy::Never, FsyncPolicy::Always] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("events.jsonl");
+            let sink =
+                Arc::new(LineSink::file("out", &config(path.clone(), fsync)).expect("opens"));
+            let tasks: Vec<_> = (0..400)
+                .map(|n| {
+                    let sink = Arc::clone(&sink);
+                    tokio::spawn(async move {
+                        let message = message(n);
+                        sink.publish(&message).await.expect("written");
+                        message.envelope.id.as_str().to_owned()
+                    })
+                })
+                .collect();
+            let mut ids = HashSet::new();
+            for task in tasks {
+                ids.insert(task.await.expect("task"));
+            }
+            sink.close().await.expect("closes");
+            assert!(sink.publish(&message(9999)).await.is_err(), "closed");
+            let text = std::fs::read_to_string(&path).expect("file");
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 400, "{fsync:?}");
+            let written: HashSet<String> = lines
+                .iter()
+                .map(|line| {
+                    Envelope::from_structured_json(line.as_bytes())
+                        .expect("a whole envelope per line")
+                        .id
+                        .as_str()
+                        .to_owned()
+                })
+                .collect();
+            assert_eq!(written, ids, "{fsync:?}");
+        }
+    }
+
+    /// An answer comes only after the line reached the file: read right after each
+    /// acknowledgement, the file holds it.
+    #[tokio::test]
+    async fn an_acknowledged_line_is_already_in_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.jsonl");
+        let sink = LineSink::file("out", &config(path.clone(), FsyncPolicy::Never)).expect("opens");
+        for n in 0..20 {
+            let message = message(n);
+            sink.publish(&message).await.expect("written");
+            let text = std::fs::read_to_string(&path).expect("file");
+            assert!(
+                text.contains(message.envelope.id.as_str()),
+                "line {n} acknowledged before it was written"
+            );
+        }
+    }
+
+    /// A failing write answers every waiting publisher with a retryable error and marks the
+    /// sink unhealthy; the sink keeps taking publishes (and fails them) instead of hanging.
+    #[tokio::test]
+    async fn a_failed_write_is_retryable_and_unhealthy() {
+        let sink = LineSink::file("out", &config("/dev/full".into(), FsyncPolicy::Never))
+            .expect("opens /dev/full");
+        for n in 0..3 {
+            let error = sink.publish(&message(n)).await.expect_err("ENOSPC");
+            assert!(error.is_retryable(), "{error:?}");
+            assert!(!sink.is_healthy());
+        }
     }
 }
