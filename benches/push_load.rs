@@ -3,17 +3,45 @@
 //! callbacks from the emulator's generator, each with its own FileId, into each sink: file
 //! (`fsync = "never"`), NATS JetStream, RabbitMQ (confirms, persistent) and Kafka (tansu). Per
 //! row: req/s, p50/p99/p99.9, server CPU µs per callback (utime + stime of the server process),
-//! peak RSS, and non-200 answers; beside the limit of the HTTP stack measured in the same run: a
-//! no-op axum handler answering 200 on the same stack (hyper http1, tokio), in-process here.
+//! the broker's CPU µs per message, peak RSS, and non-200 answers. Beside them, from the same
+//! run, two baselines:
+//!
+//! - the limit of the HTTP stack: a no-op axum handler answering 200 on the same stack (hyper
+//!   http1, tokio), in-process here;
+//! - per broker, the direct client (async-nats, lapin, rdkafka) publishing the same envelopes
+//!   with the same guarantees (PubAck / publisher confirm, persistent, mandatory / acks=all) and
+//!   the same headers, with as many publishes in flight as wrk has connections. RabbitMQ gets
+//!   three: one channel with only `delivery_mode` and `content_type` (the plainest publish), one
+//!   channel with the bridge's properties and headers, and the bridge's layout (one unconfirmed
+//!   publish per channel) with its properties, which tells what each part costs the broker.
 //!
 //! `cargo bench --bench push_load` (`PUSH_LOAD_SECS` (10), `PUSH_LOAD_CONNS` ("16,64"),
 //! `PUSH_LOAD_SINKS` ("file,nats,rabbitmq,kafka")). Needs `wrk` (`apt-get install wrk`).
 
 mod support;
 
-use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::Path,
+    process::Command,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
+use bytes::Bytes;
+use lapin::{
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    BasicProperties, Confirmation, Connection, ConnectionProperties,
+};
 use support::{env_usize, wait_ready};
+use time::OffsetDateTime;
+use vodbridge_core::{Envelope, HeaderStyle, Ingress};
+use vodbridge_tencent::{Normalizer, RawEvent};
 use vodbridge_testkit::{free_port, BridgeProcess, NatsServer, RabbitMq, Tansu};
 
 /// One wrk run's figures.
@@ -110,17 +138,284 @@ fn peak_rss_mib(pid: &str) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn row(name: &str, conns: usize, run: Run, cpu: f64, rss: f64, limit: Option<f64>) {
-    let us = cpu * 1e6 / run.requests.max(1) as f64;
+fn row(
+    name: &str,
+    conns: usize,
+    run: Run,
+    cpu: Option<f64>,
+    broker_cpu: Option<f64>,
+    rss: Option<f64>,
+    limit: Option<f64>,
+) {
+    let per = |secs: Option<f64>| {
+        secs.map_or_else(
+            || "–".to_owned(),
+            |s| format!("{:.1}", s * 1e6 / run.requests.max(1) as f64),
+        )
+    };
     println!(
-        "| {name} | {conns} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {us:.1} | {rss:.1} | {} |",
+        "| {name} | {conns} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
         run.rps,
         limit.map_or_else(|| "1.00".to_owned(), |l| format!("{:.2}", run.rps / l)),
         run.p50_ms,
         run.p99_ms,
         run.p999_ms,
+        per(cpu),
+        per(broker_cpu),
+        rss.map_or_else(|| "–".to_owned(), |r| format!("{r:.1}")),
         run.errors
     );
+}
+
+/// Runs `work(task, i)` for i = 0, 1, ... on `in_flight` tasks at once for `secs`; the figures
+/// of the run.
+async fn drive_for<F, Fut>(secs: u64, in_flight: usize, work: F) -> Run
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let work = Arc::new(work);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let stop = started + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|task| {
+            let (work, next) = (Arc::clone(&work), Arc::clone(&next));
+            tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0u64);
+                while Instant::now() < stop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let sent = Instant::now();
+                    if !work(task, i).await {
+                        errors += 1;
+                    }
+                    latencies.push(sent.elapsed().as_micros() as u64);
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (latencies, e) = task.await.expect("task");
+        all.extend(latencies);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let at = |q: f64| all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)));
+    let ms = |q: f64| at(q).map_or(0.0, |&us| us as f64 / 1000.0);
+    Run {
+        requests: all.len() as u64,
+        rps: all.len() as f64 / elapsed,
+        p50_ms: ms(0.50),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        errors,
+    }
+}
+
+/// Envelopes of the load's body, normalized as the bridge does, each with its own FileId.
+fn envelopes(template: &str, n: usize) -> Arc<Vec<Arc<Envelope>>> {
+    let normalizer = Normalizer::new(
+        "/tencentcloud/vod/1500000001",
+        Some(1_500_000_001),
+        Ingress::Push,
+    );
+    Arc::new(
+        (0..n)
+            .map(|i| {
+                let body = Bytes::from(template.replacen("__FILEID__", &format!("99{i:017}"), 1));
+                let event = RawEvent::parse(&body).expect("parses");
+                Arc::new(
+                    normalizer
+                        .normalize(event, OffsetDateTime::now_utc())
+                        .expect("normalizes"),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The direct JetStream client: the NATS sink's headers and payload, a Msg-Id per publish.
+async fn direct_nats(
+    url: &str,
+    envelopes: Arc<Vec<Arc<Envelope>>>,
+    secs: u64,
+    in_flight: usize,
+) -> Run {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    drive_for(secs, in_flight, move |_, i| {
+        let (js, envelope) = (js.clone(), Arc::clone(&envelopes[i % envelopes.len()]));
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            for (name, value) in envelope.attributes() {
+                headers.insert(HeaderStyle::Nats.header_name(name).as_ref(), value.as_ref());
+            }
+            headers.insert("content-type", "application/json");
+            let publish = async_nats::jetstream::message::PublishMessage::build()
+                .payload(envelope.data.clone())
+                .headers(headers)
+                .message_id(format!("direct-{i}"));
+            match js
+                .send_publish(format!("vod.{}", envelope.event_type), publish)
+                .await
+            {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
+
+/// How the direct RabbitMQ client publishes.
+#[derive(Clone, Copy)]
+enum AmqpLayout {
+    /// One channel, every publish on it, only `delivery_mode` and `content_type`.
+    Plain,
+    /// One channel, the bridge's properties and `cloudEvents_*` headers.
+    BridgeProperties,
+    /// The bridge's properties on one channel per publish in flight (one unconfirmed each).
+    BridgeLayout,
+}
+
+async fn direct_amqp(
+    url: &str,
+    envelopes: Arc<Vec<Arc<Envelope>>>,
+    secs: u64,
+    in_flight: usize,
+    layout: AmqpLayout,
+) -> Run {
+    let connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let count = match layout {
+        AmqpLayout::BridgeLayout => in_flight,
+        _ => 1,
+    };
+    let mut channels = Vec::new();
+    for _ in 0..count {
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        channels.push(channel);
+    }
+    let channels = Arc::new(channels);
+    // With one channel per task of `drive_for`, a channel never has two publishes unconfirmed.
+    drive_for(secs, in_flight, move |task, i| {
+        let (channels, envelope) = (
+            Arc::clone(&channels),
+            Arc::clone(&envelopes[i % envelopes.len()]),
+        );
+        async move {
+            let properties = match layout {
+                AmqpLayout::Plain => BasicProperties::default()
+                    .with_content_type(ShortString::from("application/json"))
+                    .with_delivery_mode(2),
+                _ => {
+                    let mut headers = FieldTable::default();
+                    for (name, value) in envelope.attributes() {
+                        headers.insert(
+                            HeaderStyle::Amqp.header_name(name).as_ref().into(),
+                            AMQPValue::LongString(LongString::from(value.as_ref())),
+                        );
+                    }
+                    BasicProperties::default()
+                        .with_message_id(ShortString::from(envelope.id.as_str()))
+                        .with_content_type(ShortString::from("application/json"))
+                        .with_type(ShortString::from(envelope.ty.as_str()))
+                        .with_timestamp(u64::try_from(envelope.time.unix_timestamp()).unwrap_or(0))
+                        .with_delivery_mode(2)
+                        .with_app_id(ShortString::from("vodbridge"))
+                        .with_headers(headers)
+                }
+            };
+            let key = format!("vod.{}", envelope.event_type);
+            let Ok(confirm) = channels[task % channels.len()]
+                .basic_publish(
+                    "vod".into(),
+                    key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &envelope.data,
+                    properties,
+                )
+                .await
+            else {
+                return false;
+            };
+            matches!(confirm.await, Ok(Confirmation::Ack(None)))
+        }
+    })
+    .await
+}
+
+/// The direct Kafka producer: the Kafka sink's settings (acks=all, idempotence) and headers.
+async fn direct_kafka(
+    bootstrap: &str,
+    envelopes: Arc<Vec<Arc<Envelope>>>,
+    secs: u64,
+    in_flight: usize,
+) -> Run {
+    use rdkafka::{
+        message::{Header, OwnedHeaders},
+        producer::{FutureProducer, FutureRecord},
+        util::Timeout,
+    };
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "20000")
+        .create()
+        .expect("producer");
+    drive_for(secs, in_flight, move |_, i| {
+        let (producer, envelope) = (
+            producer.clone(),
+            Arc::clone(&envelopes[i % envelopes.len()]),
+        );
+        async move {
+            let mut headers = OwnedHeaders::new();
+            for (name, value) in envelope.attributes() {
+                headers = headers.insert(Header {
+                    key: &HeaderStyle::Kafka.header_name(name),
+                    value: Some(value.as_ref()),
+                });
+            }
+            headers = headers.insert(Header {
+                key: "content-type",
+                value: Some("application/json"),
+            });
+            let topic = format!("vod.{}", envelope.event_type);
+            let record = FutureRecord::to(&topic)
+                .key(envelope.partition_key.as_bytes())
+                .payload(&envelope.data[..])
+                .headers(headers);
+            producer
+                .send(record, Timeout::After(Duration::from_secs(10)))
+                .await
+                .is_ok()
+        }
+    })
+    .await
+}
+
+/// Empties the load queue, so every RabbitMQ row starts from the same broker state.
+async fn purge(url: &str) {
+    let connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let _ = channel
+        .queue_purge("load".into(), QueuePurgeOptions::default())
+        .await;
+    let _ = connection.close(200, "purged".into()).await;
 }
 
 fn sink_config(sink: &str, dir: &Path, brokers: &Brokers) -> String {
@@ -175,15 +470,17 @@ fn main() {
     event["ProcedureStateChangeEvent"]["FileId"] = "__FILEID__".into();
     // A ~2 KB callback, as in the measurements.
     event["ProcedureStateChangeEvent"]["SessionContext"] = "x".repeat(1200).into();
-    std::fs::write(&body, event.to_string()).expect("body");
+    let template = event.to_string();
+    std::fs::write(&body, &template).expect("body");
+    let direct_envelopes = envelopes(&template, 2_000);
     let script = dir.path().join("post.lua");
     std::fs::write(&script, LUA).expect("script");
     println!(
         "body {} bytes, {secs} s per row, wrk -t1 pinned to CPU 0\n",
         event.to_string().len()
     );
-    println!("| target | conns | req/s | of no-op | p50 ms | p99 ms | p99.9 ms | server CPU µs/callback | peak RSS MiB | errors |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| target | conns / in flight | req/s | of no-op | p50 ms | p99 ms | p99.9 ms | server CPU µs/callback | broker CPU µs/msg | peak RSS MiB | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
 
     // The HTTP stack's limit: a no-op handler on axum/hyper in this process.
     let noop_port = free_port();
@@ -210,8 +507,9 @@ fn main() {
             "no-op axum handler",
             c,
             run,
-            cpu_secs(&me) - before,
-            peak_rss_mib(&me),
+            Some(cpu_secs(&me) - before),
+            None,
+            Some(peak_rss_mib(&me)),
             None,
         );
         limits.push(run.rps);
@@ -241,8 +539,26 @@ fn main() {
             _ => {}
         }
     }
+    // (sink, conns, bridge, direct) for the ratio table.
+    let mut pairs: Vec<(String, usize, Run, Run)> = Vec::new();
     for sink in &sinks {
+        let broker_pid = match sink.as_str() {
+            "nats" => brokers.nats.as_ref().and_then(NatsServer::pid),
+            "rabbitmq" => brokers.rabbit.as_ref().and_then(RabbitMq::pid),
+            "kafka" => brokers.kafka.as_ref().and_then(Tansu::pid),
+            _ => None,
+        }
+        .map(|pid| pid.to_string());
+        let broker_cpu = || broker_pid.as_deref().map(cpu_secs);
+        let rabbit_url = brokers.rabbit.as_ref().map(RabbitMq::url);
+        let purge_rabbit = || {
+            if let Some(url) = &rabbit_url {
+                runtime.block_on(purge(url));
+            }
+        };
+        let mut bridge_runs = Vec::new();
         for (i, &c) in conns.iter().enumerate() {
+            purge_rabbit();
             let port = free_port();
             let toml = format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n[telemetry]\nlog_level = \"warn\"\n[sources.push]\nmode = \"push\"\nsub_app_id = 1500000001\n{}",
@@ -252,7 +568,7 @@ fn main() {
             let pid = bridge.pid().expect("pid").to_string();
             let client = reqwest::Client::new();
             runtime.block_on(wait_ready(&client, &format!("{}/readyz", bridge.url())));
-            let before = cpu_secs(&pid);
+            let (before, broker_before) = (cpu_secs(&pid), broker_cpu());
             let run = wrk(
                 &format!("{}/callback/push", bridge.url()),
                 c,
@@ -261,15 +577,77 @@ fn main() {
                 &body,
             );
             let cpu = cpu_secs(&pid) - before;
+            let broker = broker_cpu().zip(broker_before).map(|(a, b)| a - b);
             row(
                 &format!("vodbridge → {sink}"),
                 c,
                 run,
-                cpu,
-                peak_rss_mib(&pid),
+                Some(cpu),
+                broker,
+                Some(peak_rss_mib(&pid)),
                 limits.get(i).copied(),
             );
+            bridge_runs.push((c, run));
             drop(bridge);
+        }
+        // The direct clients at the same in-flight counts, after the bridge's rows.
+        let layouts: Vec<(&str, Option<AmqpLayout>)> = match sink.as_str() {
+            "nats" => vec![("direct async-nats", None)],
+            "kafka" => vec![("direct rdkafka", None)],
+            "rabbitmq" => vec![
+                (
+                    "direct lapin, bridge layout and properties",
+                    Some(AmqpLayout::BridgeLayout),
+                ),
+                (
+                    "direct lapin, 1 channel, bridge properties",
+                    Some(AmqpLayout::BridgeProperties),
+                ),
+                ("direct lapin, 1 channel, plain", Some(AmqpLayout::Plain)),
+            ],
+            _ => Vec::new(),
+        };
+        for (layout_index, (label, layout)) in layouts.into_iter().enumerate() {
+            for &(c, bridge_run) in &bridge_runs {
+                purge_rabbit();
+                let envelopes = Arc::clone(&direct_envelopes);
+                let broker_before = broker_cpu();
+                let run = runtime.block_on(async {
+                    match (sink.as_str(), layout) {
+                        ("nats", _) => {
+                            let url = brokers.nats.as_ref().expect("nats").url();
+                            direct_nats(&url, envelopes, secs, c).await
+                        }
+                        ("kafka", _) => {
+                            let bootstrap = brokers.kafka.as_ref().expect("kafka").bootstrap();
+                            direct_kafka(&bootstrap, envelopes, secs, c).await
+                        }
+                        (_, Some(layout)) => {
+                            let url = rabbit_url.clone().expect("rabbit");
+                            direct_amqp(&url, envelopes, secs, c, layout).await
+                        }
+                        _ => unreachable!("a direct client per broker sink"),
+                    }
+                });
+                let broker = broker_cpu().zip(broker_before).map(|(a, b)| a - b);
+                row(label, c, run, None, broker, None, None);
+                if layout_index == 0 {
+                    pairs.push((sink.clone(), c, bridge_run, run));
+                }
+            }
+        }
+    }
+    if !pairs.is_empty() {
+        println!(
+            "\n| sink | conns / in flight | bridge msgs/s ÷ direct | bridge p99 ÷ direct p99 |"
+        );
+        println!("|---|---|---|---|");
+        for (sink, c, bridge, direct) in pairs {
+            println!(
+                "| {sink} | {c} | {:.2} | {:.1} |",
+                bridge.rps / direct.rps.max(1.0),
+                bridge.p99_ms / direct.p99_ms.max(0.001)
+            );
         }
     }
 }

@@ -196,6 +196,12 @@ impl NatsServer {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id while it runs (for reading its CPU time in benchmarks).
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops the server (SIGKILL: like a crash; file storage must keep acknowledged messages).
     pub fn stop(&mut self) {
         kill_child(&mut self.child);
@@ -366,6 +372,15 @@ impl RabbitMq {
         assert!(stopped, "rabbitmqctl -n {} stop_app failed", self.node);
         self.state = RabbitState::AppStopped;
         self.wait_port_closed();
+    }
+
+    /// The Erlang VM's process id (from its pid file; the Debian script runs it under `su`, so
+    /// it is not the child), for reading the broker's CPU time in benchmarks.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok())
     }
 
     /// Crashes the broker: SIGKILL of the Erlang VM, nothing written out. [`RabbitMq::restart`]
@@ -544,6 +559,12 @@ impl Tansu {
     #[must_use]
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's process id while it runs (for reading its CPU time in benchmarks).
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the broker.
