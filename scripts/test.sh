@@ -18,6 +18,9 @@ command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] |
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # promtool checks and unit-tests the Prometheus rules.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# npm fetches the AsyncAPI schema and KEDA's ScaledObject schema; node runs the latter.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing ${need_apt[*]}: install them (apt-get install ${need_apt[*]}) or run as root"
@@ -67,11 +70,13 @@ if ! command -v cargo-machete >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.ca
   cargo install cargo-machete --locked --quiet
 fi
 
-# The AsyncAPI 3.0 JSON Schema (npm @asyncapi/specs) for the contract test; .tmp is git-ignored.
-if [ ! -f ".tmp/npm/node_modules/@asyncapi/specs/schemas/3.0.0-without-\$id.json" ]; then
-  command -v npm >/dev/null 2>&1 || { log "npm is required for the AsyncAPI schema (apt-get install npm)"; exit 1; }
-  log "fetching the AsyncAPI 3.0 schema (@asyncapi/specs)"
-  npm install --silent --no-audit --no-fund --prefix .tmp/npm @asyncapi/specs@6 >/dev/null
+# Schemas from npm for the contract tests; .tmp is git-ignored. The AsyncAPI 3.0 JSON Schema
+# (@asyncapi/specs), and KEDA's ScaledObject validator generated from KEDA's API types
+# (@kubernetes-models/keda) for the chart's ScaledObject.
+if [ ! -f ".tmp/npm/node_modules/@asyncapi/specs/schemas/3.0.0-without-\$id.json" ] \
+  || [ ! -d ".tmp/npm/node_modules/@kubernetes-models/keda/keda.sh/v1alpha1" ]; then
+  log "fetching the AsyncAPI 3.0 schema and KEDA's models from npm"
+  npm install --silent --no-audit --no-fund --prefix .tmp/npm @asyncapi/specs@6 @kubernetes-models/keda@2 >/dev/null
 fi
 
 log "cargo fmt --check"

@@ -163,6 +163,58 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
         );
     }
 
+    // KEDA: the ScaledObject on a cluster that serves keda.sh/v1alpha1, valid by KEDA's own
+    // schema, at the request budget's replica ceiling, and never beside the CPU HPA.
+    let keda = kinds("keda");
+    assert!(
+        keda.contains("ScaledObject") && !keda.contains("HorizontalPodAutoscaler"),
+        "KEDA makes the HPA itself: {keda}"
+    );
+    assert!(!all.contains("ScaledObject"), "KEDA is off unless enabled");
+    let scaled: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("keda.custom.json")).expect("custom"),
+    )
+    .expect("json");
+    let spec = &scaled[0]["spec"];
+    // 100 calls/s × 120 ms per call ÷ 2 loops per replica = 6 replicas use up the budget.
+    assert_eq!(spec["maxReplicaCount"], 6, "{scaled}");
+    assert_eq!(spec["minReplicaCount"], 2, "{scaled}");
+    let trigger = &spec["triggers"][0];
+    assert_eq!(trigger["type"], "prometheus");
+    assert_eq!(
+        trigger["metadata"]["query"],
+        r#"sum(max by (source) (vodbridge_vod_backlog{namespace="media", service="vodbridge"}))"#
+    );
+    let keda_deployment =
+        std::fs::read_to_string(out.path().join("keda.yaml")).expect("keda manifests");
+    assert!(
+        !keda_deployment.contains("replicas:"),
+        "KEDA owns the replica count: {keda_deployment}"
+    );
+    let customs: Vec<String> = ["default", "all", "existing-secret", "spool", "keda"]
+        .iter()
+        .map(|case| {
+            out.path()
+                .join(format!("{case}.custom.json"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let modules = format!("{ROOT}/.tmp/npm/node_modules");
+    let mut args = vec!["helm/tests/validate-keda.mjs", modules.as_str()];
+    args.extend(customs.iter().map(String::as_str));
+    let validated = run("node", "nodejs (apt-get install nodejs)", &args, ROOT);
+    assert!(validated.contains("1 valid, 0 invalid"), "{validated}");
+    for (case, words) in [
+        ("keda-with-cpu-hpa", "both create a HorizontalPodAutoscaler"),
+        ("keda-without-prometheus", "keda.serverAddress must name"),
+        ("keda-max-below-min", "is below keda.minReplicaCount"),
+    ] {
+        let refused = std::fs::read_to_string(out.path().join(format!("{case}.refused")))
+            .unwrap_or_else(|_| panic!("{case} must be refused: {report}"));
+        assert!(refused.contains(words), "{case}: {refused}");
+    }
+
     let manifests = std::fs::read_to_string(out.path().join("all.yaml")).expect("manifests");
     assert!(
         manifests.contains("terminationGracePeriodSeconds: 50"),
@@ -183,7 +235,7 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
         std::fs::write(secrets.path().join(file), "Example123\n").expect("write");
     }
     let spool_dir = tempfile::tempdir().expect("tempdir");
-    for case in ["default", "all", "existing-secret", "spool"] {
+    for case in ["default", "all", "existing-secret", "spool", "keda"] {
         let config =
             std::fs::read_to_string(out.path().join(format!("{case}.toml"))).expect("config");
         let config = config.replace(

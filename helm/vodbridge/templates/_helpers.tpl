@@ -50,3 +50,31 @@ The workload: a Deployment, or a StatefulSet when the push spool needs a volume 
 {{- define "vodbridge.workloadKind" -}}
 {{- if .Values.spool.enabled }}StatefulSet{{ else }}Deployment{{ end }}
 {{- end }}
+
+{{/*
+Replicas at which pullers use up the account's VOD request budget: each pull loop makes at
+most 1000 / apiLatencyMs calls per second of each action, so requestsPerSec × apiLatencyMs ÷
+(1000 × loopsPerReplica), rounded up; more replicas would only share the same budget.
+*/}}
+{{- define "vodbridge.kedaBudgetReplicas" -}}
+{{- $b := .Values.keda.budget }}
+{{- $per := mul 1000 (int $b.loopsPerReplica) }}
+{{- max 1 (div (sub (add (mul (int $b.requestsPerSec) (int $b.apiLatencyMs)) $per) 1) $per) }}
+{{- end }}
+
+{{/* The ScaledObject's maximum: keda.maxReplicaCount, else the budget's replica ceiling. */}}
+{{- define "vodbridge.kedaMaxReplicas" -}}
+{{- if .Values.keda.maxReplicaCount }}{{ .Values.keda.maxReplicaCount }}{{ else }}{{ include "vodbridge.kedaBudgetReplicas" . }}{{ end }}
+{{- end }}
+
+{{/*
+The backlog query: every replica reports the same queue per source, so the maximum per
+source, summed over the release's sources.
+*/}}
+{{- define "vodbridge.kedaQuery" -}}
+{{- if .Values.keda.query }}
+{{- .Values.keda.query }}
+{{- else }}
+{{- printf "sum(max by (source) (vodbridge_vod_backlog{namespace=%q, service=%q}))" .Release.Namespace (include "vodbridge.fullname" .) }}
+{{- end }}
+{{- end }}
