@@ -73,6 +73,10 @@ fn message(event_type: &str, prefix: &str) -> Value {
         attribute("vodingress", json!({ "enum": ["push", "pull"] })),
         attribute("vodtaskid", json!({ "type": "string" })),
         attribute("partitionkey", json!({ "type": "string" })),
+        attribute(
+            "traceparent",
+            json!({ "type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$", "description": "W3C Trace Context of the bridge's span (also sent as the plain traceparent header)." }),
+        ),
     ] {
         headers.insert(name, schema);
     }

@@ -130,7 +130,24 @@ fn decode(delivery: &lapin::message::Delivery) -> Envelope {
         }
         _ => None,
     };
-    Envelope::from_binary(header, delivery.data.clone().into()).expect("a CloudEvent")
+    let envelope =
+        Envelope::from_binary(header, delivery.data.clone().into()).expect("a CloudEvent");
+    // Every event carries its trace: the binding's cloudEvents_traceparent and W3C's own header
+    // agree.
+    let plain = match headers.inner().get("traceparent") {
+        Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    };
+    let traceparent = envelope
+        .traceparent
+        .expect("cloudEvents_traceparent")
+        .to_string();
+    assert_eq!(
+        plain.as_deref(),
+        Some(traceparent.as_str()),
+        "traceparent header"
+    );
+    envelope
 }
 
 async fn receive(channel: &lapin::Channel, count: usize) -> Vec<(String, Envelope)> {

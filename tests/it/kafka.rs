@@ -75,11 +75,27 @@ fn decode(message: &OwnedMessage) -> Envelope {
             })
             .map(|v| String::from_utf8_lossy(v).into_owned().into())
     };
-    Envelope::from_binary(
+    let envelope = Envelope::from_binary(
         header,
         message.payload().unwrap_or_default().to_vec().into(),
     )
-    .expect("a CloudEvent")
+    .expect("a CloudEvent");
+    // Every event carries its trace: the binding's ce_traceparent and W3C's own header agree.
+    let plain = message
+        .headers()
+        .and_then(|h| {
+            h.iter()
+                .find(|x| x.key == "traceparent")
+                .and_then(|x| x.value)
+        })
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    let traceparent = envelope.traceparent.expect("ce_traceparent").to_string();
+    assert_eq!(
+        plain.as_deref(),
+        Some(traceparent.as_str()),
+        "traceparent header"
+    );
+    envelope
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,7 @@ async fn stored(nats: &NatsServer) -> Vec<async_nats::jetstream::message::Stream
 }
 
 fn decode(message: &async_nats::jetstream::message::StreamMessage) -> Envelope {
-    Envelope::from_binary(
+    let envelope = Envelope::from_binary(
         |name| {
             message
                 .headers
@@ -70,7 +70,19 @@ fn decode(message: &async_nats::jetstream::message::StreamMessage) -> Envelope {
         },
         message.payload.clone(),
     )
-    .expect("a CloudEvent in binary mode")
+    .expect("a CloudEvent in binary mode");
+    // Every event carries its trace: the binding's ce-traceparent and W3C's own header agree.
+    let plain = message
+        .headers
+        .get("traceparent")
+        .map(|v| v.as_str().to_owned());
+    let traceparent = envelope.traceparent.expect("ce-traceparent").to_string();
+    assert_eq!(
+        plain.as_deref(),
+        Some(traceparent.as_str()),
+        "traceparent header"
+    );
+    envelope
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

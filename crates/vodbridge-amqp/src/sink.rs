@@ -286,6 +286,14 @@ fn headers(message: &Message) -> FieldTable {
             AMQPValue::LongString(LongString::from(value.as_ref())),
         );
     }
+    // W3C Trace Context's own header, which OpenTelemetry's propagators read, beside the
+    // binding's `cloudEvents_traceparent`.
+    if let Some(traceparent) = &message.envelope.traceparent {
+        table.insert(
+            "traceparent".into(),
+            AMQPValue::LongString(LongString::from(traceparent.to_string())),
+        );
+    }
     table
 }
 

@@ -29,6 +29,7 @@ fn envelope(n: u32) -> Arc<Envelope> {
         ingress: Ingress::Push,
         task_id: None,
         partition_key: n.to_string(),
+        traceparent: None,
     })
 }
 

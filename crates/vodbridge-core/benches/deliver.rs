@@ -45,6 +45,7 @@ fn envelope() -> Arc<Envelope> {
         ingress: Ingress::Pull,
         task_id: None,
         partition_key: "5285485487985271487".into(),
+        traceparent: None,
     })
 }
 

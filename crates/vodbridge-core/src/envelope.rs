@@ -11,6 +11,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use crate::{
     error::{Error, Result},
     sink::DeadLetterInfo,
+    trace::TraceParent,
 };
 
 /// The CloudEvents specification version every envelope carries.
@@ -33,7 +34,7 @@ pub enum HeaderStyle {
 
 /// Every attribute [`Envelope::attributes`] yields, plus the dead-letter extensions, with its
 /// header name in each [`HeaderStyle`].
-const HEADER_NAMES: [[&str; 4]; 15] = [
+const HEADER_NAMES: [[&str; 4]; 16] = [
     [
         "specversion",
         "ce_specversion",
@@ -74,6 +75,12 @@ const HEADER_NAMES: [[&str; 4]; 15] = [
         "ce_partitionkey",
         "cloudEvents_partitionkey",
         "ce-partitionkey",
+    ],
+    [
+        "traceparent",
+        "ce_traceparent",
+        "cloudEvents_traceparent",
+        "ce-traceparent",
     ],
     [
         "deadletterreason",
@@ -248,6 +255,10 @@ pub struct Envelope {
     pub task_id: Option<String>,
     /// Extension `partitionkey` (CloudEvents partitioning): FileId, else the event type.
     pub partition_key: String,
+    /// Extension `traceparent` (CloudEvents distributed tracing, W3C Trace Context): the
+    /// bridge's span of this delivery, so a consumer's span joins the bridge's trace. Not part
+    /// of the id: each delivery of an event may carry another.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// Structured-mode wire form, for decoding.
@@ -275,6 +286,8 @@ struct Wire<'a> {
     vodtaskid: Option<Cow<'a, str>>,
     #[serde(borrow)]
     partitionkey: Cow<'a, str>,
+    #[serde(default, borrow)]
+    traceparent: Option<Cow<'a, str>>,
     #[serde(default, borrow, rename = "deadletterreason")]
     _deadletterreason: Option<Cow<'a, str>>,
     #[serde(default, borrow, rename = "deadletterdetail")]
@@ -327,6 +340,9 @@ impl Envelope {
             out.push(("vodtaskid", Cow::Borrowed(task_id.as_str())));
         }
         out.push(("partitionkey", Cow::Borrowed(self.partition_key.as_str())));
+        if let Some(traceparent) = &self.traceparent {
+            out.push(("traceparent", Cow::Owned(traceparent.to_string())));
+        }
         out
     }
 
@@ -362,6 +378,9 @@ impl Envelope {
             push_member(out, "vodtaskid", task_id);
         }
         push_member(out, "partitionkey", &self.partition_key);
+        if let Some(traceparent) = &self.traceparent {
+            push_member(out, "traceparent", &traceparent.to_string());
+        }
         if let Some(info) = dead_letter {
             for (name, value) in info.attributes() {
                 push_member(out, name, value);
@@ -422,6 +441,8 @@ impl Envelope {
             ingress: wire.vodingress,
             task_id: wire.vodtaskid.map(Cow::into_owned),
             partition_key: wire.partitionkey.into_owned(),
+            // Only tracing: a malformed one is dropped rather than failing the event.
+            traceparent: wire.traceparent.and_then(|t| t.parse().ok()),
         })
     }
 
@@ -463,6 +484,7 @@ impl Envelope {
             ingress: required("vodingress")?.parse()?,
             task_id: attribute("vodtaskid").map(Cow::into_owned),
             partition_key: required("partitionkey")?.into_owned(),
+            traceparent: attribute("traceparent").and_then(|t| t.parse().ok()),
         })
     }
 }
@@ -507,6 +529,7 @@ pub(crate) mod tests {
             ingress: Ingress::Push,
             task_id: None,
             partition_key: "1".into(),
+            traceparent: None,
         }
     }
 

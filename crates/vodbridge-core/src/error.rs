@@ -6,6 +6,9 @@ pub enum Error {
     /// An event id was not 32 lowercase hexadecimal characters.
     #[error("invalid event id {0:?}: expected 32 lowercase hex characters")]
     InvalidEventId(String),
+    /// A `traceparent` was not a valid W3C Trace Context header.
+    #[error("invalid traceparent {0:?}: expected 00-<32 hex>-<16 hex>-<2 hex>")]
+    InvalidTraceParent(String),
     /// A message could not be decoded into an envelope.
     #[error("cannot decode envelope: {0}")]
     Decode(String),

@@ -37,6 +37,7 @@ mod redact;
 mod route;
 mod secret;
 mod sink;
+mod trace;
 
 pub use background::Background;
 pub use envelope::{Envelope, EventId, HeaderStyle, Ingress, SPEC_VERSION};
@@ -50,3 +51,9 @@ pub use route::{
 };
 pub use secret::{inline_or_file, read_secret_file};
 pub use sink::{DeadLetterInfo, FailureReason, Message, PublishFuture, Sink, SinkError};
+pub use trace::TraceParent;
+
+/// The `tracing` target of the spans that are exported as OpenTelemetry spans (receive,
+/// normalize, publish per sink, confirm). The application routes them to its exporter only:
+/// without one they are disabled at their call sites and cost nothing.
+pub const TRACE_TARGET: &str = "vodbridge::trace";

@@ -300,8 +300,29 @@ async fn publish(
     let started = Instant::now();
     let mut backoff = policy.backoff;
     let mut retries = 0;
+    // One span per sink and attempt series (OpenTelemetry messaging conventions: a `send` span
+    // of kind producer); disabled at the call site unless an exporter takes TRACE_TARGET.
+    let span = tracing::info_span!(
+        target: crate::TRACE_TARGET,
+        "send",
+        otel.name = %format_args!("send {}", message.destination),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = messaging_system(sink.kind()),
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = %message.destination,
+        messaging.message.id = %message.envelope.id,
+        vodbridge.sink = sink.name(),
+        vodbridge.dead_letter = dead_letter,
+        error.type = tracing::field::Empty,
+    );
     loop {
-        let result = publish_once(sink.as_ref(), &message, deadline).await;
+        let result = tracing::Instrument::instrument(
+            publish_once(sink.as_ref(), &message, deadline),
+            span.clone(),
+        )
+        .await;
         let unroutable = matches!(
             &result,
             Err(SinkError::Rejected {
@@ -310,6 +331,10 @@ async fn publish(
             })
         );
         if !unroutable || retries >= policy.retries || Instant::now() + backoff >= deadline {
+            if let Err(error) = &result {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", error.reason().as_str());
+            }
             return SinkAttempt {
                 destination: message.destination,
                 result,
@@ -322,6 +347,14 @@ async fn publish(
         tokio::time::sleep(backoff).await;
         backoff = backoff.saturating_mul(2);
         retries += 1;
+    }
+}
+
+/// OpenTelemetry's `messaging.system` for a sink kind.
+fn messaging_system(kind: &str) -> &str {
+    match kind {
+        "amqp" => "rabbitmq",
+        other => other,
     }
 }
 

@@ -231,6 +231,15 @@ impl Sink for KafkaSink {
                 });
                 &envelope.data
             };
+            // W3C Trace Context's own header, which OpenTelemetry's propagators read, beside the
+            // binding's `ce_traceparent`.
+            let traceparent = envelope.traceparent.map(|t| t.to_string());
+            if let Some(traceparent) = &traceparent {
+                headers = headers.insert(Header {
+                    key: "traceparent",
+                    value: Some(traceparent.as_str()),
+                });
+            }
             let record = FutureRecord::to(&topic)
                 .key(envelope.partition_key.as_bytes())
                 .payload(payload)

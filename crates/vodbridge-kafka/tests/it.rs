@@ -32,6 +32,7 @@ fn envelope(n: u32, file_id: &str) -> Arc<Envelope> {
         ingress: Ingress::Pull,
         task_id: Some(format!("task-{file_id}")),
         partition_key: file_id.to_owned(),
+        traceparent: None,
     })
 }
 

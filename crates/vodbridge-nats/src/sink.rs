@@ -201,6 +201,11 @@ impl NatsSink {
             headers.insert("content-type", envelope.data_content_type());
             envelope.data.clone()
         };
+        // W3C Trace Context's own header, which OpenTelemetry's propagators read, beside the
+        // binding's `ce-traceparent`.
+        if let Some(traceparent) = &envelope.traceparent {
+            headers.insert("traceparent", traceparent.to_string().as_str());
+        }
         // A dead-letter copy must not be dropped as a duplicate of the original.
         let msg_id = if message.dead_letter.is_some() {
             format!("{}-dead", envelope.id)

@@ -22,6 +22,7 @@ fn envelope(n: u32) -> Arc<Envelope> {
         ingress: Ingress::Pull,
         task_id: None,
         partition_key: n.to_string(),
+        traceparent: None,
     })
 }
 

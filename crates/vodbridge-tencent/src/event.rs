@@ -392,6 +392,7 @@ impl Normalizer {
             source: self.source.clone(),
             ty,
             partition_key: file_id.clone().unwrap_or_else(|| event_type.to_string()),
+            traceparent: None,
             subject: file_id,
             time,
             data,
