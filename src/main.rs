@@ -183,16 +183,20 @@ fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()
         config.server.listen = listen;
     }
     let settings = Settings::from_config(config)?;
-    telemetry::init_logging(&settings.telemetry);
+    let telemetry = telemetry::init_logging(&settings.telemetry)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let app = App::build(settings).await?;
         app.run_until(shutdown_signal()).await?;
         anyhow::Ok(())
-    })
+    });
+    // The runtime first: the span exporter flushes with a blocking client, outside it.
+    drop(runtime);
+    drop(telemetry);
+    result
 }
 
 fn demo(options: DemoOptions) -> anyhow::Result<()> {
@@ -200,7 +204,7 @@ fn demo(options: DemoOptions) -> anyhow::Result<()> {
         log_level: "warn".to_owned(),
         ..Default::default()
     };
-    telemetry::init_logging(&telemetry);
+    let _telemetry = telemetry::init_logging(&telemetry)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,8 +14,8 @@ use vodbridge_tencent::{
 };
 
 use crate::{
-    config::{LogFormat, TelemetryConfig},
-    error::Result,
+    config::{LogFormat, OtlpConfig, TelemetryConfig},
+    error::{Error, Result},
 };
 
 /// Every metric the service exports, registered in its own registry (one per app, so tests
@@ -398,10 +398,46 @@ pub fn event_type_label(event_type: &str) -> &str {
     }
 }
 
-/// Installs the global `tracing` subscriber writing to stderr (stdout carries the stdout sink's
-/// envelopes only). `RUST_LOG` overrides the configured level.
-pub fn init_logging(config: &TelemetryConfig) {
-    let filter = EnvFilter::try_from_default_env()
+/// The `tracing` target of the spans exported over OTLP ([`vodbridge_core::TRACE_TARGET`]);
+/// logs never show them.
+pub use vodbridge_core::TRACE_TARGET;
+
+/// Keeps the span exporter running; dropping it flushes what is buffered and stops it. Drop it
+/// outside the async runtime (the exporter's HTTP client blocks).
+#[must_use = "dropping the guard stops the span exporter"]
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// True when spans are exported.
+    #[must_use]
+    pub const fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(error) = provider.shutdown() {
+                tracing::warn!(error = %error, "Flushing spans at shutdown failed.");
+            }
+        }
+    }
+}
+
+/// Installs the global `tracing` subscriber: logs to stderr (stdout carries the stdout sink's
+/// envelopes only; `RUST_LOG` overrides the configured level) and, with `telemetry.otlp`, the
+/// OpenTelemetry layer that exports the spans of [`TRACE_TARGET`] over OTLP/HTTP.
+///
+/// # Errors
+///
+/// [`Error::Config`] when the OTLP exporter cannot be built from the configuration.
+pub fn init_logging(config: &TelemetryConfig) -> Result<TelemetryGuard> {
+    use tracing_subscriber::{filter, layer::SubscriberExt, util::SubscriberInitExt, Layer};
+
+    let level = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match config.log_format {
@@ -409,15 +445,195 @@ pub fn init_logging(config: &TelemetryConfig) {
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    // A second init (tests) keeps the first subscriber; that is fine.
-    let _ = if json {
-        builder
+    let logs = if json {
+        fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init()
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        builder.try_init()
+        fmt::layer().with_writer(std::io::stderr).boxed()
     };
+    // The exported spans stay out of the logs: log lines look the same with tracing on or off.
+    let no_trace_spans = filter::filter_fn(|meta| meta.target() != TRACE_TARGET);
+    let mut layers = vec![logs.with_filter(level).with_filter(no_trace_spans).boxed()];
+    let mut provider = None;
+    if let Some(otlp) = &config.otlp {
+        let built = otlp_provider(otlp)?;
+        let tracer = opentelemetry::trace::TracerProvider::tracer(&built, "vodbridge");
+        let only_trace_spans =
+            filter::Targets::new().with_target(TRACE_TARGET, tracing::Level::INFO);
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(only_trace_spans)
+                .boxed(),
+        );
+        provider = Some(built);
+    }
+    // A second init (tests) keeps the first subscriber; that is fine.
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    if let Some(otlp) = &config.otlp {
+        tracing::info!(endpoint = %vodbridge_core::redact_url(&otlp.endpoint), service = %otlp.service_name, sample_ratio = otlp.sample_ratio, "Exporting spans over OTLP.");
+    }
+    Ok(TelemetryGuard { provider })
+}
+
+/// The tracer provider: OTLP/HTTP protobuf to `{endpoint}/v1/traces` in batches, parent-based
+/// ratio sampling, `service.name` and `service.version` on every span.
+fn otlp_provider(otlp: &OtlpConfig) -> Result<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    use opentelemetry_sdk::trace::Sampler;
+
+    let timeout = std::time::Duration::from_millis(otlp.timeout_ms);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| Error::Config(format!("telemetry.otlp: cannot build the HTTP client: {e}")))?;
+    let endpoint = format!("{}/v1/traces", otlp.endpoint.trim().trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(OtlpHttpClient(client))
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(endpoint)
+        .with_timeout(timeout)
+        .build()
+        .map_err(|e| Error::Config(format!("telemetry.otlp: {e}")))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(otlp.service_name.clone())
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            otlp.sample_ratio,
+        ))))
+        .with_resource(resource)
+        .build())
+}
+
+/// Makes `span` a child of a `traceparent` that came from upstream (a push request's header).
+pub(crate) fn set_remote_parent(span: &tracing::Span, upstream: &vodbridge_core::TraceParent) {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if span.is_disabled() {
+        return;
+    }
+    let flags = if upstream.sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    let remote = SpanContext::new(
+        TraceId::from_bytes(upstream.trace_id),
+        SpanId::from_bytes(upstream.span_id),
+        flags,
+        true,
+        TraceState::default(),
+    );
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+}
+
+/// The `traceparent` an envelope carries: `span`'s own context when spans are exported (a
+/// consumer's span then joins the bridge's trace under the event's span); otherwise the
+/// upstream trace with a new span id, or a new trace.
+pub(crate) fn trace_parent(
+    span: &tracing::Span,
+    upstream: Option<vodbridge_core::TraceParent>,
+) -> vodbridge_core::TraceParent {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !span.is_disabled() {
+        let context = span.context();
+        let own = context.span().span_context().clone();
+        if own.is_valid() {
+            return vodbridge_core::TraceParent {
+                trace_id: own.trace_id().to_bytes(),
+                span_id: own.span_id().to_bytes(),
+                sampled: own.is_sampled(),
+            };
+        }
+    }
+    upstream.map_or_else(
+        vodbridge_core::TraceParent::random,
+        vodbridge_core::TraceParent::with_random_span,
+    )
+}
+
+/// The `process` span of one pulled event (a new trace: VOD's queue carries no context).
+pub(crate) fn pulled_event_span(source: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: TRACE_TARGET,
+        "process",
+        otel.name = %format_args!("process {source}"),
+        otel.kind = "consumer",
+        messaging.system = "tencent_vod",
+        messaging.operation.type = "process",
+        messaging.destination.name = source,
+        messaging.message.id = tracing::field::Empty,
+        cloudevents.event_id = tracing::field::Empty,
+        cloudevents.event_type = tracing::field::Empty,
+        cloudevents.event_source = tracing::field::Empty,
+        vodbridge.ingress = "pull",
+    )
+}
+
+/// Records the envelope's identity on the event's span (messaging and CloudEvents conventions).
+pub(crate) fn record_event(span: &tracing::Span, envelope: &Envelope) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("messaging.message.id", envelope.id.as_str());
+    span.record("cloudevents.event_id", envelope.id.as_str());
+    span.record("cloudevents.event_type", envelope.ty.as_str());
+    span.record("cloudevents.event_source", envelope.source.as_str());
+}
+
+/// A `confirm` span under the event's span, for an acknowledgement given to VOD at once (a
+/// push answer: `how` says why it is a 200).
+pub(crate) fn confirmed(parent: &tracing::Span, how: &str) {
+    if parent.is_disabled() {
+        return;
+    }
+    let span = tracing::info_span!(target: TRACE_TARGET, parent: parent, "confirm", otel.name = "confirm", vodbridge.confirm = how);
+    drop(span);
+}
+
+/// The exporter's HTTP client: the workspace's reqwest, blocking, because the SDK's batch
+/// processor exports from its own thread with no async runtime. (opentelemetry-http ships this
+/// for reqwest 0.13 only; the rest of vodbridge uses 0.12.)
+#[derive(Debug)]
+struct OtlpHttpClient(reqwest::blocking::Client);
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for OtlpHttpClient {
+    async fn send_bytes(
+        &self,
+        request: opentelemetry_http::Request<bytes::Bytes>,
+    ) -> Result<opentelemetry_http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let (parts, body) = request.into_parts();
+        let mut outgoing = self
+            .0
+            .request(parts.method, parts.uri.to_string())
+            .body(body.to_vec());
+        for (name, value) in &parts.headers {
+            outgoing = outgoing.header(name, value);
+        }
+        let response = outgoing.send()?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes()?;
+        let mut answer = opentelemetry_http::Response::builder()
+            .status(status)
+            .body(body)?;
+        *answer.headers_mut() = headers;
+        Ok(answer)
+    }
 }

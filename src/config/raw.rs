@@ -151,6 +151,8 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// A `tracing` filter such as `info` or `vodbridge=debug,info`; `RUST_LOG` wins when set.
     pub log_level: String,
+    /// Export spans (receive, normalize, publish per sink, confirm) over OTLP; off when unset.
+    pub otlp: Option<OtlpConfig>,
 }
 
 impl Default for TelemetryConfig {
@@ -158,8 +160,39 @@ impl Default for TelemetryConfig {
         Self {
             log_format: LogFormat::Auto,
             log_level: "info".to_owned(),
+            otlp: None,
         }
     }
+}
+
+/// Where and how spans are exported (OTLP over HTTP, protobuf).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://otel-collector:4318`; spans go to
+    /// `{endpoint}/v1/traces`.
+    pub endpoint: String,
+    /// `service.name` of the spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of traces recorded, 0.0 to 1.0 (parent-based: an upstream decision is kept).
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Timeout of one export call.
+    #[serde(default = "default_otlp_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_service_name() -> String {
+    "vodbridge".to_owned()
+}
+
+const fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+const fn default_otlp_timeout_ms() -> u64 {
+    10_000
 }
 
 /// Log format.

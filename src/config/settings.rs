@@ -24,7 +24,7 @@ use vodbridge_tencent::{
 };
 
 use super::raw::{
-    Config, DeliveryConfig, PushSourceConfig, RouteConfig, ServerConfig, SinkConfig,
+    Config, DeliveryConfig, OtlpConfig, PushSourceConfig, RouteConfig, ServerConfig, SinkConfig,
     SinkFailureAnswer, SourceConfig, SpoolConfig, StdoutSinkConfig, TargetConfig, TelemetryConfig,
     VodAccessConfig, VodCheckPolicy,
 };
@@ -266,6 +266,9 @@ impl Settings {
         }
         let (routes, dead_letter) = route_table(&config)?;
         let unroutable_retry = unroutable_retry(&config.delivery)?;
+        if let Some(otlp) = &config.telemetry.otlp {
+            validate_otlp(otlp)?;
+        }
         Ok(Self {
             server: config.server,
             telemetry: config.telemetry,
@@ -283,6 +286,30 @@ impl Settings {
     pub const fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.server.publish_timeout_ms)
     }
+}
+
+fn validate_otlp(otlp: &OtlpConfig) -> Result<()> {
+    let endpoint = otlp.endpoint.trim();
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        || reqwest::Url::parse(endpoint).is_err()
+    {
+        return Err(Error::Config(format!(
+            "telemetry.otlp.endpoint must be an http(s) URL such as http://otel-collector:4318, got {:?}",
+            vodbridge_core::redact_url(endpoint)
+        )));
+    }
+    if !(0.0..=1.0).contains(&otlp.sample_ratio) {
+        return Err(Error::Config(format!(
+            "telemetry.otlp.sample_ratio must be between 0.0 and 1.0, got {}",
+            otlp.sample_ratio
+        )));
+    }
+    if otlp.timeout_ms == 0 || otlp.service_name.trim().is_empty() {
+        return Err(Error::Config(
+            "telemetry.otlp.timeout_ms must be above 0 and service_name not empty".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_server(server: &ServerConfig) -> Result<()> {

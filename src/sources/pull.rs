@@ -16,7 +16,8 @@ use futures_util::future::{join_all, BoxFuture};
 use time::OffsetDateTime;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
-use vodbridge_core::{Envelope, EventId, FailureReason, Ingress, RouteContext};
+use tracing::Instrument;
+use vodbridge_core::{Envelope, EventId, FailureReason, Ingress, RouteContext, TRACE_TARGET};
 use vodbridge_tencent::{
     api::{ErrorClass, VodClient, MAX_CONFIRM_HANDLES},
     governor::{Action, Governor},
@@ -26,7 +27,7 @@ use vodbridge_tencent::{
 use crate::{
     config::PullSettings,
     state::AppState,
-    telemetry::{event_type_label, InFlight},
+    telemetry::{self, event_type_label, InFlight},
 };
 
 /// A handle to confirm, and until when VOD accepts it.
@@ -34,6 +35,8 @@ use crate::{
 pub(crate) struct Confirm {
     handle: String,
     valid_until: Instant,
+    /// The event's span: its `confirm` span is a child (disabled without an exporter).
+    span: tracing::Span,
 }
 
 /// VOD's reliable-callback queue as the pull loops use it: [`VodClient`] in service, doubles in
@@ -140,11 +143,13 @@ impl PullSource {
         confirms: &mpsc::Sender<Confirm>,
         handle: String,
         valid_until: Instant,
+        span: tracing::Span,
     ) {
         if confirms
             .send(Confirm {
                 handle,
                 valid_until,
+                span,
             })
             .await
             .is_err()
@@ -395,6 +400,8 @@ pub(crate) async fn run_loop(
 struct Pulled {
     handle: String,
     envelope: Arc<Envelope>,
+    /// The event's `process` span (disabled without an exporter).
+    span: tracing::Span,
 }
 
 /// A pulled batch sorted for delivery.
@@ -426,7 +433,9 @@ async fn process_batch(
     let sorted = classify(source, state, &events, OffsetDateTime::now_utc());
     source.governor.settled(sorted.unusable);
     for handle in sorted.duplicates {
-        source.confirm_later(confirms, handle, valid_until).await;
+        source
+            .confirm_later(confirms, handle, valid_until, tracing::Span::none())
+            .await;
     }
     dead_letter_invalid(
         source,
@@ -467,8 +476,11 @@ fn classify(
         tracing::warn!(source = name, error = %why, "{}", message);
     };
     for element in events {
+        let span = telemetry::pulled_event_span(name);
+        let normalize = tracing::info_span!(target: TRACE_TARGET, parent: &span, "normalize", otel.name = "normalize");
+        let entered = normalize.enter();
         // `refused`: why an event without a usable EventType goes to the dead letter instead.
-        let (handle, envelope, refused) = match RawEvent::parse(element) {
+        let (handle, mut envelope, refused) = match RawEvent::parse(element) {
             Ok(event) => {
                 let Some(handle) = event.event_handle().map(str::to_owned) else {
                     unusable(
@@ -515,6 +527,12 @@ fn classify(
                 }
             }
         };
+        drop(entered);
+        drop(normalize);
+        if let Some(envelope) = Arc::get_mut(&mut envelope) {
+            envelope.traceparent = Some(telemetry::trace_parent(&span, None));
+            telemetry::record_event(&span, envelope);
+        }
         if source.recent().contains(&envelope.id) {
             metrics
                 .duplicates_suppressed
@@ -524,7 +542,14 @@ fn classify(
             continue;
         }
         if let Some(why) = refused {
-            sorted.invalid.push((Pulled { handle, envelope }, why));
+            sorted.invalid.push((
+                Pulled {
+                    handle,
+                    envelope,
+                    span,
+                },
+                why,
+            ));
             continue;
         }
         let index = *group_of
@@ -533,7 +558,11 @@ fn classify(
                 sorted.groups.push(Vec::new());
                 sorted.groups.len() - 1
             });
-        sorted.groups[index].push(Pulled { handle, envelope });
+        sorted.groups[index].push(Pulled {
+            handle,
+            envelope,
+            span,
+        });
     }
     sorted
 }
@@ -558,6 +587,7 @@ async fn dead_letter_invalid(
                 FailureReason::Invalid,
                 error,
             )
+            .instrument(pulled.span.clone())
             .await;
         state
             .metrics
@@ -570,7 +600,7 @@ async fn dead_letter_invalid(
         tracing::warn!(source = name, event_id = %pulled.envelope.id, "Pulled an event without a usable EventType; dead-lettered.");
         source.recent().insert(pulled.envelope.id.clone());
         source
-            .confirm_later(confirms, pulled.handle, valid_until)
+            .confirm_later(confirms, pulled.handle, valid_until, pulled.span)
             .await;
     }
 }
@@ -602,13 +632,14 @@ async fn deliver_groups(
                         RouteContext { source: name },
                         deadline,
                     )
+                    .instrument(pulled.span.clone())
                     .await;
                 drop(guard);
                 metrics.record_delivery(name, &pulled.envelope, &report);
                 if report.outcome.is_handled() {
                     source.recent().insert(pulled.envelope.id.clone());
                     source
-                        .confirm_later(confirms, pulled.handle, valid_until)
+                        .confirm_later(confirms, pulled.handle, valid_until, pulled.span)
                         .await;
                 } else {
                     let held_back = count - done - 1;
@@ -739,7 +770,33 @@ async fn confirm_batch(confirmer: &Confirmer, mut batch: Vec<Confirm>) {
             return;
         }
         let handles: Vec<&str> = batch.iter().map(|c| c.handle.as_str()).collect();
+        // A `confirm` span per event for the call that confirms it (none without an exporter).
+        let spans: Vec<tracing::Span> = batch
+            .iter()
+            .filter(|c| !c.span.is_disabled())
+            .map(|c| {
+                tracing::info_span!(
+                    target: TRACE_TARGET,
+                    parent: &c.span,
+                    "confirm",
+                    otel.name = "ConfirmEvents",
+                    otel.kind = "client",
+                    otel.status_code = tracing::field::Empty,
+                    rpc.system = "tencentcloud",
+                    rpc.method = "ConfirmEvents",
+                    vodbridge.confirm_batch = handles.len(),
+                    error.type = tracing::field::Empty,
+                )
+            })
+            .collect();
         let result = confirmer.queue.confirm(&handles).await;
+        if let Err(error) = &result {
+            for span in &spans {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", error.to_string().as_str());
+            }
+        }
+        drop(spans);
         let error = match result {
             Ok(()) => {
                 confirmer.confirmed.inc_by(batch.len() as u64);
@@ -892,6 +949,7 @@ mod tests {
         Confirm {
             handle: format!("h{n}"),
             valid_until,
+            span: tracing::Span::none(),
         }
     }
 

@@ -23,13 +23,16 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
-use vodbridge_core::{DeliveryReport, Envelope, EventId, Ingress, Outcome, RouteContext};
+use tracing::Instrument;
+use vodbridge_core::{
+    DeliveryReport, Envelope, EventId, Ingress, Outcome, RouteContext, TraceParent, TRACE_TARGET,
+};
 use vodbridge_tencent::RawEvent;
 
 use crate::{
     config::{CallbackAuth, PushSettings, SourceKind},
     state::AppState,
-    telemetry::{event_type_label, InFlight},
+    telemetry::{self, event_type_label, InFlight},
 };
 
 /// Header carrying the envelope id in answers, for correlating VOD's request with the logs.
@@ -83,10 +86,44 @@ pub(crate) async fn callback(
             ),
         );
     };
-    match handle(&state, &name, push, source, request).await {
+    // The event's span (OpenTelemetry `process`, kind consumer): a child of the caller's
+    // `traceparent` when one came with the request. Disabled unless spans are exported.
+    let span = tracing::info_span!(
+        target: TRACE_TARGET,
+        "process",
+        otel.name = %format_args!("process {name}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "tencent_vod",
+        messaging.operation.type = "process",
+        messaging.destination.name = %name,
+        messaging.message.id = tracing::field::Empty,
+        cloudevents.event_id = tracing::field::Empty,
+        cloudevents.event_type = tracing::field::Empty,
+        cloudevents.event_source = tracing::field::Empty,
+        vodbridge.ingress = "push",
+        http.response.status_code = tracing::field::Empty,
+    );
+    let upstream = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<TraceParent>().ok());
+    if let Some(upstream) = &upstream {
+        telemetry::set_remote_parent(&span, upstream);
+    }
+    let response = match handle(&state, &name, push, source, request, &span, upstream)
+        .instrument(span.clone())
+        .await
+    {
         Ok(response) => response,
         Err(refusal) => refuse(&state, &name, refusal),
+    };
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status() != StatusCode::OK {
+        span.record("otel.status_code", "ERROR");
     }
+    response
 }
 
 async fn handle(
@@ -95,6 +132,8 @@ async fn handle(
     push: &PushSettings,
     source: &crate::config::Source,
     request: Request,
+    span: &tracing::Span,
+    upstream: Option<TraceParent>,
 ) -> Result<Response, Refusal> {
     let received = Instant::now();
     let retry_after = state.server.retry_after_secs;
@@ -163,14 +202,20 @@ async fn handle(
         }
     };
 
-    let event =
-        RawEvent::parse(&body).map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_body", e))?;
-    check_sign(auth, &event, &query)?;
-    let received_at = OffsetDateTime::now_utc();
-    let envelope = source
-        .normalizer
-        .normalize(event, received_at)
-        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_body", e))?;
+    let normalize = tracing::info_span!(target: TRACE_TARGET, "normalize", otel.name = "normalize");
+    let mut envelope = normalize.in_scope(|| {
+        let event = RawEvent::parse(&body)
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_body", e))?;
+        check_sign(auth, &event, &query)?;
+        let received_at = OffsetDateTime::now_utc();
+        source
+            .normalizer
+            .normalize(event, received_at)
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_body", e))
+    })?;
+    drop(normalize);
+    envelope.traceparent = Some(telemetry::trace_parent(span, upstream));
+    telemetry::record_event(span, &envelope);
     let envelope = Arc::new(envelope);
 
     state
@@ -183,6 +228,7 @@ async fn handle(
             match spool.append(name, &envelope).await {
                 Ok(true) => {
                     drop(permit);
+                    telemetry::confirmed(span, "spooled");
                     state.metrics.confirmed.with_label_values(&[name]).inc();
                     tracing::debug!(source = name, event_id = %envelope.id, event_type = %envelope.event_type, "Callback spooled.");
                     return Ok(outcome_response(
@@ -243,6 +289,7 @@ async fn handle(
     metrics.record_delivery(name, &envelope, &report);
 
     if report.outcome.is_handled() {
+        telemetry::confirmed(span, report.outcome.as_str());
         metrics.confirmed.with_label_values(&[name]).inc();
         tracing::debug!(source = name, event_id = %envelope.id, event_type = %envelope.event_type, outcome = report.outcome.as_str(), "Callback handled.");
     } else if push.hold.is_some() && matches!(report.outcome, Outcome::Retryable { .. }) {

@@ -14,4 +14,5 @@ mod pull;
 mod push;
 mod push_outage;
 mod spool;
+mod tracing;
 mod vod_config;
