@@ -138,6 +138,23 @@ impl Settings {
                 spool.max_bytes
             );
         }
+        match &self.telemetry.otlp {
+            Some(otlp) => {
+                let _ = writeln!(
+                    out,
+                    "traces: OTLP/HTTP to {}/v1/traces as {:?}, {:.0} % of traces",
+                    vodbridge_core::redact_url(otlp.endpoint.trim_end_matches('/')),
+                    otlp.service_name,
+                    otlp.sample_ratio * 100.0
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "traces: not exported (envelopes still carry traceparent)"
+                );
+            }
+        }
         let _ = writeln!(out, "routes (first match wins):");
         for (i, route) in self.routes.routes().iter().enumerate() {
             let patterns: Vec<String> = route.patterns.iter().map(ToString::to_string).collect();

@@ -165,8 +165,9 @@ impl Default for TelemetryConfig {
     }
 }
 
-/// Where and how spans are exported (OTLP over HTTP, protobuf).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Where and how spans are exported (OTLP over HTTP, protobuf). `Debug` redacts credentials in
+/// the endpoint.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
     /// The collector's OTLP/HTTP base URL, e.g. `http://otel-collector:4318`; spans go to
@@ -181,6 +182,17 @@ pub struct OtlpConfig {
     /// Timeout of one export call.
     #[serde(default = "default_otlp_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for OtlpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpConfig")
+            .field("endpoint", &vodbridge_core::redact_url(&self.endpoint))
+            .field("service_name", &self.service_name)
+            .field("sample_ratio", &self.sample_ratio)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
 }
 
 fn default_service_name() -> String {

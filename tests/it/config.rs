@@ -146,3 +146,44 @@ sinks = [{ sink = "nats" }, { sink = "rabbit" }]
         "{described}"
     );
 }
+
+#[test]
+fn otlp_export_is_validated_and_described() {
+    let parse = |otlp: &str| Settings::from_config(Config::from_toml(otlp).expect("parses"));
+    let settings = parse(
+        "[telemetry.otlp]\nendpoint = \"http://user:secret@collector:4318/\"\nsample_ratio = 0.25\n",
+    )
+    .expect("validates");
+    let otlp = settings.telemetry.otlp.as_ref().expect("otlp");
+    assert_eq!(otlp.service_name, "vodbridge");
+    assert_eq!(otlp.timeout_ms, 10_000);
+    let described = settings.describe();
+    assert!(
+        described.contains("traces: OTLP/HTTP to http://user:***@collector:4318/v1/traces")
+            && described.contains("25 % of traces"),
+        "{described}"
+    );
+    assert!(!described.contains("secret"), "credentials never printed");
+    assert!(!format!("{settings:?}").contains("secret"), "nor in Debug");
+    let off = parse("").expect("validates").describe();
+    assert!(off.contains("traces: not exported"), "{off}");
+    for (bad, words) in [
+        ("endpoint = \"collector:4318\"", "must be an http(s) URL"),
+        (
+            "endpoint = \"http://c:4318\"\nsample_ratio = 1.5",
+            "between 0.0 and 1.0",
+        ),
+        (
+            "endpoint = \"http://c:4318\"\ntimeout_ms = 0",
+            "timeout_ms must be above 0",
+        ),
+    ] {
+        let error = parse(&format!("[telemetry.otlp]\n{bad}\n")).expect_err(bad);
+        assert!(error.to_string().contains(words), "{bad}: {error}");
+    }
+    assert!(
+        Config::from_toml("[telemetry.otlp]\nendpoint = \"http://c\"\nprotocol = \"grpc\"\n")
+            .is_err(),
+        "unknown keys are refused"
+    );
+}
