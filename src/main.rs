@@ -63,6 +63,43 @@ enum Command {
         /// TOML configuration file.
         file: PathBuf,
     },
+    /// Put dead-lettered events back through the current routes (never to the dead-letter
+    /// destination again: what fails again is left where it was). Prints a summary.
+    Redrive {
+        /// TOML configuration file (its sinks and routes are used).
+        #[arg(long, short, env = "VODBRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where the dead letters are: file:PATH (rotated files included), kafka:TOPIC,
+        /// amqp:QUEUE or nats:STREAM[/SUBJECT].
+        #[arg(long)]
+        from: String,
+        /// For a broker: the configured sink whose connection to read with.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only this dead-letter reason (unroutable, too_large, no_route, ...); repeatable.
+        #[arg(long = "reason")]
+        reasons: Vec<String>,
+        /// Only event types matching this pattern (NewFileUpload, Procedure*, @unknown);
+        /// repeatable.
+        #[arg(long = "event-type")]
+        event_types: Vec<String>,
+        /// Only events of this source (a configured source's name or a CloudEvents source);
+        /// repeatable.
+        #[arg(long = "source")]
+        sources: Vec<String>,
+        /// Only events whose time is at or after this (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events whose time is before this (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Stop after this many matching events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Print what would go where; publish and acknowledge nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// VOD's side of each source: its sub-application's callback mode, NotificationUrl and
     /// event switches.
     Vod {
@@ -106,6 +143,31 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Asyncapi { config } => asyncapi(config.as_deref()),
         Command::Vod { command } => vod(command),
+        Command::Redrive {
+            config,
+            from,
+            sink,
+            reasons,
+            event_types,
+            sources,
+            since,
+            until,
+            limit,
+            dry_run,
+        } => redrive(
+            config.as_deref(),
+            &from,
+            sink.as_deref(),
+            Filters {
+                reasons,
+                event_types,
+                sources,
+                since,
+                until,
+            },
+            limit,
+            dry_run,
+        ),
         Command::Demo {
             listen,
             rate,
@@ -211,6 +273,92 @@ fn demo(options: DemoOptions) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(vodbridge::demo::run(options, shutdown_signal()))?;
     Ok(())
+}
+
+/// The redrive filters as typed.
+struct Filters {
+    reasons: Vec<String>,
+    event_types: Vec<String>,
+    sources: Vec<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+fn redrive(
+    config: Option<&std::path::Path>,
+    from: &str,
+    sink: Option<&str>,
+    filters: Filters,
+    limit: Option<u64>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    use vodbridge::tools::redrive;
+
+    let settings = Settings::from_config(Config::load(config)?)?;
+    let time = |what: &str, text: Option<String>| -> anyhow::Result<_> {
+        text.map(|t| {
+            time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                .with_context(|| format!("--{what} {t:?} is not an RFC 3339 time"))
+        })
+        .transpose()
+    };
+    let parsed = redrive::Filters {
+        reasons: filters
+            .reasons
+            .iter()
+            .map(|r| {
+                r.parse().with_context(|| {
+                    format!(
+                        "--reason {r:?}: expected one of {}",
+                        reason_names().join(", ")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        event_types: filters
+            .event_types
+            .iter()
+            .map(|p| {
+                vodbridge_core::EventTypePattern::parse(p)
+                    .with_context(|| format!("--event-type {p:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        sources: filters.sources,
+        since: time("since", filters.since)?,
+        until: time("until", filters.until)?,
+    };
+    let options = redrive::Options {
+        from: redrive::From::parse(from, sink)?,
+        filters: parsed,
+        dry_run,
+        limit,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let _telemetry = telemetry::init_logging(&vodbridge::config::TelemetryConfig {
+        log_level: "warn".to_owned(),
+        ..Default::default()
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let summary = runtime.block_on(redrive::run(&settings, options))?;
+    print!("{}", summary.render(dry_run));
+    if summary.failed > 0 {
+        anyhow::bail!(
+            "{} event(s) failed again and were left where they were",
+            summary.failed
+        );
+    }
+    Ok(())
+}
+
+fn reason_names() -> Vec<&'static str> {
+    vodbridge_core::FailureReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect()
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -241,7 +241,7 @@ fn rotated_name(path: &Path, stamp: &str, sequence: u64) -> PathBuf {
 }
 
 /// The rotated files of `path`, in no order.
-fn rotated_files(path: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn rotated_files(path: &Path) -> io::Result<Vec<PathBuf>> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

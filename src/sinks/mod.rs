@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use vodbridge_core::{Background, Sink};
 
+pub(crate) use line::rotated_files;
 pub use line::LineSink;
 
 use crate::{config::SinkConfig, error::Result};

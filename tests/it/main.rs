@@ -13,6 +13,7 @@ mod nats;
 mod pull;
 mod push;
 mod push_outage;
+mod redrive;
 mod spool;
 mod tracing;
 mod vod_config;

@@ -21,6 +21,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Talking to the broker failed (reading dead letters for a redrive).
+    #[error("RabbitMQ: {0}")]
+    Broker(String),
 }
 
 /// Result with the AMQP [`Error`] as the default error type.

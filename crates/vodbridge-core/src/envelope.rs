@@ -411,6 +411,19 @@ impl Envelope {
     ///
     /// [`Error::Decode`] when the bytes are not such an object.
     pub fn from_structured_json(bytes: &[u8]) -> Result<Self> {
+        Self::from_structured_json_with_dead_letter(bytes).map(|(envelope, _)| envelope)
+    }
+
+    /// [`Envelope::from_structured_json`], with the dead-letter extensions when the line is a
+    /// dead-letter copy.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] when the bytes are not such an object or a dead-letter reason is
+    /// unknown.
+    pub fn from_structured_json_with_dead_letter(
+        bytes: &[u8],
+    ) -> Result<(Self, Option<DeadLetterInfo>)> {
         let wire: Wire<'_> =
             serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))?;
         if wire.specversion != SPEC_VERSION {
@@ -425,8 +438,8 @@ impl Envelope {
                 wire.datacontenttype
             )));
         }
-        Ok(Self {
-            id: wire.id,
+        let envelope = Self {
+            id: wire.id.clone(),
             source: wire.source.into_owned(),
             ty: wire.ty.into_owned(),
             subject: wire.subject.map(Cow::into_owned),
@@ -443,7 +456,29 @@ impl Envelope {
             partition_key: wire.partitionkey.into_owned(),
             // Only tracing: a malformed one is dropped rather than failing the event.
             traceparent: wire.traceparent.and_then(|t| t.parse().ok()),
-        })
+        };
+        let dead_letter = DeadLetterInfo::from_attributes(|name| match name {
+            "deadletterreason" => wire._deadletterreason.clone(),
+            "deadletterdetail" => wire._deadletterdetail.clone(),
+            "deadlettersink" => wire._deadlettersink.clone(),
+            "deadletterdestination" => wire._deadletterdestination.clone(),
+            _ => None,
+        })?;
+        Ok((envelope, dead_letter))
+    }
+
+    /// [`Envelope::from_binary`], with the dead-letter extensions when the message is a
+    /// dead-letter copy.
+    ///
+    /// # Errors
+    ///
+    /// As [`Envelope::from_binary`]; also for an unknown dead-letter reason.
+    pub fn from_binary_with_dead_letter<'a>(
+        attribute: impl Fn(&str) -> Option<Cow<'a, str>>,
+        data: Bytes,
+    ) -> Result<(Self, Option<DeadLetterInfo>)> {
+        let envelope = Self::from_binary(&attribute, data)?;
+        Ok((envelope, DeadLetterInfo::from_attributes(&attribute)?))
     }
 
     /// Decodes a binary-mode message: `attribute` looks an attribute up by its bare name
@@ -531,6 +566,47 @@ pub(crate) mod tests {
             partition_key: "1".into(),
             traceparent: None,
         }
+    }
+
+    #[test]
+    fn dead_letter_copies_decode_with_their_reason() {
+        let mut envelope = sample();
+        envelope.traceparent = Some(crate::TraceParent::random());
+        let info = DeadLetterInfo {
+            reason: crate::FailureReason::Unroutable,
+            detail: "no queue bound".into(),
+            failed_sink: "rabbit".into(),
+            failed_destination: "vod.x".into(),
+        };
+        let line = envelope.to_structured_json(Some(&info));
+        let (back, dead) = Envelope::from_structured_json_with_dead_letter(&line).expect("decodes");
+        assert_eq!(back, envelope);
+        assert_eq!(dead, Some(info.clone()));
+        let plain = envelope.to_structured_json(None);
+        assert_eq!(
+            Envelope::from_structured_json_with_dead_letter(&plain)
+                .expect("decodes")
+                .1,
+            None
+        );
+        let attributes: Vec<(String, String)> = envelope
+            .attributes()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_owned()))
+            .chain(info.attributes().map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        let (binary, dead) = Envelope::from_binary_with_dead_letter(
+            |name| {
+                attributes
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| Cow::Owned(v.clone()))
+            },
+            envelope.data.clone(),
+        )
+        .expect("decodes");
+        assert_eq!(binary, envelope);
+        assert_eq!(dead, Some(info));
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod error;
 mod outcome;
 mod pipeline;
 mod redact;
+mod redrive;
 mod route;
 mod secret;
 mod sink;
@@ -45,6 +46,7 @@ pub use error::{Error, Result};
 pub use outcome::Outcome;
 pub use pipeline::{DeliveryReport, Pipeline, SinkAttempt, UnroutableRetry};
 pub use redact::redact_url;
+pub use redrive::{RedriveMessage, RedriveTarget};
 pub use route::{
     default_destination, push_token, EventTypePattern, Resolution, Route, RouteAction,
     RouteContext, RouteTable, Target, Template,

@@ -90,6 +90,27 @@ pub struct DeadLetterInfo {
 }
 
 impl DeadLetterInfo {
+    /// Reads the dead-letter extensions back: `None` when `attribute` has no
+    /// `deadletterreason` (a message that is no dead letter).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Decode`] for a reason that is no [`FailureReason`].
+    pub fn from_attributes<'a>(
+        attribute: impl Fn(&str) -> Option<std::borrow::Cow<'a, str>>,
+    ) -> crate::Result<Option<Self>> {
+        let Some(reason) = attribute("deadletterreason") else {
+            return Ok(None);
+        };
+        let text = |name: &str| attribute(name).map(|v| v.into_owned()).unwrap_or_default();
+        Ok(Some(Self {
+            reason: reason.parse()?,
+            detail: text("deadletterdetail"),
+            failed_sink: text("deadlettersink"),
+            failed_destination: text("deadletterdestination"),
+        }))
+    }
+
     /// The dead-letter extension attributes, in a fixed order: what every sink writes, as
     /// headers in binary mode (with its binding's prefix, [`crate::HeaderStyle`]) or as members
     /// of the structured-mode JSON. Empty values (no sink failed: the body itself was unusable)
@@ -144,6 +165,33 @@ impl FailureReason {
             Self::NoRoute => "no_route",
             Self::Other => "other",
         }
+    }
+}
+
+impl FailureReason {
+    /// Every reason, in a fixed order.
+    pub const ALL: [Self; 9] = [
+        Self::Timeout,
+        Self::Unavailable,
+        Self::Saturated,
+        Self::TooLarge,
+        Self::Unroutable,
+        Self::Unauthorized,
+        Self::Invalid,
+        Self::NoRoute,
+        Self::Other,
+    ];
+}
+
+impl std::str::FromStr for FailureReason {
+    type Err = crate::Error;
+
+    /// Reads a label value ([`FailureReason::as_str`]).
+    fn from_str(s: &str) -> crate::Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| crate::Error::Decode(format!("unknown failure reason {s:?}")))
     }
 }
 

@@ -21,6 +21,9 @@ pub enum Error {
     /// librdkafka refused the configuration.
     #[error("cannot create the Kafka producer: {0}")]
     Producer(String),
+    /// Reading or committing dead letters for a redrive failed.
+    #[error("Kafka: {0}")]
+    Broker(String),
 }
 
 /// Result with the Kafka [`Error`] as the default error type.

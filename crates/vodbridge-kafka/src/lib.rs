@@ -24,8 +24,10 @@
 
 mod config;
 mod error;
+mod redrive;
 mod sink;
 
 pub use config::KafkaSinkConfig;
 pub use error::{classify, Error, Result};
+pub use redrive::{redrive, REDRIVE_GROUP};
 pub use sink::KafkaSink;

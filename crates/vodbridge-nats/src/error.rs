@@ -21,6 +21,9 @@ pub enum Error {
     /// The client could not be created.
     #[error("NATS client: {0}")]
     Connect(String),
+    /// Reading or acknowledging dead letters for a redrive failed.
+    #[error("NATS JetStream: {0}")]
+    Broker(String),
 }
 
 /// Result with the NATS [`Error`] as the default error type.

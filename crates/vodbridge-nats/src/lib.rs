@@ -26,8 +26,10 @@
 
 mod config;
 mod error;
+mod redrive;
 mod sink;
 
 pub use config::{NatsSinkConfig, StorageKind};
 pub use error::{classify, Error, Result};
+pub use redrive::redrive;
 pub use sink::NatsSink;

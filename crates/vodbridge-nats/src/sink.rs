@@ -56,30 +56,8 @@ impl NatsSink {
     ///
     /// An unreadable credentials, token or certificate file, or an invalid configuration.
     pub fn start(name: &str, config: NatsSinkConfig, background: Background) -> Result<Self> {
-        let Checked { addrs, token } = config.check()?;
-        let mut options = ConnectOptions::new()
-            .name(format!("vodbridge/{name}"))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(5))
-            .require_tls(config.tls_required);
-        if let Some(path) = &config.credentials_file {
-            let file_error = |source| Error::File {
-                path: path.clone(),
-                source,
-            };
-            let creds = std::fs::read_to_string(path).map_err(file_error)?;
-            options = options.credentials(&creds).map_err(file_error)?;
-        }
-        if let Some(token) = token {
-            options = options.token(token);
-        }
-        if let Some(path) = &config.root_certificates {
-            options = options.add_root_certificates(path.clone());
-        }
-        if let (Some(cert), Some(key)) = (&config.client_cert_file, &config.client_key_file) {
-            options = options.add_client_certificate(cert.clone(), key.clone());
-        }
+        let (addrs, options) = connect_options(name, &config)?;
+        let options = options.retry_on_initial_connect().max_reconnects(None);
         let sink = Self {
             name: name.to_owned(),
             config,
@@ -184,6 +162,37 @@ async fn ensure_stream(
             }
         }
     }
+}
+
+/// The server addresses and the client options of a configuration: name, credentials, token,
+/// TLS (the sink adds its reconnect policy).
+pub(crate) fn connect_options(
+    name: &str,
+    config: &NatsSinkConfig,
+) -> Result<(Vec<async_nats::ServerAddr>, ConnectOptions)> {
+    let Checked { addrs, token } = config.check()?;
+    let mut options = ConnectOptions::new()
+        .name(format!("vodbridge/{name}"))
+        .connection_timeout(Duration::from_secs(5))
+        .require_tls(config.tls_required);
+    if let Some(path) = &config.credentials_file {
+        let file_error = |source| Error::File {
+            path: path.clone(),
+            source,
+        };
+        let creds = std::fs::read_to_string(path).map_err(file_error)?;
+        options = options.credentials(&creds).map_err(file_error)?;
+    }
+    if let Some(token) = token {
+        options = options.token(token);
+    }
+    if let Some(path) = &config.root_certificates {
+        options = options.add_root_certificates(path.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.client_cert_file, &config.client_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok((addrs, options))
 }
 
 impl NatsSink {

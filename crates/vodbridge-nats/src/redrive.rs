@@ -1,0 +1,156 @@
+//! Reading a dead-letter stream for `vodbridge redrive`, through a durable pull consumer of
+//! its own: a message is acknowledged only once it was published again, so the consumer's
+//! acknowledgement floor marks what was redriven. Messages left in place (filtered out, failed
+//! again) are negatively acknowledged at the end, ready for the next redrive.
+
+use std::{borrow::Cow, time::Duration};
+
+use async_nats::jetstream::{
+    self,
+    consumer::{pull, AckPolicy, DeliverPolicy},
+    AckKind,
+};
+use futures_util::StreamExt;
+use vodbridge_core::{Envelope, HeaderStyle, RedriveMessage, RedriveTarget};
+
+use crate::{
+    config::NatsSinkConfig,
+    error::{Error, Result},
+    sink::connect_options,
+};
+
+/// The durable consumer a redrive of `subject` (or the whole stream) uses.
+fn consumer_name(subject: Option<&str>) -> String {
+    match subject {
+        None => "vodbridge-redrive".to_owned(),
+        Some(subject) => format!(
+            "vodbridge-redrive-{}",
+            subject
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                })
+                .collect::<String>()
+        ),
+    }
+}
+
+/// Offers the messages of `stream` (those of `subject` only, when given) that no earlier
+/// redrive acknowledged to `target`, up to the stream's last message when it started.
+///
+/// # Errors
+///
+/// [`Error::Config`]/[`Error::File`] for the connection settings, [`Error::Connect`] when the
+/// server cannot be reached, [`Error::Broker`] when the stream does not exist or reading fails.
+pub async fn redrive(
+    config: &NatsSinkConfig,
+    stream: &str,
+    subject: Option<&str>,
+    target: &mut dyn RedriveTarget,
+) -> Result<()> {
+    let (addrs, options) = connect_options("redrive", config)?;
+    let client = options
+        .connect(addrs)
+        .await
+        .map_err(|e| Error::Connect(e.to_string()))?;
+    let broker = |e: &dyn std::fmt::Display| Error::Broker(e.to_string());
+    let js = jetstream::new(client.clone());
+    let stream_handle = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| Error::Broker(format!("stream {stream:?}: {e}")))?;
+    let name = consumer_name(subject);
+    let consumer: jetstream::consumer::PullConsumer = stream_handle
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some("vodbridge redrive: acknowledged = published again".into()),
+                filter_subject: subject.unwrap_or_default().to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                // Long enough that nothing comes back while one redrive runs.
+                ack_wait: Duration::from_secs(600),
+                max_ack_pending: 1_000_000,
+                ..pull::Config::default()
+            },
+        )
+        .await
+        .map_err(|e| broker(&e))?;
+    let mut consumer = consumer;
+    let info = consumer.info().await.map_err(|e| broker(&e))?;
+    target.total(info.num_pending + info.num_ack_pending as u64);
+    // Only what the stream held when the redrive started: routes that publish back into the
+    // same stream must not feed the redrive its own output.
+    let mut stream_handle = stream_handle;
+    let last = stream_handle
+        .info()
+        .await
+        .map_err(|e| broker(&e))?
+        .state
+        .last_sequence;
+    let mut left_in_place = Vec::new();
+    while !target.is_done() {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(256)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .map_err(|e| broker(&e))?;
+        let mut got = 0;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| broker(&e))?;
+            got += 1;
+            let sequence = message.info().map_or(0, |i| i.stream_sequence);
+            if sequence > last {
+                left_in_place.push(message);
+                continue;
+            }
+            if target.offer(decode(&message)).await {
+                message.double_ack().await.map_err(|e| broker(&e))?;
+            } else {
+                left_in_place.push(message);
+            }
+            if target.is_done() {
+                break;
+            }
+        }
+        if got == 0 {
+            break;
+        }
+    }
+    // Left in place: ready for the next redrive at once rather than after the ack wait.
+    for message in left_in_place {
+        message
+            .ack_with(AckKind::Nak(None))
+            .await
+            .map_err(|e| broker(&e))?;
+    }
+    // The negative acknowledgements are plain publishes: send them before the client goes.
+    client.flush().await.map_err(|e| broker(&e))?;
+    Ok(())
+}
+
+/// A message of the NATS sink: binary mode (`ce-*` headers, payload = `data`) or structured
+/// mode (`application/cloudevents+json`).
+fn decode(message: &jetstream::Message) -> RedriveMessage {
+    let header = |name: &str| -> Option<Cow<'static, str>> {
+        message
+            .headers
+            .as_ref()?
+            .get(name)
+            .map(|v| Cow::Owned(v.as_str().to_owned()))
+    };
+    if header("content-type").is_some_and(|t| t.starts_with("application/cloudevents+json")) {
+        return Envelope::from_structured_json_with_dead_letter(&message.payload)
+            .map_err(|e| e.to_string());
+    }
+    Envelope::from_binary_with_dead_letter(
+        |name| header(HeaderStyle::Nats.header_name(name).as_ref()),
+        message.payload.clone(),
+    )
+    .map_err(|e| e.to_string())
+}
