@@ -490,3 +490,157 @@ async fn read_files(path: &Path, target: &mut Redriver) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use vodbridge_core::Ingress;
+    use vodbridge_tencent::{Normalizer, RawEvent};
+
+    use super::*;
+
+    #[test]
+    fn from_reads_every_kind_and_names_what_is_missing() {
+        assert_eq!(
+            From::parse("file:/var/lib/dead.jsonl", None).expect("file"),
+            From::File("/var/lib/dead.jsonl".into())
+        );
+        assert_eq!(
+            From::parse("nats:DEAD/dead.>", Some("nats")).expect("nats"),
+            From::Nats {
+                sink: "nats".into(),
+                stream: "DEAD".into(),
+                subject: Some("dead.>".into()),
+            }
+        );
+        assert_eq!(
+            From::parse("kafka:vod.dead", Some("k")).expect("kafka"),
+            From::Kafka {
+                sink: "k".into(),
+                topic: "vod.dead".into(),
+            }
+        );
+        for (bad, words) in [
+            ("amqp:dead", "needs --sink"),
+            ("s3:bucket", "unknown kind"),
+            ("dead.jsonl", "expected file:PATH"),
+            ("file:", "nothing after"),
+        ] {
+            let error = From::parse(bad, None).expect_err(bad).to_string();
+            assert!(error.contains(words), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn filters_must_all_match() {
+        let body = Bytes::from_static(
+            br#"{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":"1","MediaBasicInfo":{"CreateTime":"2026-11-30T10:00:00Z"}}}"#,
+        );
+        let envelope = Normalizer::new("/tencentcloud/vod/7", Some(7), Ingress::Pull)
+            .normalize(
+                RawEvent::parse(&body).expect("parses"),
+                OffsetDateTime::now_utc(),
+            )
+            .expect("normalizes");
+        let dead = DeadLetterInfo {
+            reason: FailureReason::Unroutable,
+            detail: String::new(),
+            failed_sink: String::new(),
+            failed_destination: String::new(),
+        };
+        let at = |text: &str| {
+            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .expect("time")
+        };
+        let all = Filters::default();
+        assert!(all.matches(&envelope, None, "app"), "no filter: everything");
+        let cases = [
+            (
+                Filters {
+                    reasons: vec![FailureReason::Unroutable],
+                    ..Filters::default()
+                },
+                true,
+            ),
+            (
+                Filters {
+                    reasons: vec![FailureReason::TooLarge],
+                    ..Filters::default()
+                },
+                false,
+            ),
+            (
+                Filters {
+                    event_types: vec![EventTypePattern::parse("New*").expect("pattern")],
+                    ..Filters::default()
+                },
+                true,
+            ),
+            (
+                Filters {
+                    event_types: vec![EventTypePattern::parse("@unknown").expect("pattern")],
+                    ..Filters::default()
+                },
+                false,
+            ),
+            (
+                Filters {
+                    sources: vec!["app".into()],
+                    ..Filters::default()
+                },
+                true,
+            ),
+            (
+                Filters {
+                    sources: vec!["/tencentcloud/vod/7".into()],
+                    ..Filters::default()
+                },
+                true,
+            ),
+            (
+                Filters {
+                    sources: vec!["other".into()],
+                    ..Filters::default()
+                },
+                false,
+            ),
+            (
+                Filters {
+                    since: Some(at("2026-11-30T00:00:00Z")),
+                    ..Filters::default()
+                },
+                true,
+            ),
+            (
+                Filters {
+                    until: Some(at("2026-11-30T10:00:00Z")),
+                    ..Filters::default()
+                },
+                false,
+            ),
+            (
+                Filters {
+                    reasons: vec![FailureReason::Unroutable],
+                    sources: vec!["other".into()],
+                    ..Filters::default()
+                },
+                false,
+            ),
+        ];
+        for (i, (filters, expected)) in cases.iter().enumerate() {
+            assert_eq!(
+                filters.matches(&envelope, Some(&dead), "app"),
+                *expected,
+                "case {i}: {filters:?}"
+            );
+        }
+        let by_reason = Filters {
+            reasons: vec![FailureReason::Unroutable],
+            ..Filters::default()
+        };
+        assert!(
+            !by_reason.matches(&envelope, None, "app"),
+            "a reason filter takes only dead letters"
+        );
+    }
+}
