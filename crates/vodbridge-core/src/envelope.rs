@@ -379,7 +379,10 @@ impl Envelope {
         }
         push_member(out, "partitionkey", &self.partition_key);
         if let Some(traceparent) = &self.traceparent {
-            push_member(out, "traceparent", &traceparent.to_string());
+            // Hex digits and dashes: nothing to escape.
+            out.extend_from_slice(br#","traceparent":""#);
+            out.extend_from_slice(&traceparent.encode());
+            out.push(b'"');
         }
         if let Some(info) = dead_letter {
             for (name, value) in info.attributes() {

@@ -79,15 +79,35 @@ fn nonzero_random() -> u64 {
     }
 }
 
+impl TraceParent {
+    /// The header value's 55 ASCII bytes, written without allocating (it is on every event's
+    /// path).
+    #[must_use]
+    pub fn encode(&self) -> [u8; 55] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        let mut at = 3;
+        for byte in &self.trace_id {
+            out[at] = HEX[usize::from(byte >> 4)];
+            out[at + 1] = HEX[usize::from(byte & 0x0f)];
+            at += 2;
+        }
+        at += 1;
+        for byte in &self.span_id {
+            out[at] = HEX[usize::from(byte >> 4)];
+            out[at + 1] = HEX[usize::from(byte & 0x0f)];
+            at += 2;
+        }
+        out[53..].copy_from_slice(if self.sampled { b"01" } else { b"00" });
+        out
+    }
+}
+
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{}",
-            hex::encode(self.trace_id),
-            hex::encode(self.span_id),
-            if self.sampled { "01" } else { "00" }
-        )
+        let bytes = self.encode();
+        f.write_str(std::str::from_utf8(&bytes).map_err(|_| fmt::Error)?)
     }
 }
 
