@@ -29,6 +29,9 @@ use crate::{
     error::{Error, Result},
 };
 
+/// Longest wait on close for the running commit.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A commit keeps at most this much buffer capacity between batches.
 const KEEP_CAPACITY: usize = 4 << 20;
 
@@ -400,13 +403,18 @@ impl Sink for LineSink {
             if std::mem::replace(&mut self.shared.pending().closed, true) {
                 return Ok(());
             }
-            // The running commit writes what is pending; wait for it to end.
+            // The running commit writes what is pending; wait for it to end (bounded: a commit
+            // task the runtime dropped unpolled would never say so).
+            let until = tokio::time::Instant::now() + CLOSE_WAIT;
             loop {
                 let idle = self.shared.idle.notified();
                 if !self.shared.pending().committing {
                     break;
                 }
-                idle.await;
+                if tokio::time::timeout_at(until, idle).await.is_err() {
+                    tracing::warn!(sink = %self.shared.name, "A write was still running when the sink closed; its lines stay unacknowledged.");
+                    break;
+                }
             }
             let shared = Arc::clone(&self.shared);
             let synced = tokio::task::spawn_blocking(move || {
