@@ -49,6 +49,9 @@ struct Pending {
     committing: bool,
     /// Set by close: no more lines.
     closed: bool,
+    /// The buffer of the last batch, emptied, for the next: two buffers take turns, so their
+    /// capacity is allocated once instead of regrown (and freed across threads) per batch.
+    spare: Vec<u8>,
 }
 
 /// What the sink's publishers and its commits share.
@@ -110,7 +113,6 @@ impl Drop for CommitGuard<'_> {
 /// One commit: write what is pending, answer it, again until nothing is pending.
 async fn commit(shared: Arc<Shared>) {
     let mut guard = CommitGuard(&shared, true);
-    let mut spare = Vec::new();
     loop {
         let (mut bytes, acks) = {
             let mut pending = shared.pending();
@@ -121,7 +123,8 @@ async fn commit(shared: Arc<Shared>) {
                 shared.idle.notify_waiters();
                 return;
             }
-            let bytes = std::mem::replace(&mut pending.bytes, std::mem::take(&mut spare));
+            let next = std::mem::take(&mut pending.spare);
+            let bytes = std::mem::replace(&mut pending.bytes, next);
             (bytes, std::mem::take(&mut pending.acks))
         };
         let written = if shared.inline {
@@ -160,9 +163,9 @@ async fn commit(shared: Arc<Shared>) {
             let blocking = Arc::clone(&shared);
             let _ = tokio::task::spawn_blocking(move || blocking.rotate()).await;
         }
-        bytes.clear();
         if bytes.capacity() <= KEEP_CAPACITY {
-            spare = bytes;
+            bytes.clear();
+            shared.pending().spare = bytes;
         }
     }
 }
