@@ -65,47 +65,51 @@ enum Command {
     },
     /// Put dead-lettered events back through the current routes (never to the dead-letter
     /// destination again: what fails again is left where it was). Prints a summary.
-    Redrive {
-        /// TOML configuration file (its sinks and routes are used).
-        #[arg(long, short, env = "VODBRIDGE_CONFIG")]
-        config: Option<PathBuf>,
-        /// Where the dead letters are: file:PATH (rotated files included), kafka:TOPIC,
-        /// amqp:QUEUE or nats:STREAM[/SUBJECT].
-        #[arg(long)]
-        from: String,
-        /// For a broker: the configured sink whose connection to read with.
-        #[arg(long)]
-        sink: Option<String>,
-        /// Only this dead-letter reason (unroutable, too_large, no_route, ...); repeatable.
-        #[arg(long = "reason")]
-        reasons: Vec<String>,
-        /// Only event types matching this pattern (NewFileUpload, Procedure*, @unknown);
-        /// repeatable.
-        #[arg(long = "event-type")]
-        event_types: Vec<String>,
-        /// Only events of this source (a configured source's name or a CloudEvents source);
-        /// repeatable.
-        #[arg(long = "source")]
-        sources: Vec<String>,
-        /// Only events whose time is at or after this (RFC 3339).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only events whose time is before this (RFC 3339).
-        #[arg(long)]
-        until: Option<String>,
-        /// Stop after this many matching events.
-        #[arg(long)]
-        limit: Option<u64>,
-        /// Print what would go where; publish and acknowledge nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Redrive(RedriveArgs),
     /// VOD's side of each source: its sub-application's callback mode, NotificationUrl and
     /// event switches.
     Vod {
         #[command(subcommand)]
         command: VodCommand,
     },
+}
+
+/// `vodbridge redrive`'s arguments.
+#[derive(clap::Args)]
+struct RedriveArgs {
+    /// TOML configuration file (its sinks and routes are used).
+    #[arg(long, short, env = "VODBRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the dead letters are: file:PATH (rotated files included), kafka:TOPIC,
+    /// amqp:QUEUE or nats:STREAM[/SUBJECT].
+    #[arg(long)]
+    from: String,
+    /// For a broker: the configured sink whose connection to read with.
+    #[arg(long)]
+    sink: Option<String>,
+    /// Only this dead-letter reason (unroutable, too_large, no_route, ...); repeatable.
+    #[arg(long = "reason")]
+    reasons: Vec<String>,
+    /// Only event types matching this pattern (NewFileUpload, Procedure*, @unknown);
+    /// repeatable.
+    #[arg(long = "event-type")]
+    event_types: Vec<String>,
+    /// Only events of this source (a configured source's name or a CloudEvents source);
+    /// repeatable.
+    #[arg(long = "source")]
+    sources: Vec<String>,
+    /// Only events whose time is at or after this (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events whose time is before this (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+    /// Stop after this many matching events.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Print what would go where; publish and acknowledge nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -143,31 +147,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Asyncapi { config } => asyncapi(config.as_deref()),
         Command::Vod { command } => vod(command),
-        Command::Redrive {
-            config,
-            from,
-            sink,
-            reasons,
-            event_types,
-            sources,
-            since,
-            until,
-            limit,
-            dry_run,
-        } => redrive(
-            config.as_deref(),
-            &from,
-            sink.as_deref(),
-            Filters {
-                reasons,
-                event_types,
-                sources,
-                since,
-                until,
-            },
-            limit,
-            dry_run,
-        ),
+        Command::Redrive(args) => redrive(args),
         Command::Demo {
             listen,
             rate,
@@ -275,27 +255,11 @@ fn demo(options: DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The redrive filters as typed.
-struct Filters {
-    reasons: Vec<String>,
-    event_types: Vec<String>,
-    sources: Vec<String>,
-    since: Option<String>,
-    until: Option<String>,
-}
-
-fn redrive(
-    config: Option<&std::path::Path>,
-    from: &str,
-    sink: Option<&str>,
-    filters: Filters,
-    limit: Option<u64>,
-    dry_run: bool,
-) -> anyhow::Result<()> {
+fn redrive(args: RedriveArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     use vodbridge::tools::redrive;
 
-    let settings = Settings::from_config(Config::load(config)?)?;
+    let settings = Settings::from_config(Config::load(args.config.as_deref())?)?;
     let time = |what: &str, text: Option<String>| -> anyhow::Result<_> {
         text.map(|t| {
             time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
@@ -304,7 +268,7 @@ fn redrive(
         .transpose()
     };
     let parsed = redrive::Filters {
-        reasons: filters
+        reasons: args
             .reasons
             .iter()
             .map(|r| {
@@ -316,7 +280,7 @@ fn redrive(
                 })
             })
             .collect::<anyhow::Result<_>>()?,
-        event_types: filters
+        event_types: args
             .event_types
             .iter()
             .map(|p| {
@@ -324,15 +288,15 @@ fn redrive(
                     .with_context(|| format!("--event-type {p:?}"))
             })
             .collect::<anyhow::Result<_>>()?,
-        sources: filters.sources,
-        since: time("since", filters.since)?,
-        until: time("until", filters.until)?,
+        sources: args.sources,
+        since: time("since", args.since)?,
+        until: time("until", args.until)?,
     };
     let options = redrive::Options {
-        from: redrive::From::parse(from, sink)?,
+        from: redrive::Location::parse(&args.from, args.sink.as_deref())?,
         filters: parsed,
-        dry_run,
-        limit,
+        dry_run: args.dry_run,
+        limit: args.limit,
         progress: std::io::stderr().is_terminal(),
     };
     let _telemetry = telemetry::init_logging(&vodbridge::config::TelemetryConfig {
@@ -344,7 +308,7 @@ fn redrive(
         .build()
         .context("starting the runtime")?;
     let summary = runtime.block_on(redrive::run(&settings, options))?;
-    print!("{}", summary.render(dry_run));
+    print!("{}", summary.render(args.dry_run));
     if summary.failed > 0 {
         anyhow::bail!(
             "{} event(s) failed again and were left where they were",

@@ -573,13 +573,16 @@ pub(crate) fn trace_parent(
     )
 }
 
-/// The `process` span of one pulled event (a new trace: VOD's queue carries no context).
-pub(crate) fn pulled_event_span(source: &str) -> tracing::Span {
+/// The span of one event (OpenTelemetry `process`, kind consumer), disabled unless spans are
+/// exported. A pulled event's is a root (VOD's queue carries no context); a push callback's
+/// becomes a child of the request's `traceparent` ([`set_remote_parent`]).
+pub(crate) fn event_span(source: &str, ingress: vodbridge_core::Ingress) -> tracing::Span {
     tracing::info_span!(
         target: TRACE_TARGET,
         "process",
         otel.name = %format_args!("process {source}"),
         otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
         messaging.system = "tencent_vod",
         messaging.operation.type = "process",
         messaging.destination.name = source,
@@ -587,7 +590,8 @@ pub(crate) fn pulled_event_span(source: &str) -> tracing::Span {
         cloudevents.event_id = tracing::field::Empty,
         cloudevents.event_type = tracing::field::Empty,
         cloudevents.event_source = tracing::field::Empty,
-        vodbridge.ingress = "pull",
+        vodbridge.ingress = ingress.as_str(),
+        http.response.status_code = tracing::field::Empty,
     )
 }
 

@@ -476,7 +476,7 @@ fn classify(
         tracing::warn!(source = name, error = %why, "{}", message);
     };
     for element in events {
-        let span = telemetry::pulled_event_span(name);
+        let span = telemetry::event_span(name, Ingress::Pull);
         let normalize = tracing::info_span!(target: TRACE_TARGET, parent: &span, "normalize", otel.name = "normalize");
         let entered = normalize.enter();
         // `refused`: why an event without a usable EventType goes to the dead letter instead.
@@ -495,7 +495,7 @@ fn classify(
                     .with_label_values(&[name, "pull", event_type_label(event.event_type())])
                     .inc();
                 match source.normalizer.normalize(event, received_at) {
-                    Ok(envelope) => (handle, Arc::new(envelope), None),
+                    Ok(envelope) => (handle, envelope, None),
                     Err(error) => {
                         unusable(&error, "Pulled an event that cannot be normalized.");
                         sorted.unusable += 1;
@@ -515,11 +515,7 @@ fn classify(
                         .events_received
                         .with_label_values(&[name, "pull", "other"])
                         .inc();
-                    (
-                        salvaged.handle,
-                        Arc::new(salvaged.envelope),
-                        Some(error.to_string()),
-                    )
+                    (salvaged.handle, salvaged.envelope, Some(error.to_string()))
                 } else {
                     unusable(&error, "Pulled an event that cannot be read; it stays unconfirmed (with a dead letter configured, a JSON object with an EventHandle would be dead-lettered).");
                     sorted.unusable += 1;
@@ -529,10 +525,9 @@ fn classify(
         };
         drop(entered);
         drop(normalize);
-        if let Some(envelope) = Arc::get_mut(&mut envelope) {
-            envelope.traceparent = Some(telemetry::trace_parent(&span, None));
-            telemetry::record_event(&span, envelope);
-        }
+        envelope.traceparent = Some(telemetry::trace_parent(&span, None));
+        telemetry::record_event(&span, &envelope);
+        let envelope = Arc::new(envelope);
         if source.recent().contains(&envelope.id) {
             metrics
                 .duplicates_suppressed

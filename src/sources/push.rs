@@ -86,24 +86,8 @@ pub(crate) async fn callback(
             ),
         );
     };
-    // The event's span (OpenTelemetry `process`, kind consumer): a child of the caller's
-    // `traceparent` when one came with the request. Disabled unless spans are exported.
-    let span = tracing::info_span!(
-        target: TRACE_TARGET,
-        "process",
-        otel.name = %format_args!("process {name}"),
-        otel.kind = "consumer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = "tencent_vod",
-        messaging.operation.type = "process",
-        messaging.destination.name = %name,
-        messaging.message.id = tracing::field::Empty,
-        cloudevents.event_id = tracing::field::Empty,
-        cloudevents.event_type = tracing::field::Empty,
-        cloudevents.event_source = tracing::field::Empty,
-        vodbridge.ingress = "push",
-        http.response.status_code = tracing::field::Empty,
-    );
+    // A child of the caller's `traceparent` when one came with the request.
+    let span = telemetry::event_span(&name, Ingress::Push);
     let upstream = request
         .headers()
         .get("traceparent")

@@ -33,7 +33,7 @@ use crate::{
 
 /// Where dead-lettered events are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum From {
+pub enum Location {
     /// The file sink's JSON Lines file; its rotated files (`{path}.{stamp}-{seq}`) too.
     File(PathBuf),
     /// A Kafka topic, read with the connection settings of a configured Kafka sink.
@@ -62,7 +62,7 @@ pub enum From {
     },
 }
 
-impl From {
+impl Location {
     /// Reads `file:PATH`, `kafka:TOPIC`, `amqp:QUEUE` or `nats:STREAM[/SUBJECT]`; the broker
     /// forms need the sink whose connection they use.
     ///
@@ -213,7 +213,7 @@ impl Summary {
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Where the dead letters are.
-    pub from: From,
+    pub from: Location,
     /// Which to take.
     pub filters: Filters,
     /// Print what would go where; publish and acknowledge nothing.
@@ -410,26 +410,26 @@ fn sink_config<'a>(settings: &'a Settings, name: &str) -> Result<&'a SinkConfig>
     })
 }
 
-async fn read(settings: &Settings, from: &From, target: &mut Redriver) -> Result<()> {
+async fn read(settings: &Settings, from: &Location, target: &mut Redriver) -> Result<()> {
     let broker = |name: &str, e: &dyn std::fmt::Display| Error::Sink {
         name: name.to_owned(),
         reason: format!("reading dead letters: {e}"),
     };
     match from {
-        From::File(path) => read_files(path, target).await,
-        From::Kafka { sink, topic } => match sink_config(settings, sink)? {
+        Location::File(path) => read_files(path, target).await,
+        Location::Kafka { sink, topic } => match sink_config(settings, sink)? {
             SinkConfig::Kafka(config) => vodbridge_kafka::redrive(sink, config, topic, target)
                 .await
                 .map_err(|e| broker(sink, &e)),
             _ => Err(wrong_kind(sink, "kafka")),
         },
-        From::Amqp { sink, queue } => match sink_config(settings, sink)? {
+        Location::Amqp { sink, queue } => match sink_config(settings, sink)? {
             SinkConfig::Amqp(config) => vodbridge_amqp::redrive(config, queue, target)
                 .await
                 .map_err(|e| broker(sink, &e)),
             _ => Err(wrong_kind(sink, "amqp")),
         },
-        From::Nats {
+        Location::Nats {
             sink,
             stream,
             subject,
@@ -502,20 +502,20 @@ mod tests {
     #[test]
     fn from_reads_every_kind_and_names_what_is_missing() {
         assert_eq!(
-            From::parse("file:/var/lib/dead.jsonl", None).expect("file"),
-            From::File("/var/lib/dead.jsonl".into())
+            Location::parse("file:/var/lib/dead.jsonl", None).expect("file"),
+            Location::File("/var/lib/dead.jsonl".into())
         );
         assert_eq!(
-            From::parse("nats:DEAD/dead.>", Some("nats")).expect("nats"),
-            From::Nats {
+            Location::parse("nats:DEAD/dead.>", Some("nats")).expect("nats"),
+            Location::Nats {
                 sink: "nats".into(),
                 stream: "DEAD".into(),
                 subject: Some("dead.>".into()),
             }
         );
         assert_eq!(
-            From::parse("kafka:vod.dead", Some("k")).expect("kafka"),
-            From::Kafka {
+            Location::parse("kafka:vod.dead", Some("k")).expect("kafka"),
+            Location::Kafka {
                 sink: "k".into(),
                 topic: "vod.dead".into(),
             }
@@ -526,7 +526,7 @@ mod tests {
             ("dead.jsonl", "expected file:PATH"),
             ("file:", "nothing after"),
         ] {
-            let error = From::parse(bad, None).expect_err(bad).to_string();
+            let error = Location::parse(bad, None).expect_err(bad).to_string();
             assert!(error.contains(words), "{bad}: {error}");
         }
     }

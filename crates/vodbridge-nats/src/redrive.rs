@@ -57,12 +57,12 @@ pub async fn redrive(
         .map_err(|e| Error::Connect(e.to_string()))?;
     let broker = |e: &dyn std::fmt::Display| Error::Broker(e.to_string());
     let js = jetstream::new(client.clone());
-    let stream_handle = js
+    let mut stream_handle = js
         .get_stream(stream)
         .await
         .map_err(|e| Error::Broker(format!("stream {stream:?}: {e}")))?;
     let name = consumer_name(subject);
-    let consumer: jetstream::consumer::PullConsumer = stream_handle
+    let mut consumer: jetstream::consumer::PullConsumer = stream_handle
         .get_or_create_consumer(
             &name,
             pull::Config {
@@ -79,12 +79,10 @@ pub async fn redrive(
         )
         .await
         .map_err(|e| broker(&e))?;
-    let mut consumer = consumer;
     let info = consumer.info().await.map_err(|e| broker(&e))?;
     target.total(info.num_pending + info.num_ack_pending as u64);
     // Only what the stream held when the redrive started: routes that publish back into the
     // same stream must not feed the redrive its own output.
-    let mut stream_handle = stream_handle;
     let last = stream_handle
         .info()
         .await
