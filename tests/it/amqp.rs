@@ -67,9 +67,15 @@ pub(crate) async fn consumer(broker: &RabbitMq) -> (Connection, lapin::Channel) 
         .await
         .expect("connects");
     let channel = connection.create_channel().await.expect("channel");
+    bind_queue(&channel, "vod", "events", "vod.#").await;
+    (connection, channel)
+}
+
+/// A durable topic `exchange` and a durable `queue` bound to it by `key`.
+pub(crate) async fn bind_queue(channel: &lapin::Channel, exchange: &str, queue: &str, key: &str) {
     channel
         .exchange_declare(
-            "vod".into(),
+            exchange.into(),
             lapin::ExchangeKind::Topic,
             lapin::options::ExchangeDeclareOptions {
                 durable: true,
@@ -81,7 +87,7 @@ pub(crate) async fn consumer(broker: &RabbitMq) -> (Connection, lapin::Channel) 
         .expect("exchange");
     channel
         .queue_declare(
-            "events".into(),
+            queue.into(),
             QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
@@ -92,15 +98,14 @@ pub(crate) async fn consumer(broker: &RabbitMq) -> (Connection, lapin::Channel) 
         .expect("queue");
     channel
         .queue_bind(
-            "events".into(),
-            "vod".into(),
-            "vod.#".into(),
+            queue.into(),
+            exchange.into(),
+            key.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await
         .expect("bind");
-    (connection, channel)
 }
 
 /// Every message in the `events` queue, acknowledged, as envelopes.

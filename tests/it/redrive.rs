@@ -9,13 +9,11 @@
 use std::{collections::HashSet, path::Path, process::Command, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use lapin::{
-    options::{BasicAckOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-    Connection, ConnectionProperties,
-};
+use lapin::{options::QueueDeclareOptions, types::FieldTable};
 use time::OffsetDateTime;
-use vodbridge_core::{Background, DeadLetterInfo, Envelope, FailureReason, Ingress, Message, Sink};
+use vodbridge_core::{
+    Background, DeadLetterInfo, Envelope, FailureReason, Ingress, Message, Sink, TraceParent,
+};
 use vodbridge_tencent::{Normalizer, RawEvent};
 use vodbridge_testkit::{NatsServer, RabbitMq, Tansu};
 
@@ -52,12 +50,13 @@ fn dead_letters() -> Vec<DeadLetter> {
     .map(|(event_type, reason)| {
         let body = Bytes::from(generator.event(event_type).to_string());
         let event = RawEvent::parse(&body).expect("parses");
+        let mut envelope = normalizer
+            .normalize(event, OffsetDateTime::now_utc())
+            .expect("normalizes");
+        // As every envelope the bridge writes.
+        envelope.traceparent = Some(TraceParent::random());
         DeadLetter {
-            envelope: Arc::new(
-                normalizer
-                    .normalize(event, OffsetDateTime::now_utc())
-                    .expect("normalizes"),
-            ),
+            envelope: Arc::new(envelope),
             reason,
         }
     })
@@ -249,45 +248,9 @@ path = "/dev/full"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_from_a_rabbitmq_queue() {
     let rabbit = RabbitMq::start();
-    let connection = Connection::connect(&rabbit.url(), ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
-    for (queue, exchange, key) in [("dead", "dlx", "dead"), ("events", "vod", "vod.#")] {
-        channel
-            .exchange_declare(
-                exchange.into(),
-                lapin::ExchangeKind::Topic,
-                lapin::options::ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("exchange");
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue");
-        channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind");
-    }
+    // The redrive's destination (`events`, bound to `vod.#`) and the dead letters' queue.
+    let (_connection, channel) = crate::amqp::consumer(&rabbit).await;
+    crate::amqp::bind_queue(&channel, "dlx", "dead", "dead").await;
     let letters = dead_letters();
     let amqp = |exchange: &str| -> vodbridge_amqp::AmqpSinkConfig {
         sink_config(&format!(
@@ -313,32 +276,17 @@ async fn redrive_from_a_rabbitmq_queue() {
         ),
     )
     .expect("config");
-    let events = channel.clone();
     scenario(
         &config,
         &["--from", "amqp:dead", "--sink", "out"],
         &letters,
         2,
-        || {
-            let events = events.clone();
-            async move {
-                let mut ids = HashSet::new();
-                while let Some(message) = events
-                    .basic_get("events".into(), BasicGetOptions::default())
-                    .await
-                    .expect("get")
-                {
-                    let delivery = message.delivery;
-                    let headers = delivery.properties.headers().clone().unwrap_or_default();
-                    if let Some(lapin::types::AMQPValue::LongString(id)) =
-                        headers.inner().get("cloudEvents_id")
-                    {
-                        ids.insert(String::from_utf8_lossy(id.as_bytes()).into_owned());
-                    }
-                    delivery.ack(BasicAckOptions::default()).await.expect("ack");
-                }
-                ids
-            }
+        || async {
+            crate::amqp::drain(&channel)
+                .await
+                .into_iter()
+                .map(|e| e.id.to_string())
+                .collect()
         },
     )
     .await;
@@ -389,24 +337,12 @@ async fn redrive_from_a_jetstream_stream() {
         &["--from", "nats:DEAD/dead.>", "--sink", "out"],
         &letters,
         2,
-        || {
-            let url = url.clone();
-            async move {
-                let client = async_nats::connect(&url).await.expect("connect");
-                let js = async_nats::jetstream::new(client);
-                let Ok(mut stream) = js.get_stream("VOD").await else {
-                    return HashSet::new();
-                };
-                let count = stream.info().await.expect("info").state.messages;
-                let mut ids = HashSet::new();
-                for seq in 1..=count {
-                    let message = stream.get_raw_message(seq).await.expect("message");
-                    if let Some(id) = message.headers.get("ce-id") {
-                        ids.insert(id.as_str().to_owned());
-                    }
-                }
-                ids
-            }
+        || async {
+            crate::helpers::jetstream_envelopes(&url, "VOD")
+                .await
+                .into_iter()
+                .map(|e| e.id.to_string())
+                .collect()
         },
     )
     .await;
