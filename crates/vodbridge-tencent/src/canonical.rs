@@ -1,5 +1,6 @@
-//! Canonical JSON for event ids: a borrowed JSON tree, written with keys sorted, nulls dropped,
-//! no whitespace.
+//! The tree canonicalizer that `tape` replaced, kept (test-only) as the oracle of its property
+//! tests: a borrowed serde_json tree written with keys sorted, nulls dropped, no whitespace. Every
+//! event id until 2026-12 was derived from its output, so the tape must write the same bytes.
 
 use std::{borrow::Cow, fmt};
 
@@ -19,44 +20,6 @@ pub(crate) enum Node<'a> {
 }
 
 impl<'a> Node<'a> {
-    /// The member `key` of an object (first occurrence).
-    pub(crate) fn get(&self, key: &str) -> Option<&Node<'a>> {
-        match self {
-            Self::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    /// The member `key` of an object compared without ASCII case.
-    pub(crate) fn get_ignore_case(&self, key: &str) -> Option<&Node<'a>> {
-        match self {
-            Self::Object(members) => members
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    /// A string value, or a number written as its decimal text (ids such as FileId sometimes
-    /// arrive as numbers). Empty strings count as absent.
-    pub(crate) fn as_id(&self) -> Option<Cow<'a, str>> {
-        match self {
-            Self::Str(s) if !s.is_empty() => Some(s.clone()),
-            Self::U64(n) => Some(Cow::Owned(n.to_string())),
-            Self::I64(n) => Some(Cow::Owned(n.to_string())),
-            _ => None,
-        }
-    }
-
-    /// A string value.
-    pub(crate) fn as_str(&self) -> Option<&str> {
-        match self {
-            Self::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
     /// Puts the tree in canonical order: object members sorted by key (byte order, stable for
     /// duplicate keys) and null members removed, at every depth. Nulls inside arrays stay.
     pub(crate) fn canonicalize(&mut self) {
@@ -273,38 +236,31 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn canon(json: &str) -> String {
-        let mut node: Node<'_> = serde_json::from_str(json).expect("json");
-        node.canonicalize();
-        let mut out = Vec::new();
-        node.write(&mut out);
-        String::from_utf8(out).expect("utf8")
+/// The canonical form of `text` as event ids were derived before the tape: strict reading (a
+/// key twice refused), top level must be an object.
+pub(crate) fn oracle(text: &str) -> Result<Vec<u8>, String> {
+    match serde_json::from_str::<Node<'_>>(text).map_err(|e| e.to_string())? {
+        Node::Object(mut members) => {
+            canonicalize_members(&mut members);
+            let mut out = Vec::new();
+            write_members(&mut out, &members);
+            Ok(out)
+        }
+        _ => Err("not an object".into()),
     }
+}
 
-    #[test]
-    fn sorts_drops_nulls_and_strips_whitespace() {
-        assert_eq!(
-            canon(
-                r#" { "b" : [1, null, {"z":null,"y":"\u00e9\n"}], "a": null, "A": -2.5e0, "c": {} } "#
-            ),
-            r#"{"A":-2.5,"b":[1,null,{"y":"é\n"}],"c":{}}"#
-        );
-    }
-
-    #[test]
-    fn escaped_keys_are_decoded() {
-        assert_eq!(canon(r#"{"\u0041":1,"B":true}"#), r#"{"A":1,"B":true}"#);
-        assert_eq!(
-            canon("[0,7,-7,18446744073709551615,-9223372036854775808,1.5]"),
-            "[0,7,-7,18446744073709551615,-9223372036854775808,1.5]"
-        );
-        assert_eq!(
-            canon(r#"["a\"b","c\\d","e\u0001","\u00e9"]"#),
-            r#"["a\"b","c\\d","e\u0001","é"]"#
-        );
+/// The canonical form of a salvaged body as it was derived: through `serde_json::Value` (a key
+/// twice: the last wins).
+pub(crate) fn oracle_lenient(text: &str) -> Result<Vec<u8>, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    match node_from_value(value) {
+        Node::Object(mut members) => {
+            canonicalize_members(&mut members);
+            let mut out = Vec::new();
+            write_members(&mut out, &members);
+            Ok(out)
+        }
+        _ => Err("not an object".into()),
     }
 }

@@ -3,9 +3,18 @@
 /// Errors raised while reading VOD events and authenticating callbacks.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The body is not JSON.
+    /// A typed model could not be read from JSON.
     #[error("body is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The body is not JSON, or is ambiguous JSON (an object with a key twice); `offset` is the
+    /// byte where reading stopped.
+    #[error("body is not valid JSON: {reason} at byte {offset}")]
+    Syntax {
+        /// What is wrong.
+        reason: std::borrow::Cow<'static, str>,
+        /// Where, in bytes from the start of the body.
+        offset: usize,
+    },
     /// The body is not UTF-8 (JSON text must be).
     #[error("body is not valid JSON: not UTF-8")]
     NotUtf8,

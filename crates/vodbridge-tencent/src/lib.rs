@@ -4,7 +4,7 @@
 //! # Brief overview
 //!
 //! A body from VOD (a normal-callback POST, or one element of a `PullEvents` answer) is read once
-//! with [`RawEvent::parse`], which keeps the members unparsed and exposes the delivery-only
+//! with [`RawEvent::parse`], which reads it once into a flat token tape and exposes the delivery-only
 //! fields (`EventHandle`, `Sign`, `T`). A [`Normalizer`], one per configured source, turns it into
 //! a [`vodbridge_core::Envelope`] with the content-derived id. [`SignKey`] checks a callback's
 //! `Sign`/`T`. Consumers decode an envelope's `data` with [`EventContent`] into a [`VodEvent`].
@@ -32,6 +32,7 @@
 
 pub mod api;
 mod callback_auth;
+#[cfg(test)]
 mod canonical;
 pub mod catalog;
 mod error;
@@ -39,6 +40,7 @@ mod event;
 pub mod event_config;
 pub mod governor;
 mod model;
+mod tape;
 pub mod tc3;
 
 pub use callback_auth::SignKey;
