@@ -2,7 +2,9 @@
 //! shipped allocator) idle, at its peak under push load, and after the load, with the idle
 //! figure of the same process as the in-run baseline.
 //!
-//! `cargo bench --bench memory`; env `EVENTS` (50,000 per scenario).
+//! `cargo bench --bench memory`; env `EVENTS` (50,000 per scenario), `MEMORY_SINKS`
+//! ("stdout,nats"), and `MEMORY_BINARY` to measure another build of the binary (an A/B against
+//! an older commit in the same run).
 #![allow(missing_docs)]
 
 use std::{
@@ -42,7 +44,9 @@ async fn start(
 ) -> (Child, tempfile::NamedTempFile) {
     let mut file = tempfile::NamedTempFile::new().expect("tempfile");
     file.write_all(config.as_bytes()).expect("write config");
-    let child = Command::new(env!("CARGO_BIN_EXE_vodbridge"))
+    let binary = std::env::var("MEMORY_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vodbridge").to_owned());
+    let child = Command::new(binary)
         .args(["run", "--config"])
         .arg(file.path())
         .stdout(Stdio::null())
@@ -138,6 +142,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let sinks = std::env::var("MEMORY_SINKS").unwrap_or_else(|_| "stdout,nats".to_owned());
+    let wanted = |name: &str| sinks.split(',').any(|s| s.trim() == name);
     let nats = NatsServer::start();
     let stdout_sink = "[sinks.out]\ntype = \"stdout\"\n";
     let nats_sink = format!(
@@ -147,9 +153,13 @@ fn main() {
     println!("| scenario | events | concurrent callbacks | events/s | RSS idle MiB (baseline) | RSS peak MiB | peak / idle | RSS 2 s after MiB |");
     println!("|---|---|---|---|---|---|---|---|");
     runtime.block_on(async {
-        scenario("push → stdout", stdout_sink, &bodies, 32).await;
-        scenario("push → stdout", stdout_sink, &bodies, 512).await;
-        scenario("push → NATS JetStream", &nats_sink, &bodies, 32).await;
-        scenario("push → NATS JetStream", &nats_sink, &bodies, 512).await;
+        if wanted("stdout") {
+            scenario("push → stdout", stdout_sink, &bodies, 32).await;
+            scenario("push → stdout", stdout_sink, &bodies, 512).await;
+        }
+        if wanted("nats") {
+            scenario("push → NATS JetStream", &nats_sink, &bodies, 32).await;
+            scenario("push → NATS JetStream", &nats_sink, &bodies, 512).await;
+        }
     });
 }
