@@ -32,7 +32,7 @@
 
 pub mod api;
 mod callback_auth;
-#[cfg(test)]
+#[cfg(any(test, feature = "oracle"))]
 mod canonical;
 pub mod catalog;
 mod error;
@@ -42,6 +42,41 @@ pub mod governor;
 mod model;
 mod tape;
 pub mod tc3;
+
+/// The tape canonicalizer beside the tree one it replaced, for differential fuzzing (feature
+/// `oracle`). Both return the canonical form of a body that must be a JSON object, or why not.
+#[cfg(feature = "oracle")]
+#[doc(hidden)]
+pub mod differential {
+    use crate::tape::{Duplicates, Tape};
+
+    fn tape(text: &str, duplicates: Duplicates) -> Result<Vec<u8>, String> {
+        let tape = Tape::parse(text, duplicates).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        tape.write_canonical(&mut out, |_| false);
+        Ok(out)
+    }
+
+    /// The tape, strict (a key twice refused).
+    pub fn tape_strict(text: &str) -> Result<Vec<u8>, String> {
+        tape(text, Duplicates::Refuse)
+    }
+
+    /// The tape, lenient (a key twice: the last wins).
+    pub fn tape_lenient(text: &str) -> Result<Vec<u8>, String> {
+        tape(text, Duplicates::LastWins)
+    }
+
+    /// The tree canonicalizer, strict.
+    pub fn oracle_strict(text: &str) -> Result<Vec<u8>, String> {
+        crate::canonical::oracle(text)
+    }
+
+    /// `serde_json::Value`, lenient.
+    pub fn oracle_lenient(text: &str) -> Result<Vec<u8>, String> {
+        crate::canonical::oracle_lenient(text)
+    }
+}
 
 pub use callback_auth::SignKey;
 pub use error::{Error, Result};
