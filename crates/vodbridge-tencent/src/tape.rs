@@ -9,8 +9,9 @@
 //! tape either need target features a portable image cannot assume (sonic-rs) or parse floats
 //! their own way (simd-json). So this scanner does the common work itself and hands the two rare,
 //! subtle cases to serde_json: strings with escape sequences (decoding, surrogate rules) and
-//! numbers that are not plain integers (correctly rounded floats, range errors). It reads what
-//! serde_json reads and refuses what it refuses, including a key twice and nesting past 127.
+//! numbers that are not plain integers (correctly rounded floats, range errors). It accepts and
+//! refuses what the tree reading did: serde_json's grammar and nesting limit (127), and a key
+//! twice in one object (which serde_json itself would let through).
 //!
 //! The tape holds one 20-byte token per value and per key, in body order. A container's token
 //! knows where its subtree ends, and an object's token points at its members sorted by key, so
