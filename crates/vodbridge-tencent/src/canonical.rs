@@ -239,28 +239,23 @@ impl<'de> Deserialize<'de> for Key<'de> {
 /// The canonical form of `text` as event ids were derived before the tape: strict reading (a
 /// key twice refused), top level must be an object.
 pub(crate) fn oracle(text: &str) -> Result<Vec<u8>, String> {
-    match serde_json::from_str::<Node<'_>>(text).map_err(|e| e.to_string())? {
-        Node::Object(mut members) => {
-            canonicalize_members(&mut members);
-            let mut out = Vec::new();
-            write_members(&mut out, &members);
-            Ok(out)
-        }
-        _ => Err("not an object".into()),
-    }
+    write_object(serde_json::from_str(text).map_err(|e| e.to_string())?)
 }
 
 /// The canonical form of a salvaged body as it was derived: through `serde_json::Value` (a key
 /// twice: the last wins).
 pub(crate) fn oracle_lenient(text: &str) -> Result<Vec<u8>, String> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    match node_from_value(value) {
-        Node::Object(mut members) => {
-            canonicalize_members(&mut members);
-            let mut out = Vec::new();
-            write_members(&mut out, &members);
-            Ok(out)
-        }
-        _ => Err("not an object".into()),
-    }
+    write_object(node_from_value(value))
+}
+
+/// The canonical bytes of a top-level object.
+fn write_object(node: Node<'_>) -> Result<Vec<u8>, String> {
+    let Node::Object(mut members) = node else {
+        return Err("not an object".into());
+    };
+    canonicalize_members(&mut members);
+    let mut out = Vec::new();
+    write_members(&mut out, &members);
+    Ok(out)
 }

@@ -48,23 +48,16 @@ pub mod tc3;
 #[cfg(feature = "oracle")]
 #[doc(hidden)]
 pub mod differential {
-    use crate::tape::{Duplicates, Tape};
-
-    fn tape(text: &str, duplicates: Duplicates) -> Result<Vec<u8>, String> {
-        let tape = Tape::parse(text, duplicates).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        tape.write_canonical(&mut out, |_| false);
-        Ok(out)
-    }
+    use crate::tape::{canonical_form, Duplicates};
 
     /// The tape, strict (a key twice refused).
     pub fn tape_strict(text: &str) -> Result<Vec<u8>, String> {
-        tape(text, Duplicates::Refuse)
+        canonical_form(text, Duplicates::Refuse)
     }
 
     /// The tape, lenient (a key twice: the last wins).
     pub fn tape_lenient(text: &str) -> Result<Vec<u8>, String> {
-        tape(text, Duplicates::LastWins)
+        canonical_form(text, Duplicates::LastWins)
     }
 
     /// The tree canonicalizer, strict.

@@ -245,6 +245,16 @@ impl<'a> Tape<'a> {
     }
 }
 
+/// The canonical form of a whole body, or why it is refused (the property tests and the
+/// differential fuzz target compare it with the tree oracle).
+#[cfg(any(test, feature = "oracle"))]
+pub(crate) fn canonical_form(text: &str, duplicates: Duplicates) -> Result<Vec<u8>, String> {
+    let tape = Tape::parse(text, duplicates).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    tape.write_canonical(&mut out, |_| false);
+    Ok(out)
+}
+
 fn key_of<'t>(text: &'t str, tokens: &[Token], decoded: &'t [String], index: u32) -> &'t str {
     let token = tokens[index as usize];
     if token.kind == Kind::EscStr {
@@ -755,9 +765,7 @@ mod tests {
     use crate::canonical;
 
     fn canon(json: &str) -> String {
-        let tape = Tape::parse(json, Duplicates::Refuse).expect("json");
-        let mut out = Vec::new();
-        tape.write_canonical(&mut out, |_| false);
+        let out = canonical_form(json, Duplicates::Refuse).expect("json");
         String::from_utf8(out).expect("utf8")
     }
 
@@ -941,11 +949,24 @@ mod tests {
         })
     }
 
-    fn tape_canonical(text: &str, duplicates: Duplicates) -> Result<Vec<u8>, String> {
-        let tape = Tape::parse(text, duplicates).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        tape.write_canonical(&mut out, |_| false);
-        Ok(out)
+    /// The tape and the oracle accept and refuse alike, and write the same bytes.
+    fn agree(
+        text: &str,
+        oracle: Result<Vec<u8>, String>,
+        tape: Result<Vec<u8>, String>,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            oracle.is_ok(),
+            tape.is_ok(),
+            "{:?} oracle {:?} tape {:?}",
+            text,
+            oracle,
+            tape
+        );
+        if let (Ok(a), Ok(b)) = (oracle, tape) {
+            prop_assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+        }
+        Ok(())
     }
 
     proptest! {
@@ -954,23 +975,17 @@ mod tests {
         /// The tape writes the oracle's bytes (so ids do not change) and refuses what it refuses.
         #[test]
         fn canonical_form_equals_the_tree_oracle(text in object_text()) {
-            let oracle = canonical::oracle(&text);
-            let tape = tape_canonical(&text, Duplicates::Refuse);
-            prop_assert_eq!(oracle.is_ok(), tape.is_ok(), "{} oracle {:?} tape {:?}", text, oracle, tape);
-            if let (Ok(a), Ok(b)) = (oracle, tape) {
-                prop_assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
-            }
+            agree(&text, canonical::oracle(&text), canonical_form(&text, Duplicates::Refuse))?;
         }
 
         /// Salvaging reads a key twice as serde_json::Value does: the last wins.
         #[test]
         fn lenient_reading_equals_serde_json_value(text in object_text()) {
-            let oracle = canonical::oracle_lenient(&text);
-            let tape = tape_canonical(&text, Duplicates::LastWins);
-            prop_assert_eq!(oracle.is_ok(), tape.is_ok(), "{} oracle {:?} tape {:?}", text, oracle, tape);
-            if let (Ok(a), Ok(b)) = (oracle, tape) {
-                prop_assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
-            }
+            agree(
+                &text,
+                canonical::oracle_lenient(&text),
+                canonical_form(&text, Duplicates::LastWins),
+            )?;
         }
 
         /// A damaged body is refused exactly when serde_json refuses it.
@@ -990,12 +1005,7 @@ mod tests {
                 _ => bytes.push(byte),
             }
             let Ok(text) = String::from_utf8(bytes) else { return Ok(()) };
-            let oracle = canonical::oracle(&text);
-            let tape = tape_canonical(&text, Duplicates::Refuse);
-            prop_assert_eq!(oracle.is_ok(), tape.is_ok(), "{:?} oracle {:?} tape {:?}", text, oracle, tape);
-            if let (Ok(a), Ok(b)) = (oracle, tape) {
-                prop_assert_eq!(a, b);
-            }
+            agree(&text, canonical::oracle(&text), canonical_form(&text, Duplicates::Refuse))?;
         }
     }
 }
