@@ -115,6 +115,7 @@ impl<'a> Tape<'a> {
             },
             scratch: Vec::with_capacity(64),
             duplicates,
+            failure: None,
         };
         let start = parser.skip_ws(0);
         match parser.bytes.get(start) {
@@ -125,7 +126,12 @@ impl<'a> Tape<'a> {
             Some(_) => return Err(syntax("expected a value", start)),
             None => return Err(syntax("EOF while parsing a value", start)),
         }
-        let end = parser.object(start, 1)?;
+        let Ok(end) = parser.object(start, 1) else {
+            return Err(parser
+                .failure
+                .take()
+                .unwrap_or_else(|| syntax("unreadable body", start)));
+        };
         let end = parser.skip_ws(end);
         if end != parser.bytes.len() {
             return Err(syntax("trailing characters", end));
@@ -438,7 +444,16 @@ struct Parser<'a> {
     /// Key prefixes and tokens of the objects being read, innermost last.
     scratch: Vec<(u64, u32)>,
     duplicates: Duplicates,
+    /// Why the read stopped: the steps return a bare [`Failed`], so their results fit in two
+    /// registers instead of being copied through memory with the whole [`Error`] at every `?`.
+    failure: Option<Error>,
 }
+
+/// A read step failed; the parser holds the error.
+struct Failed;
+
+/// Where a step ended, or that it failed.
+type Step<T = usize> = std::result::Result<T, Failed>;
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -450,6 +465,15 @@ const fn bytes_equal(word: u64, byte: u8) -> u64 {
 }
 
 impl<'a> Parser<'a> {
+    /// Keeps `error` as the reason the read stopped.
+    #[cold]
+    #[inline(never)]
+    fn fail(&mut self, error: Error) -> Failed {
+        self.failure = Some(error);
+        Failed
+    }
+
+    #[inline(always)]
     fn skip_ws(&self, mut at: usize) -> usize {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.bytes.get(at) {
             at += 1;
@@ -457,6 +481,7 @@ impl<'a> Parser<'a> {
         at
     }
 
+    #[inline(always)]
     fn push(&mut self, kind: Kind, start: usize, end: usize, aux: u32) -> u32 {
         // The body is below 4 GiB, so offsets and counts fit.
         let index = self.tape.tokens.len() as u32;
@@ -470,7 +495,7 @@ impl<'a> Parser<'a> {
         index
     }
 
-    fn value(&mut self, at: usize, depth: u32) -> Result<usize> {
+    fn value(&mut self, at: usize, depth: u32) -> Step {
         match self.bytes.get(at) {
             Some(b'{') => self.object(at, depth + 1),
             Some(b'[') => self.array(at, depth + 1),
@@ -479,22 +504,32 @@ impl<'a> Parser<'a> {
             Some(b't') => self.literal(at, b"true", Kind::True),
             Some(b'f') => self.literal(at, b"false", Kind::False),
             Some(b'n') => self.literal(at, b"null", Kind::Null),
-            Some(_) => Err(syntax("expected value", at)),
-            None => Err(syntax("EOF while parsing a value", at)),
+            Some(_) => Err(self.fail(syntax("expected value", at))),
+            None => Err(self.fail(syntax("EOF while parsing a value", at))),
         }
     }
 
-    fn literal(&mut self, at: usize, word: &[u8], kind: Kind) -> Result<usize> {
+    /// A value inside a container: strings, the most common, without the call to `value`.
+    #[inline(always)]
+    fn member_value(&mut self, at: usize, depth: u32) -> Step {
+        if self.bytes.get(at) == Some(&b'"') {
+            self.string(at)
+        } else {
+            self.value(at, depth)
+        }
+    }
+
+    fn literal(&mut self, at: usize, word: &[u8], kind: Kind) -> Step {
         if !self.bytes[at..].starts_with(word) {
-            return Err(syntax("expected ident", at));
+            return Err(self.fail(syntax("expected ident", at)));
         }
         self.push(kind, at, at + word.len(), 0);
         Ok(at + word.len())
     }
 
-    fn array(&mut self, at: usize, depth: u32) -> Result<usize> {
+    fn array(&mut self, at: usize, depth: u32) -> Step {
         if depth >= MAX_DEPTH {
-            return Err(syntax("recursion limit exceeded", at));
+            return Err(self.fail(syntax("recursion limit exceeded", at)));
         }
         let index = self.push(Kind::Array, at, at, 0);
         let mut count = 0u32;
@@ -503,7 +538,7 @@ impl<'a> Parser<'a> {
             pos += 1;
         } else {
             loop {
-                pos = self.value(pos, depth)?;
+                pos = self.member_value(pos, depth)?;
                 count += 1;
                 pos = self.skip_ws(pos);
                 match self.bytes.get(pos) {
@@ -512,8 +547,8 @@ impl<'a> Parser<'a> {
                         pos += 1;
                         break;
                     }
-                    Some(_) => return Err(syntax("expected `,` or `]`", pos)),
-                    None => return Err(syntax("EOF while parsing a list", pos)),
+                    Some(_) => return Err(self.fail(syntax("expected `,` or `]`", pos))),
+                    None => return Err(self.fail(syntax("EOF while parsing a list", pos))),
                 }
             }
         }
@@ -525,9 +560,9 @@ impl<'a> Parser<'a> {
         Ok(pos)
     }
 
-    fn object(&mut self, at: usize, depth: u32) -> Result<usize> {
+    fn object(&mut self, at: usize, depth: u32) -> Step {
         if depth >= MAX_DEPTH {
-            return Err(syntax("recursion limit exceeded", at));
+            return Err(self.fail(syntax("recursion limit exceeded", at)));
         }
         let index = self.push(Kind::Object, at, at, 0);
         let base = self.scratch.len();
@@ -538,8 +573,8 @@ impl<'a> Parser<'a> {
             loop {
                 match self.bytes.get(pos) {
                     Some(b'"') => {}
-                    Some(_) => return Err(syntax("key must be a string", pos)),
-                    None => return Err(syntax("EOF while parsing an object", pos)),
+                    Some(_) => return Err(self.fail(syntax("key must be a string", pos))),
+                    None => return Err(self.fail(syntax("EOF while parsing an object", pos))),
                 }
                 let key = self.tape.tokens.len() as u32;
                 pos = self.string(pos)?;
@@ -554,11 +589,11 @@ impl<'a> Parser<'a> {
                     .push((prefix(bytes_of(text, tokens, decoded, key)), key));
                 match self.bytes.get(pos) {
                     Some(b':') => {}
-                    Some(_) => return Err(syntax("expected `:`", pos)),
-                    None => return Err(syntax("EOF while parsing an object", pos)),
+                    Some(_) => return Err(self.fail(syntax("expected `:`", pos))),
+                    None => return Err(self.fail(syntax("EOF while parsing an object", pos))),
                 }
                 pos = self.skip_ws(pos + 1);
-                pos = self.value(pos, depth)?;
+                pos = self.member_value(pos, depth)?;
                 pos = self.skip_ws(pos);
                 match self.bytes.get(pos) {
                     Some(b',') => pos = self.skip_ws(pos + 1),
@@ -566,8 +601,8 @@ impl<'a> Parser<'a> {
                         pos += 1;
                         break;
                     }
-                    Some(_) => return Err(syntax("expected `,` or `}`", pos)),
-                    None => return Err(syntax("EOF while parsing an object", pos)),
+                    Some(_) => return Err(self.fail(syntax("expected `,` or `}`", pos))),
+                    None => return Err(self.fail(syntax("EOF while parsing an object", pos))),
                 }
             }
         }
@@ -582,7 +617,7 @@ impl<'a> Parser<'a> {
 
     /// Sorts the object's keys gathered since `base`, resolves duplicates, and appends the
     /// result to the tape's order list; returns where it starts.
-    fn sort_members(&mut self, base: usize) -> Result<u32> {
+    fn sort_members(&mut self, base: usize) -> Step<u32> {
         let Tape {
             text,
             tokens,
@@ -610,13 +645,15 @@ impl<'a> Parser<'a> {
             if let Some(&(next, later)) = members.get(i + 1) {
                 if this == next && bytes(key) == bytes(later) {
                     if self.duplicates == Duplicates::Refuse {
-                        return Err(syntax(
+                        let error = syntax(
                             format!(
                                 "duplicate object key {:?}",
                                 key_of(text, tokens, decoded, key)
                             ),
                             tokens[later as usize].start as usize,
-                        ));
+                        );
+                        self.failure = Some(error);
+                        return Err(Failed);
                     }
                     continue;
                 }
@@ -630,6 +667,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Where the next quote, backslash or control character is, from `at`.
+    #[inline(always)]
     fn scan_string(&self, mut at: usize) -> usize {
         let bytes = self.bytes;
         while let Some(chunk) = bytes.get(at..at + 8) {
@@ -653,7 +691,8 @@ impl<'a> Parser<'a> {
         at
     }
 
-    fn string(&mut self, at: usize) -> Result<usize> {
+    #[inline(always)]
+    fn string(&mut self, at: usize) -> Step {
         let mut pos = at + 1;
         let mut escaped = false;
         loop {
@@ -667,33 +706,42 @@ impl<'a> Parser<'a> {
                     pos += 2;
                 }
                 Some(_) => {
-                    return Err(syntax(
+                    return Err(self.fail(syntax(
                         "control character (\\u0000-\\u001F) found while parsing a string",
                         pos,
-                    ))
+                    )))
                 }
                 None => {
-                    return Err(syntax(
+                    return Err(self.fail(syntax(
                         "EOF while parsing a string",
                         pos.min(self.bytes.len()),
-                    ))
+                    )))
                 }
             }
         }
         let end = pos + 1;
         if escaped {
-            let text = &self.tape.text[at..end];
-            let decoded: String = serde_json::from_str(text).map_err(|e| delegated(&e, at))?;
-            let aux = self.tape.decoded.len() as u32;
-            self.tape.decoded.push(decoded);
-            self.push(Kind::EscStr, at, end, aux);
+            self.escaped_string(at, end)?;
         } else {
             self.push(Kind::Str, at, end, 0);
         }
         Ok(end)
     }
 
-    fn number(&mut self, at: usize) -> Result<usize> {
+    /// A string with escape sequences, decoded by serde_json (rare in VOD bodies).
+    #[cold]
+    #[inline(never)]
+    fn escaped_string(&mut self, at: usize, end: usize) -> Step<()> {
+        let text = &self.tape.text[at..end];
+        let decoded: String =
+            serde_json::from_str(text).map_err(|e| self.fail(delegated(&e, at)))?;
+        let aux = self.tape.decoded.len() as u32;
+        self.tape.decoded.push(decoded);
+        self.push(Kind::EscStr, at, end, aux);
+        Ok(())
+    }
+
+    fn number(&mut self, at: usize) -> Step {
         let bytes = self.bytes;
         let digits = |mut pos: usize| {
             while bytes.get(pos).is_some_and(u8::is_ascii_digit) {
@@ -706,14 +754,14 @@ impl<'a> Parser<'a> {
         let mut pos = match bytes.get(int_start) {
             Some(b'0') => int_start + 1,
             Some(b'1'..=b'9') => digits(int_start + 1),
-            _ => return Err(syntax("invalid number", int_start)),
+            _ => return Err(self.fail(syntax("invalid number", int_start))),
         };
         let int_end = pos;
         let mut float = false;
         if bytes.get(pos) == Some(&b'.') {
             let fraction = digits(pos + 1);
             if fraction == pos + 1 {
-                return Err(syntax("invalid number", fraction));
+                return Err(self.fail(syntax("invalid number", fraction)));
             }
             pos = fraction;
             float = true;
@@ -725,7 +773,7 @@ impl<'a> Parser<'a> {
             }
             let exponent = digits(pos);
             if exponent == pos {
-                return Err(syntax("invalid number", pos));
+                return Err(self.fail(syntax("invalid number", pos)));
             }
             pos = exponent;
             float = true;
@@ -742,8 +790,8 @@ impl<'a> Parser<'a> {
         if canonical_int {
             self.push(Kind::Int, at, pos, 0);
         } else {
-            let value: f64 =
-                serde_json::from_str(&self.tape.text[at..pos]).map_err(|e| delegated(&e, at))?;
+            let value: f64 = serde_json::from_str(&self.tape.text[at..pos])
+                .map_err(|e| self.fail(delegated(&e, at)))?;
             let aux = self.tape.floats.len() as u32;
             self.tape.floats.push(value);
             self.push(Kind::Float, at, pos, aux);
