@@ -48,7 +48,7 @@ use lapin::{
 };
 use support::{env_usize, wait_ready};
 use time::OffsetDateTime;
-use vodbridge_core::{Envelope, HeaderStyle, Ingress};
+use vodbridge_core::{Envelope, HeaderStyle, Ingress, TraceParent};
 use vodbridge_tencent::{Normalizer, RawEvent};
 use vodbridge_testkit::{free_port, BridgeProcess, NatsServer, RabbitMq, Tansu};
 
@@ -288,11 +288,13 @@ fn envelopes(template: &str, n: usize) -> Arc<Vec<Arc<Envelope>>> {
             .map(|i| {
                 let body = Bytes::from(template.replacen("__FILEID__", &format!("99{i:017}"), 1));
                 let event = RawEvent::parse(&body).expect("parses");
-                Arc::new(
-                    normalizer
-                        .normalize(event, OffsetDateTime::now_utc())
-                        .expect("normalizes"),
-                )
+                let mut envelope = normalizer
+                    .normalize(event, OffsetDateTime::now_utc())
+                    .expect("normalizes");
+                // The bridge stamps one on every envelope (and its sinks send it twice: the
+                // binding's `cloudEvents_traceparent` / `ce_traceparent` and W3C `traceparent`).
+                envelope.traceparent = Some(TraceParent::random());
+                Arc::new(envelope)
             })
             .collect(),
     )
@@ -345,6 +347,9 @@ async fn nats_publisher(
                 headers.insert(HeaderStyle::Nats.header_name(name).as_ref(), value.as_ref());
             }
             headers.insert("content-type", "application/json");
+            if let Some(traceparent) = &envelope.traceparent {
+                headers.insert("traceparent", traceparent.to_string().as_str());
+            }
             let publish = async_nats::jetstream::message::PublishMessage::build()
                 .payload(envelope.data.clone())
                 .headers(headers)
@@ -416,6 +421,12 @@ async fn amqp_publisher(
                         headers.insert(
                             HeaderStyle::Amqp.header_name(name).as_ref().into(),
                             AMQPValue::LongString(LongString::from(value.as_ref())),
+                        );
+                    }
+                    if let Some(traceparent) = &envelope.traceparent {
+                        headers.insert(
+                            "traceparent".into(),
+                            AMQPValue::LongString(LongString::from(traceparent.to_string())),
                         );
                     }
                     BasicProperties::default()
@@ -495,6 +506,13 @@ fn kafka_publisher(bootstrap: &str, envelopes: Arc<Vec<Arc<Envelope>>>) -> Publi
                 key: "content-type",
                 value: Some("application/json"),
             });
+            let traceparent = envelope.traceparent.map(|t| t.to_string());
+            if let Some(traceparent) = &traceparent {
+                headers = headers.insert(Header {
+                    key: "traceparent",
+                    value: Some(traceparent.as_str()),
+                });
+            }
             let topic = format!("vod.{}", envelope.event_type);
             let record = FutureRecord::to(&topic)
                 .key(envelope.partition_key.as_bytes())
@@ -521,7 +539,10 @@ async fn purge(url: &str) {
     let _ = connection.close(200, "purged".into()).await;
 }
 
-fn sink_config(sink: &str, dir: &Path, brokers: &Brokers) -> String {
+/// The bridge's sink for a row at `conns` connections. RabbitMQ gets one confirm channel per
+/// connection (the default is 32), so the bridge has as many publishes in flight as wrk has
+/// callbacks and as the direct client has.
+fn sink_config(sink: &str, dir: &Path, brokers: &Brokers, conns: usize) -> String {
     let route = "[[routes]]\nevent_types = [\"*\"]\nsinks = [{ sink = \"out\", destination = \"vod.{event_type}\" }]\n";
     let sink = match sink {
         "file" => format!(
@@ -533,7 +554,7 @@ fn sink_config(sink: &str, dir: &Path, brokers: &Brokers) -> String {
             brokers.nats.as_ref().expect("nats").url()
         ),
         "rabbitmq" => format!(
-            "[sinks.out]\ntype = \"amqp\"\nurl = \"{}\"\nexchange = \"vod\"\n",
+            "[sinks.out]\ntype = \"amqp\"\nurl = \"{}\"\nexchange = \"vod\"\nchannels = {conns}\n",
             brokers.rabbit.as_ref().expect("rabbit").url()
         ),
         "kafka" => format!(
@@ -667,7 +688,7 @@ fn main() {
             let port = free_port();
             let toml = format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n[telemetry]\nlog_level = \"warn\"\n[sources.push]\nmode = \"push\"\nsub_app_id = 1500000001\n{}",
-                sink_config(sink, dir.path(), &brokers)
+                sink_config(sink, dir.path(), &brokers, c)
             );
             let bridge = BridgeProcess::start(env!("CARGO_BIN_EXE_vodbridge"), &toml, port);
             let pid = bridge.pid().expect("pid").to_string();
