@@ -132,22 +132,22 @@ fn wrk(url: &str, conns: usize, secs: u64, script: &Path, body: &Path) -> Run {
 /// cutime + cstime of this process: the CPU of its children that were waited for (wrk, once
 /// `output()` returned), in seconds.
 fn children_cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(13..15).map_or(0.0, |f| {
-        f.iter().filter_map(|x| x.parse::<f64>().ok()).sum()
-    });
-    ticks / 100.0
+    stat_cpu_secs("self", 13..15)
 }
 
 /// utime + stime of a process, in seconds.
 fn cpu_secs(pid: &str) -> f64 {
+    stat_cpu_secs(pid, 11..13)
+}
+
+/// The sum of two clock-tick fields of `/proc/{pid}/stat`, in seconds; `fields` counts from the
+/// first field after the parenthesised command name (utime and stime are the 14th and 15th of
+/// the whole line, cutime and cstime the 16th and 17th).
+fn stat_cpu_secs(pid: &str, fields: std::ops::Range<usize>) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+    let all: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = all.get(fields).map_or(0.0, |f| {
         f.iter().filter_map(|x| x.parse::<f64>().ok()).sum()
     });
     ticks / 100.0
@@ -194,8 +194,11 @@ fn row(
 }
 
 /// One publish with a direct client: `(task, i)` → acknowledged. `task` is the driving task
-/// (0 in the HTTP server), `i` counts publishes.
+/// of `drive_for` (0, 1, ...) or [`SERVER_TASK`], `i` counts publishes.
 type Publish = Arc<dyn Fn(usize, usize) -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// The `task` of a publish from the HTTP server, whose requests have no task of their own.
+const SERVER_TASK: usize = usize::MAX;
 
 /// Runs `publish(task, i)` for i = 0, 1, ... on `in_flight` tasks at once for `secs`; the
 /// figures of the run.
@@ -253,7 +256,7 @@ fn serve_publisher(
     let next = Arc::new(AtomicUsize::new(0));
     let handler = move |body: Bytes| {
         let i = next.fetch_add(1, Ordering::Relaxed);
-        let acknowledged = publish(0, i);
+        let acknowledged = publish(SERVER_TASK, i);
         async move {
             drop(body);
             if acknowledged.await {
@@ -439,8 +442,8 @@ async fn amqp_publisher(
                         .with_headers(headers)
                 }
             };
-            let pooled =
-                matches!(layout, AmqpLayout::BridgeLayout) && task == 0 && channels.len() > 1;
+            // A driving task owns channel `task`; the server's requests take a free one.
+            let pooled = matches!(layout, AmqpLayout::BridgeLayout) && task == SERVER_TASK;
             let channel = if pooled {
                 idle.lock()
                     .expect("pool")

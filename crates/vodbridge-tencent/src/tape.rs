@@ -652,8 +652,7 @@ impl<'a> Parser<'a> {
                             ),
                             tokens[later as usize].start as usize,
                         );
-                        self.failure = Some(error);
-                        return Err(Failed);
+                        return Err(self.fail(error));
                     }
                     continue;
                 }
