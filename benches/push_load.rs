@@ -16,9 +16,9 @@
 //!   publish per channel) with its properties, which tells what each part costs the broker;
 //! - per sink, the ideal bridge: the no-op's HTTP stack whose handler reads the body and
 //!   publishes an already-normalized envelope with that direct client (for the file: the
-//!   bridge's own file sink and its group commit), under the same wrk. On a machine where wrk, the bridge
-//!   and the broker share the cores, this is the most any bridge in front of that client can
-//!   reach; `bridge ÷ HTTP + client` is what the bridge's own work (parsing, normalization,
+//!   bridge's own file sink and its group commit), under the same wrk. On a machine where wrk,
+//!   the bridge and the broker share the cores, this is the most any bridge in front of that
+//!   client can reach; `bridge ÷ HTTP + client` is what the bridge's own work (parsing, normalization,
 //!   routing, metrics) costs.
 //!
 //! Every wrk row also gives wrk's own CPU per request (this process's waited-for children).
@@ -328,9 +328,9 @@ fn envelopes(template: &str, n: usize) -> Arc<Vec<Arc<Envelope>>> {
 
 /// The file sink's work without the bridge: the bridge's own `LineSink` (`fsync = "never"`,
 /// its group commit: lines of concurrent publishes share one `write(2)`) given envelopes
-/// normalized beforehand. A `write(2)` per request under a lock, the naive ideal, is not the
-/// limit: on this machine it reached 0.55–0.63 of the no-op where the same handler writing
-/// to `/dev/null` reached 1.06, and the bridge itself beat it by batching.
+/// normalized beforehand. A `write(2)` per request under a lock, the naive ideal, measures a
+/// way of writing the bridge does not use: on this machine it reached 0.55–0.63 of the no-op
+/// where the same handler writing to `/dev/null` reached 1.06.
 fn file_publisher(path: &Path, envelopes: &Arc<Vec<Arc<Envelope>>>) -> Publish {
     use vodbridge::{
         config::{FileSinkConfig, FsyncPolicy},
@@ -687,7 +687,6 @@ fn main() {
         for file in ["events.jsonl", "ceiling.jsonl"] {
             let _ = std::fs::remove_file(dir.path().join(file));
         }
-        let mut limits = Vec::new();
         let mut noop_runs = Vec::new();
         for &c in &conns {
             let before = cpu_secs(&me);
@@ -707,7 +706,6 @@ fn main() {
                 Some(peak_rss_mib(&me)),
                 None,
             );
-            limits.push(run.rps);
             noop_runs.push((c, run));
         }
 
@@ -755,7 +753,7 @@ fn main() {
                     Some(cpu),
                     broker,
                     Some(peak_rss_mib(&pid)),
-                    limits.get(i).copied(),
+                    noop_runs.get(i).map(|(_, r)| r.rps),
                 );
                 bridge_runs.push((c, run));
                 drop(bridge);
@@ -870,9 +868,9 @@ fn main() {
         }
     }
     if !pairs.is_empty() {
-        // One line per (sink, conns): the median over the rounds, and their range when more
-        // than one (rows of one round ran minutes apart, so only ratios within a round mean
-        // anything; their median is what to quote on a noisy machine).
+        // One line per (sink, conns): each ratio is taken within one round (its rows ran next to
+        // each other; rounds ran minutes apart), then the median over the rounds, and their
+        // range when more than one: the median is what to quote on a noisy machine.
         println!(
             "\n| sink | conns / in flight | bridge ÷ reference | HTTP + client ÷ reference | bridge ÷ HTTP + client | bridge p99 ÷ reference p99 |"
         );
