@@ -155,7 +155,11 @@ impl EventId {
         hasher.update(b"\n");
         hasher.update(canonical);
         let digest = hasher.finalize();
-        Self(hex::encode(&digest[..Self::LEN / 2]))
+        // Into a fixed buffer: `hex::encode` collects the text one `char` at a time.
+        let mut text = [0u8; Self::LEN];
+        hex::encode_to_slice(&digest[..Self::LEN / 2], &mut text)
+            .expect("LEN / 2 bytes encode to LEN hex digits");
+        Self(String::from_utf8_lossy(&text).into_owned())
     }
 
     /// The id as text.
