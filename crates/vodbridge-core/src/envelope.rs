@@ -155,7 +155,8 @@ impl EventId {
         hasher.update(b"\n");
         hasher.update(canonical);
         let digest = hasher.finalize();
-        // Into a fixed buffer: `hex::encode` collects the text one `char` at a time.
+        // Into a fixed buffer: `hex::encode` collects the text one `char` at a time. Hex digits
+        // are ASCII, so the lossy conversion never replaces anything.
         let mut text = [0u8; Self::LEN];
         hex::encode_to_slice(&digest[..Self::LEN / 2], &mut text)
             .expect("LEN / 2 bytes encode to LEN hex digits");
