@@ -706,7 +706,7 @@ fn main() {
                 Some(peak_rss_mib(&me)),
                 None,
             );
-            noop_runs.push((c, run));
+            noop_runs.push(run);
         }
 
         for sink in &sinks {
@@ -753,14 +753,14 @@ fn main() {
                     Some(cpu),
                     broker,
                     Some(peak_rss_mib(&pid)),
-                    noop_runs.get(i).map(|(_, r)| r.rps),
+                    noop_runs.get(i).map(|r| r.rps),
                 );
                 bridge_runs.push((c, run));
                 drop(bridge);
             }
             // The ideal bridge in front of the same client: HTTP + direct publish, under the same wrk.
             let mut ceiling_runs = Vec::new();
-            for &c in &conns {
+            for (i, &c) in conns.iter().enumerate() {
                 purge_rabbit();
                 let envelopes = Arc::clone(&direct_envelopes);
                 let (label, publish) = match sink.as_str() {
@@ -806,7 +806,7 @@ fn main() {
                 let cpu = cpu_secs(&me) - before;
                 let broker = broker_cpu().zip(broker_before).map(|(a, b)| a - b);
                 server.abort();
-                let limit = noop_runs.iter().find(|(n, _)| *n == c).map(|(_, r)| r.rps);
+                let limit = noop_runs.get(i).map(|r| r.rps);
                 row(label, c, run, Some(cpu), broker, None, limit);
                 ceiling_runs.push(run);
             }
@@ -828,9 +828,7 @@ fn main() {
                 // The file has no client of its own: its reference is the no-op handler.
                 _ => {
                     for (i, &(c, bridge_run)) in bridge_runs.iter().enumerate() {
-                        if let Some((_, noop)) = noop_runs.iter().find(|(n, _)| *n == c) {
-                            pairs.push((sink.clone(), c, bridge_run, ceiling_runs[i], *noop));
-                        }
+                        pairs.push((sink.clone(), c, bridge_run, ceiling_runs[i], noop_runs[i]));
                     }
                     Vec::new()
                 }
