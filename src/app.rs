@@ -79,7 +79,8 @@ impl App {
         }
         let pipeline = Pipeline::new(built, settings.routes.clone(), settings.dead_letter.clone())
             .map_err(|e| Error::Config(e.to_string()))?
-            .with_unroutable_retry(settings.unroutable_retry);
+            .with_unroutable_retry(settings.unroutable_retry)
+            .with_sink_record(settings.sink_record_capacity);
         let mut pull_sources = Vec::new();
         // One governor per VOD account: its API budget is shared by every source using it.
         let mut governors: BTreeMap<String, Arc<Governor>> = BTreeMap::new();
@@ -232,31 +233,63 @@ impl App {
         );
         self.state.draining.store(true, Ordering::Relaxed);
         stop.cancel();
+        let drain_until = tokio::time::Instant::now() + self.drain_timeout;
         let drain = async {
             let (served, (), ()) = tokio::join!(&mut serve, loops.wait(), confirmers.wait());
             served
         };
-        match tokio::time::timeout(self.drain_timeout, drain).await {
+        match tokio::time::timeout_at(drain_until, drain).await {
             Ok(result) => result.map_err(Error::Serve)?,
             Err(_) => {
                 tracing::warn!("Drain timeout passed; unconfirmed events will come back from VOD.")
             }
         }
-        for (sink, result) in self.state.pipeline.close().await {
-            if let Err(error) = result {
-                tracing::warn!(sink, error = %error, "Closing sink failed.");
-            }
+        // Closing is bounded too (a flush to a silent broker, a connection close that is never
+        // acknowledged): what is left of the drain, at least CLOSE_FLOOR.
+        let within = drain_until
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(CLOSE_FLOOR);
+        for closed in self.state.pipeline.close(within).await {
+            log_closed(&closed);
         }
         // Each sink stopped its own tasks on close; this ends any a failed close left behind.
         self.sink_tasks.shutdown().cancel();
-        if tokio::time::timeout(Duration::from_secs(5), self.sink_tasks.wait())
+        if tokio::time::timeout(TASKS_FLOOR, self.sink_tasks.wait())
             .await
             .is_err()
         {
-            tracing::warn!("Sink background tasks did not stop within 5 s.");
+            tracing::warn!(
+                "Sink background tasks did not stop within {} ms; abandoned.",
+                TASKS_FLOOR.as_millis()
+            );
         }
         tracing::info!("Stopped.");
         Ok(())
+    }
+}
+
+/// The least time sinks get to close (flush, release connections) after the drain, even when
+/// the drain used all of `drain_timeout_secs`.
+const CLOSE_FLOOR: Duration = Duration::from_secs(2);
+/// The most time the sinks' background tasks get to end after the sinks closed.
+const TASKS_FLOOR: Duration = Duration::from_secs(1);
+
+/// One log line per sink at shutdown: what it abandoned, and how its close ended.
+fn log_closed(closed: &vodbridge_core::SinkClosed) {
+    let sink = closed.sink.as_str();
+    match (&closed.result, closed.abandoned) {
+        (Ok(()), 0) => tracing::debug!(sink, "Sink closed."),
+        (Ok(()), abandoned) => tracing::warn!(
+            sink,
+            abandoned,
+            "Sink closed with {abandoned} publishes unacknowledged; VOD hands those events out (pull) or sends them (push) again."
+        ),
+        (Err(error), abandoned) => tracing::warn!(
+            sink,
+            abandoned,
+            error = %error,
+            "Sink did not close cleanly; {abandoned} publishes unacknowledged, VOD hands those events out (pull) or sends them (push) again."
+        ),
     }
 }
 

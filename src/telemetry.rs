@@ -95,6 +95,15 @@ pub struct Metrics {
     pub callback_rejected: IntCounterVec,
     /// `vodbridge_sink_up{sink, kind}`: 1 while the sink can publish.
     pub sink_up: IntGaugeVec,
+    /// `vodbridge_sink_reconnects_total{sink, kind}`: connections (Kafka: producers) the sink
+    /// replaced after a loss, a stall or a stuck error.
+    pub sink_reconnects: IntCounterVec,
+    /// `vodbridge_sink_in_flight{sink}`: publishes waiting for the sink's acknowledgement.
+    pub sink_in_flight: IntGaugeVec,
+    /// `vodbridge_sink_publishes_skipped_total{sink}`: publishes not repeated because the sink
+    /// already acknowledged the event at that destination (it came back because another sink
+    /// failed; `delivery.sink_record_capacity`).
+    pub sink_skipped: IntCounterVec,
     /// `vodbridge_ready`: 1 while `/readyz` answers 200.
     pub ready: IntGauge,
     /// `vodbridge_build_info{version}`: always 1.
@@ -271,6 +280,21 @@ impl Metrics {
                 &["source", "status"],
             )?,
             sink_up: gauge("sink_up", "1 while the sink can publish.", &["sink", "kind"])?,
+            sink_reconnects: counter(
+                "sink_reconnects_total",
+                "Broker connections (Kafka: producers) a sink replaced after a loss, a stall or a stuck error.",
+                &["sink", "kind"],
+            )?,
+            sink_in_flight: gauge(
+                "sink_in_flight",
+                "Publishes waiting for the sink's acknowledgement.",
+                &["sink"],
+            )?,
+            sink_skipped: counter(
+                "sink_publishes_skipped_total",
+                "Publishes not repeated because the sink already acknowledged the event at that destination.",
+                &["sink"],
+            )?,
             ready,
             build_info: gauge("build_info", "Build information; always 1.", &["version"])?,
         };
@@ -295,6 +319,10 @@ impl Metrics {
     pub fn record_delivery(&self, source: &str, envelope: &Envelope, report: &DeliveryReport) {
         for attempt in &report.attempts {
             let sink = attempt.sink.name();
+            if attempt.skipped {
+                self.sink_skipped.with_label_values(&[sink]).inc();
+                continue;
+            }
             if attempt.unroutable_retries > 0 {
                 self.unroutable_retries
                     .with_label_values(&[sink])
@@ -332,9 +360,17 @@ impl Metrics {
     /// Refreshes the gauges that are read from state (sink health, readiness).
     pub fn refresh(&self, pipeline: &Pipeline, ready: bool) {
         for sink in pipeline.sinks() {
+            let labels = [sink.name(), sink.kind()];
             self.sink_up
-                .with_label_values(&[sink.name(), sink.kind()])
+                .with_label_values(&labels)
                 .set(i64::from(sink.is_healthy()));
+            let reconnects = self.sink_reconnects.with_label_values(&labels);
+            reconnects.inc_by(sink.reconnects().saturating_sub(reconnects.get()));
+        }
+        for (sink, count) in pipeline.in_flight() {
+            self.sink_in_flight
+                .with_label_values(&[sink])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         self.ready.set(i64::from(ready));
     }

@@ -79,6 +79,12 @@ pub struct DeliveryConfig {
     pub unroutable_retries: u32,
     /// Pause before the first such retry, doubled after each (10 to 10,000 ms).
     pub unroutable_backoff_ms: u64,
+    /// Acknowledged publishes remembered per (event id, sink, destination), oldest forgotten
+    /// first: an event that comes back because *another* routed sink failed is not published
+    /// again to the sinks that already hold it. About 60 bytes each; 0 turns it off. Size it
+    /// for the events that arrive during the longest sink outage to cover (100,000: a minute
+    /// at 1,600 events/s).
+    pub sink_record_capacity: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -87,6 +93,7 @@ impl Default for DeliveryConfig {
         Self {
             unroutable_retries: policy.retries,
             unroutable_backoff_ms: u64::try_from(policy.backoff.as_millis()).unwrap_or(200),
+            sink_record_capacity: 100_000,
         }
     }
 }

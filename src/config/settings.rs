@@ -47,6 +47,9 @@ pub struct Settings {
     pub dead_letter: Option<Target>,
     /// Retries of `unroutable` answers.
     pub unroutable_retry: UnroutableRetry,
+    /// Acknowledged publishes remembered per (event, sink, destination)
+    /// (`delivery.sink_record_capacity`).
+    pub sink_record_capacity: usize,
     /// The push spool, when configured.
     pub spool: Option<SpoolSettings>,
 }
@@ -266,6 +269,11 @@ impl Settings {
         }
         let (routes, dead_letter) = route_table(&config)?;
         let unroutable_retry = unroutable_retry(&config.delivery)?;
+        if config.delivery.sink_record_capacity > 10_000_000 {
+            return Err(Error::Config(
+                "delivery.sink_record_capacity must be at most 10000000 (about 600 MB)".into(),
+            ));
+        }
         if let Some(otlp) = &config.telemetry.otlp {
             validate_otlp(otlp)?;
         }
@@ -277,6 +285,7 @@ impl Settings {
             routes,
             dead_letter,
             unroutable_retry,
+            sink_record_capacity: config.delivery.sink_record_capacity,
             spool,
         })
     }

@@ -385,9 +385,9 @@ pub async fn run(settings: &Settings, options: Options) -> Result<Summary> {
     };
     let read = read(settings, &options.from, &mut redriver).await;
     redriver.progress.finish_and_clear();
-    for (name, result) in redriver.pipeline.close().await {
-        if let Err(error) = result {
-            tracing::warn!(sink = %name, error = %error, "Closing sink failed.");
+    for closed in redriver.pipeline.close(Duration::from_secs(15)).await {
+        if let Err(error) = closed.result {
+            tracing::warn!(sink = %closed.sink, error = %error, "Closing sink failed.");
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), background.stop()).await;

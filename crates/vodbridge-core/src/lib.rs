@@ -38,13 +38,15 @@ mod redrive;
 mod route;
 mod secret;
 mod sink;
+mod sink_record;
+mod stall;
 mod trace;
 
 pub use background::Background;
 pub use envelope::{Envelope, EventId, HeaderStyle, Ingress, SPEC_VERSION};
 pub use error::{Error, Result};
 pub use outcome::Outcome;
-pub use pipeline::{DeliveryReport, Pipeline, SinkAttempt, UnroutableRetry};
+pub use pipeline::{DeliveryReport, Pipeline, SinkAttempt, SinkClosed, UnroutableRetry};
 pub use redact::redact_url;
 pub use redrive::{RedriveMessage, RedriveTarget};
 pub use route::{
@@ -53,6 +55,8 @@ pub use route::{
 };
 pub use secret::{inline_or_file, read_secret_file};
 pub use sink::{DeadLetterInfo, FailureReason, Message, PublishFuture, Sink, SinkError};
+pub use sink_record::SinkRecord;
+pub use stall::{Pending, StallWatch};
 pub use trace::TraceParent;
 
 /// The `tracing` target of the spans that are exported as OpenTelemetry spans (receive,

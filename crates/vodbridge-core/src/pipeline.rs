@@ -1,7 +1,14 @@
 //! The pipeline: route an envelope, publish to every target under one deadline, merge outcomes,
 //! dead-letter permanent failures.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use futures_util::future::join_all;
 use tokio::time::{timeout_at, Instant};
@@ -12,6 +19,7 @@ use crate::{
     outcome::Outcome,
     route::{Resolution, RouteAction, RouteContext, RouteTable, Target},
     sink::{DeadLetterInfo, FailureReason, Message, Sink, SinkError},
+    sink_record::SinkRecord,
 };
 
 /// Routes envelopes to sinks and decides each event's [`Outcome`].
@@ -19,8 +27,11 @@ use crate::{
 /// The pipeline holds no queue: `deliver` returns when every routed sink answered or the deadline
 /// passed, and the caller acknowledges the event upstream only if the outcome is handled.
 pub struct Pipeline {
-    /// Sinks by configured name.
-    sinks: HashMap<String, Arc<dyn Sink>>,
+    /// Sinks by configured name, each with its count of publishes on the wire.
+    sinks: HashMap<String, (Arc<dyn Sink>, Arc<AtomicUsize>)>,
+    /// Publishes acknowledged recently, per sink and destination: not repeated when the event
+    /// comes back because another sink failed.
+    record: SinkRecord,
     /// The routing table, first match wins.
     routes: RouteTable,
     /// Where permanently rejected (and unroutable) events go; `None` leaves them unacknowledged.
@@ -65,6 +76,21 @@ pub struct SinkAttempt {
     pub dead_letter: bool,
     /// Times an `unroutable` answer was tried again (see [`UnroutableRetry`]).
     pub unroutable_retries: u32,
+    /// True when the sink was not asked because it acknowledged this event at this
+    /// destination before (see [`Pipeline::with_sink_record`]); `result` is then `Ok`.
+    pub skipped: bool,
+}
+
+/// How one sink ended at shutdown (see [`Pipeline::close`]).
+#[derive(Debug)]
+pub struct SinkClosed {
+    /// The sink's name.
+    pub sink: String,
+    /// Publishes still waiting for the broker when the sink was closed: their events were not
+    /// acknowledged upstream, so VOD hands them out again (a pull) or sends them again (a push).
+    pub abandoned: usize,
+    /// What closing (flushing) answered; a close that did not end in time is a timeout.
+    pub result: Result<(), SinkError>,
 }
 
 /// Everything `deliver` learned about one event.
@@ -89,9 +115,9 @@ impl Pipeline {
         routes: RouteTable,
         dead_letter: Option<Target>,
     ) -> Result<Self> {
-        let sinks: HashMap<String, Arc<dyn Sink>> = sinks
+        let sinks: HashMap<String, (Arc<dyn Sink>, Arc<AtomicUsize>)> = sinks
             .into_iter()
-            .map(|s| (s.name().to_owned(), s))
+            .map(|s| (s.name().to_owned(), (s, Arc::default())))
             .collect();
         for (index, route) in routes.routes().iter().enumerate() {
             if let RouteAction::Publish(targets) = &route.action {
@@ -114,10 +140,27 @@ impl Pipeline {
         }
         Ok(Self {
             sinks,
+            record: SinkRecord::new(0),
             routes,
             dead_letter,
             unroutable: UnroutableRetry::default(),
         })
+    }
+
+    /// Remembers up to `capacity` acknowledged publishes (event id, sink, destination): when an
+    /// event is delivered again (VOD hands it out again because another routed sink failed),
+    /// a sink that already acknowledged it there is skipped and the attempt reports
+    /// [`SinkAttempt::skipped`]. 0 (the default) always publishes.
+    #[must_use]
+    pub fn with_sink_record(mut self, capacity: usize) -> Self {
+        self.record = SinkRecord::new(capacity);
+        self
+    }
+
+    /// The record of acknowledged publishes.
+    #[must_use]
+    pub const fn sink_record(&self) -> &SinkRecord {
+        &self.record
     }
 
     /// Replaces the [`UnroutableRetry`] policy (default: two retries, 200 ms then 400 ms).
@@ -141,13 +184,20 @@ impl Pipeline {
 
     /// Every sink, in no particular order.
     pub fn sinks(&self) -> impl Iterator<Item = &Arc<dyn Sink>> {
-        self.sinks.values()
+        self.sinks.values().map(|(sink, _)| sink)
     }
 
     /// True when every sink reports healthy.
     #[must_use]
     pub fn is_healthy(&self) -> bool {
-        self.sinks.values().all(|s| s.is_healthy())
+        self.sinks().all(|s| s.is_healthy())
+    }
+
+    /// Publishes on the wire now, per sink name.
+    pub fn in_flight(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.sinks
+            .iter()
+            .map(|(name, (_, count))| (name.as_str(), count.load(Ordering::Relaxed)))
     }
 
     /// Delivers one envelope: publish to every routed target at once, wait for all answers or the
@@ -185,13 +235,30 @@ impl Pipeline {
                 dead_letter: None,
             };
             // `Pipeline::new` checked every target's sink exists.
-            let sink = self.sinks.get(&target.sink).map(Arc::clone);
+            let sink = self.sinks.get(&target.sink).cloned();
             let policy = self.unroutable;
+            let record = &self.record;
             async move {
-                match sink {
-                    Some(sink) => publish(sink, message, deadline, false, policy).await,
-                    None => unreachable!("route targets are validated in Pipeline::new"),
+                let Some((sink, on_wire)) = sink else {
+                    unreachable!("route targets are validated in Pipeline::new")
+                };
+                if record.contains(&message.envelope.id, sink.name(), &message.destination) {
+                    return SinkAttempt {
+                        sink,
+                        destination: message.destination,
+                        result: Ok(()),
+                        elapsed: Duration::ZERO,
+                        dead_letter: false,
+                        unroutable_retries: 0,
+                        skipped: true,
+                    };
                 }
+                let id = message.envelope.id.clone();
+                let attempt = publish(sink, &on_wire, message, deadline, false, policy).await;
+                if attempt.result.is_ok() {
+                    record.insert(&id, attempt.sink.name(), &attempt.destination);
+                }
+                attempt
             }
         };
         // One target is the common case: no join machinery for it.
@@ -241,7 +308,7 @@ impl Pipeline {
                 attempts,
             };
         };
-        let Some(sink) = self.sinks.get(&target.sink).map(Arc::clone) else {
+        let Some((sink, on_wire)) = self.sinks.get(&target.sink).cloned() else {
             unreachable!("the dead-letter sink is validated in Pipeline::new");
         };
         let failed = attempts
@@ -262,7 +329,7 @@ impl Pipeline {
             retries: 0,
             ..self.unroutable
         };
-        let attempt = publish(sink, message, deadline, true, once).await;
+        let attempt = publish(sink, &on_wire, message, deadline, true, once).await;
         let outcome = match &attempt.result {
             Ok(()) => Outcome::DeadLettered { reason: *reason },
             // The dead-letter destination failed too: the event stays unacknowledged. A transient
@@ -277,14 +344,42 @@ impl Pipeline {
         }
     }
 
-    /// Closes every sink (flushes buffers) and returns each sink's result.
-    pub async fn close(&self) -> Vec<(String, Result<(), SinkError>)> {
-        join_all(
-            self.sinks
-                .iter()
-                .map(|(name, sink)| async move { (name.clone(), sink.close().await) }),
-        )
+    /// Closes every sink at once (flushes buffers, releases connections), each within `within`,
+    /// and says how each ended: a close still running then (a flush to a broker that does
+    /// not answer, a connection whose close is never acknowledged) is abandoned as a timeout.
+    pub async fn close(&self, within: Duration) -> Vec<SinkClosed> {
+        join_all(self.sinks.iter().map(|(name, (sink, on_wire))| async move {
+            let abandoned = on_wire.load(Ordering::Relaxed);
+            let result = match tokio::time::timeout(within, sink.close()).await {
+                Ok(result) => result,
+                Err(_) => Err(SinkError::retryable(
+                    FailureReason::Timeout,
+                    format!("the sink did not close within {} ms", within.as_millis()),
+                )),
+            };
+            SinkClosed {
+                sink: name.clone(),
+                abandoned,
+                result,
+            }
+        }))
         .await
+    }
+}
+
+/// Counts one publish on the wire for as long as it lives.
+struct OnWire<'a>(&'a AtomicUsize);
+
+impl<'a> OnWire<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for OnWire<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -292,11 +387,13 @@ impl Pipeline {
 /// allows the pause; the attempt reports the last answer and the whole time taken.
 async fn publish(
     sink: Arc<dyn Sink>,
+    on_wire: &AtomicUsize,
     message: Message,
     deadline: Instant,
     dead_letter: bool,
     policy: UnroutableRetry,
 ) -> SinkAttempt {
+    let _on_wire = OnWire::enter(on_wire);
     let started = Instant::now();
     let mut backoff = policy.backoff;
     let mut retries = 0;
@@ -341,6 +438,7 @@ async fn publish(
                 elapsed: started.elapsed(),
                 dead_letter,
                 unroutable_retries: retries,
+                skipped: false,
                 sink,
             };
         }
@@ -503,6 +601,101 @@ mod tests {
         assert_eq!(a.seen(), vec![("t.NewFileUpload".to_owned(), None)]);
         assert_eq!(b.seen().len(), 1);
         assert_eq!(report.attempts.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_skips_the_sinks_that_already_acknowledged() {
+        let healthy = Scripted::new("a", || Ok(()));
+        let down = Arc::new(AtomicUsize::new(1));
+        let failing = Scripted::new("b", {
+            let down = Arc::clone(&down);
+            move || {
+                if down.load(Ordering::Relaxed) > 0 {
+                    Err(SinkError::retryable(FailureReason::Timeout, "silent"))
+                } else {
+                    Ok(())
+                }
+            }
+        });
+        let p = pipeline(
+            vec![healthy.clone(), failing.clone()],
+            vec![route("*", &["a", "b"])],
+            None,
+        )
+        .with_sink_record(100);
+        // VOD hands the event out three times while b fails: a stores it once.
+        for _ in 0..3 {
+            let report = p.deliver(Arc::new(sample()), ctx(), soon()).await;
+            assert!(!report.outcome.is_handled());
+        }
+        assert_eq!(healthy.seen().len(), 1, "no copies on the healthy sink");
+        assert_eq!(failing.seen().len(), 3);
+        down.store(0, Ordering::Relaxed);
+        let report = p.deliver(Arc::new(sample()), ctx(), soon()).await;
+        assert_eq!(report.outcome, Outcome::Delivered);
+        let skipped: Vec<&str> = report
+            .attempts
+            .iter()
+            .filter(|a| a.skipped)
+            .map(|a| a.sink.name())
+            .collect();
+        assert_eq!(skipped, ["a"]);
+        assert_eq!((healthy.seen().len(), failing.seen().len()), (1, 4));
+        // Without the record every redelivery publishes everywhere again.
+        let plain = pipeline(vec![healthy.clone()], vec![route("*", &["a"])], None);
+        plain.deliver(Arc::new(sample()), ctx(), soon()).await;
+        assert_eq!(healthy.seen().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_is_bounded_and_counts_what_was_abandoned() {
+        struct Stuck;
+        impl Sink for Stuck {
+            fn name(&self) -> &str {
+                "stuck"
+            }
+            fn kind(&self) -> &'static str {
+                "scripted"
+            }
+            fn publish<'a>(&'a self, _: &'a Message) -> PublishFuture<'a> {
+                Box::pin(std::future::pending())
+            }
+            fn close(&self) -> PublishFuture<'_> {
+                Box::pin(std::future::pending())
+            }
+        }
+        let p = Arc::new(pipeline(
+            vec![Arc::new(Stuck)],
+            vec![route("*", &["stuck"])],
+            None,
+        ));
+        let deliver = tokio::spawn({
+            let p = Arc::clone(&p);
+            async move {
+                p.deliver(
+                    Arc::new(sample()),
+                    ctx(),
+                    Instant::now() + Duration::from_secs(60),
+                )
+                .await
+                .outcome
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(p.in_flight().collect::<Vec<_>>(), [("stuck", 1)]);
+        let started = Instant::now();
+        let closed = p.close(Duration::from_secs(2)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].abandoned, 1);
+        assert!(matches!(
+            &closed[0].result,
+            Err(SinkError::Retryable {
+                reason: FailureReason::Timeout,
+                ..
+            })
+        ));
+        deliver.abort();
     }
 
     #[tokio::test]

@@ -37,6 +37,13 @@ pub trait Sink: Send + Sync + 'static {
         true
     }
 
+    /// How many times the sink replaced its broker connection (Kafka: its producer) since it
+    /// started: after a loss, a stall or an error that never cleared. Feeds
+    /// `vodbridge_sink_reconnects_total`.
+    fn reconnects(&self) -> u64 {
+        0
+    }
+
     /// Flushes anything buffered and releases connections; called once on shutdown after the last
     /// publish finished.
     ///
