@@ -54,6 +54,21 @@ pub struct AmqpSinkConfig {
     /// Longest pause between reconnect attempts.
     #[serde(default = "default_max_backoff")]
     pub max_reconnect_backoff_ms: u64,
+    /// AMQP heartbeat interval asked of the broker (the lower of this and the broker's wins).
+    /// A connection that carries nothing for two intervals is dead: 5 s finds a silent network
+    /// partition in about 10 s (RabbitMQ's own default, 60 s, takes two minutes). A
+    /// `heartbeat=` in the URL wins; 0 takes the broker's. 0 to 600.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u16,
+    /// The most time one connection attempt (TCP, TLS, the AMQP handshake, the exchange check
+    /// and the channels) may take before it is given up and tried again. 100 to 120,000.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Publishes waiting this long with no answer at all from the broker (no confirm, no
+    /// return, no error) drop the connection and open a new one, before the heartbeat would
+    /// notice. 1,000 to 300,000.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_ms: u64,
     /// `amqps://` only: CA certificates (PEM) trusted besides the built-in web PKI roots, for
     /// a broker whose certificate a private CA signed.
     #[serde(default)]
@@ -77,6 +92,15 @@ const fn default_channels() -> usize {
 const fn default_max_backoff() -> u64 {
     10_000
 }
+const fn default_heartbeat() -> u16 {
+    5
+}
+const fn default_connect_timeout() -> u64 {
+    5_000
+}
+const fn default_stall_timeout() -> u64 {
+    10_000
+}
 
 impl fmt::Debug for AmqpSinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,6 +112,9 @@ impl fmt::Debug for AmqpSinkConfig {
             .field("declare_exchange", &self.declare_exchange)
             .field("channels", &self.channels)
             .field("structured", &self.structured)
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("stall_timeout_ms", &self.stall_timeout_ms)
             .field("ca_file", &self.ca_file)
             .field("client_cert_file", &self.client_cert_file)
             .field("client_key_file", &self.client_key_file)
@@ -107,8 +134,10 @@ impl AmqpSinkConfig {
 
 /// A checked configuration's connection inputs.
 pub(crate) struct Validated {
-    /// The URL (from `url` or `url_file`).
+    /// The URL (from `url` or `url_file`), for logs (redacted there).
     pub(crate) url: String,
+    /// The parsed URL with the heartbeat asked for.
+    pub(crate) uri: lapin::uri::AMQPUri,
     /// TLS files read (`amqps://` only).
     pub(crate) tls: OwnedTLSConfig,
 }
@@ -137,8 +166,25 @@ impl AmqpSinkConfig {
                 redact_url(&url)
             )));
         }
-        url.parse::<lapin::uri::AMQPUri>()
+        let mut uri = url
+            .parse::<lapin::uri::AMQPUri>()
             .map_err(|e| Error::Config(format!("url {} does not parse: {e}", redact_url(&url))))?;
+        if self.heartbeat_secs > 600 {
+            return Err(Error::Config("heartbeat_secs must be 0 to 600".into()));
+        }
+        if uri.query.heartbeat.is_none() && self.heartbeat_secs > 0 {
+            uri.query.heartbeat = Some(self.heartbeat_secs);
+        }
+        if !(100..=120_000).contains(&self.connect_timeout_ms) {
+            return Err(Error::Config(
+                "connect_timeout_ms must be 100 to 120000".into(),
+            ));
+        }
+        if !(1_000..=300_000).contains(&self.stall_timeout_ms) {
+            return Err(Error::Config(
+                "stall_timeout_ms must be 1000 to 300000".into(),
+            ));
+        }
         if !(1..=256).contains(&self.channels) {
             return Err(Error::Config("channels must be 1 to 256".into()));
         }
@@ -148,7 +194,7 @@ impl AmqpSinkConfig {
             ));
         }
         let tls = tls_config(&url, self)?;
-        Ok(Validated { url, tls })
+        Ok(Validated { url, uri, tls })
     }
 }
 
@@ -222,6 +268,25 @@ mod tests {
     }
 
     #[test]
+    fn the_heartbeat_is_asked_for_unless_the_url_names_one() {
+        let parse = |json: &str| -> AmqpSinkConfig { serde_json::from_str(json).expect("parses") };
+        let heartbeat = |json: &str| parse(json).check().expect("valid").uri.query.heartbeat;
+        assert_eq!(
+            heartbeat(r#"{"url":"amqp://h/v","exchange":"vod"}"#),
+            Some(5)
+        );
+        assert_eq!(
+            heartbeat(r#"{"url":"amqp://h/v?heartbeat=30","exchange":"vod"}"#),
+            Some(30)
+        );
+        assert_eq!(
+            heartbeat(r#"{"url":"amqp://h/v","exchange":"vod","heartbeat_secs":0}"#),
+            None,
+            "0 takes the broker's"
+        );
+    }
+
+    #[test]
     fn validation_refuses_what_connect_would() {
         let parse = |json: &str| -> AmqpSinkConfig { serde_json::from_str(json).expect("parses") };
         assert!(parse(r#"{"url":"amqp://u:pw@h/v","exchange":"vod"}"#)
@@ -240,6 +305,18 @@ mod tests {
             (
                 r#"{"url":"amqp://h/v","exchange":"vod","max_reconnect_backoff_ms":5}"#,
                 "max_reconnect_backoff_ms",
+            ),
+            (
+                r#"{"url":"amqp://h/v","exchange":"vod","heartbeat_secs":601}"#,
+                "heartbeat_secs",
+            ),
+            (
+                r#"{"url":"amqp://h/v","exchange":"vod","connect_timeout_ms":1}"#,
+                "connect_timeout_ms",
+            ),
+            (
+                r#"{"url":"amqp://h/v","exchange":"vod","stall_timeout_ms":10}"#,
+                "stall_timeout_ms",
             ),
             (r#"{"exchange":"vod"}"#, "url_file"),
             (

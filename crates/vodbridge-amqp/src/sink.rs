@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::Duration,
@@ -13,12 +13,14 @@ use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions},
     tcp::OwnedTLSConfig,
     types::{AMQPValue, FieldTable, LongString, ShortString},
+    uri::AMQPUri,
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use vodbridge_core::{
     redact_url, Background, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
+    StallWatch,
 };
 
 use crate::{
@@ -95,8 +97,23 @@ pub struct AmqpSink {
     next: AtomicUsize,
     /// Wakes the supervisor when a publish saw the connection die.
     lost: Arc<Notify>,
+    /// Publishes waiting with no answer from the broker: the supervisor replaces a connection
+    /// that stalled (a silent network partition) before the heartbeat notices.
+    stall: StallWatch,
+    /// Connections replaced after a loss or a stall.
+    reconnects: Arc<AtomicU64>,
     /// The supervisor runs here; `close()` stops it and waits for it.
     background: Background,
+}
+
+/// The longest wait for the broker's `close-ok` when a connection is closed: a connection cut
+/// off by a silent partition never answers, and neither a reconnect nor a shutdown may hang on
+/// it (the heartbeat ends the abandoned connection's socket shortly after).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Closes `connection`, waiting at most [`CLOSE_TIMEOUT`] for the broker's answer.
+async fn close_bounded(connection: &Connection, code: u16, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(code, reason.into())).await;
 }
 
 impl AmqpSink {
@@ -108,24 +125,29 @@ impl AmqpSink {
     ///
     /// A missing or unreadable URL, or an invalid setting.
     pub fn start(name: &str, config: AmqpSinkConfig, background: Background) -> Result<Self> {
-        let Validated { url, tls } = config.check()?;
+        let Validated { url, uri, tls } = config.check()?;
         let sink = Self {
             name: name.to_owned(),
+            stall: StallWatch::new(Duration::from_millis(config.stall_timeout_ms)),
             config: config.clone(),
             current: Arc::new(Mutex::new(None)),
             next: AtomicUsize::new(0),
             lost: Arc::new(Notify::new()),
+            reconnects: Arc::new(AtomicU64::new(0)),
             background,
         };
-        let supervisor = supervise(
-            name.to_owned(),
+        let supervisor = supervise(Supervisor {
+            name: name.to_owned(),
             url,
+            uri,
             tls,
             config,
-            Arc::clone(&sink.current),
-            Arc::clone(&sink.lost),
-            sink.background.shutdown().clone(),
-        );
+            current: Arc::clone(&sink.current),
+            lost: Arc::clone(&sink.lost),
+            stall: sink.stall.clone(),
+            reconnects: Arc::clone(&sink.reconnects),
+            shutdown: sink.background.shutdown().clone(),
+        });
         // Cancelled at any await (a connect in progress, a backoff), not only between rounds.
         sink.background.spawn(supervisor);
         Ok(sink)
@@ -139,50 +161,79 @@ impl AmqpSink {
     }
 }
 
-/// Connects, declares, opens channels; waits for the connection to die; repeats.
-async fn supervise(
+/// What the connection supervisor works with.
+struct Supervisor {
     name: String,
+    /// For logs (redacted).
     url: String,
+    uri: AMQPUri,
     tls: OwnedTLSConfig,
     config: AmqpSinkConfig,
     current: Arc<Mutex<Option<Arc<Connected>>>>,
     lost: Arc<Notify>,
+    stall: StallWatch,
+    reconnects: Arc<AtomicU64>,
     shutdown: CancellationToken,
-) {
-    let max = Duration::from_millis(config.max_reconnect_backoff_ms);
+}
+
+/// Connects, declares, opens channels; waits for the connection to die or stall; repeats. Every
+/// attempt is bounded by `connect_timeout_ms`: through a silent partition the TCP connect may
+/// succeed and the handshake never answer.
+async fn supervise(s: Supervisor) {
+    let name = s.name.as_str();
+    let max = Duration::from_millis(s.config.max_reconnect_backoff_ms);
+    let connect_timeout = Duration::from_millis(s.config.connect_timeout_ms);
     let mut delay = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        match open(&url, &tls, &config).await {
+    let mut connected_before = false;
+    while !s.shutdown.is_cancelled() {
+        let opened =
+            match tokio::time::timeout(connect_timeout, open(&s.uri, &s.tls, &s.config)).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer within connect_timeout_ms ({} ms)",
+                    connect_timeout.as_millis()
+                )),
+            };
+        match opened {
             Ok(connected) => {
-                tracing::info!(sink = %name, url = %redact_url(&url), "Connected to RabbitMQ.");
+                tracing::info!(sink = %name, url = %redact_url(&s.url), "Connected to RabbitMQ.");
+                if connected_before {
+                    s.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                connected_before = true;
                 delay = Duration::from_millis(100);
                 let connected = Arc::new(connected);
-                *current.lock().unwrap_or_else(PoisonError::into_inner) =
+                s.stall.reset();
+                *s.current.lock().unwrap_or_else(PoisonError::into_inner) =
                     Some(Arc::clone(&connected));
-                // Wait until a publish reports a loss or the connection closes by itself. A
-                // channel the broker closed (a refused message) is replaced on the live
-                // connection, so publishes on the other channels go on undisturbed.
-                loop {
+                // Wait until a publish reports a loss, the connection closes by itself (a
+                // missed heartbeat included), or publishes stall. A channel the broker closed
+                // (a refused message) is replaced on the live connection, so publishes on the
+                // other channels go on undisturbed.
+                let why = loop {
                     tokio::select! {
-                        () = lost.notified() => {}
+                        () = s.lost.notified() => {}
                         () = tokio::time::sleep(Duration::from_millis(250)) => {}
                     }
-                    if shutdown.is_cancelled()
-                        || !connected.connection.status().connected()
-                        || !replace_closed_channels(&name, &connected).await
-                    {
-                        break;
+                    if s.shutdown.is_cancelled() {
+                        return;
                     }
-                }
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                *current.lock().unwrap_or_else(PoisonError::into_inner) = None;
-                let _ = connected
-                    .connection
-                    .close(320, "vodbridge reconnecting".into())
-                    .await;
-                tracing::warn!(sink = %name, "RabbitMQ connection or channel lost; reconnecting.");
+                    if !connected.connection.status().connected() {
+                        break "lost".to_owned();
+                    }
+                    if let Some(silent) = s.stall.stalled() {
+                        break format!(
+                            "publishes got no answer for {} ms (stall_timeout_ms)",
+                            silent.as_millis()
+                        );
+                    }
+                    if !replace_closed_channels(name, &connected).await {
+                        break "a channel could not be reopened".to_owned();
+                    }
+                };
+                *s.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                close_bounded(&connected.connection, 320, "vodbridge reconnecting").await;
+                tracing::warn!(sink = %name, why = %why, "RabbitMQ connection dropped; reconnecting.");
             }
             Err(error) => {
                 tracing::warn!(sink = %name, error = %error, retry_in_ms = delay.as_millis() as u64, "Cannot connect to RabbitMQ; retrying.");
@@ -228,12 +279,12 @@ async fn confirm_channel(connection: &Connection) -> std::result::Result<Channel
 }
 
 async fn open(
-    url: &str,
+    uri: &AMQPUri,
     tls: &OwnedTLSConfig,
     config: &AmqpSinkConfig,
 ) -> std::result::Result<Connected, lapin::Error> {
-    let connection = Connection::connect_with_config(
-        url,
+    let connection = Connection::connect_uri_with_config(
+        uri.clone(),
         ConnectionProperties::default(),
         tls.clone(),
         lapin::runtime::default_runtime()?,
@@ -356,6 +407,7 @@ impl Sink for AmqpSink {
             // pending confirm on a channel the next publish takes.
             let (exchange, key) = (self.config.exchange.clone(), routing_key.to_owned());
             let (tx, rx) = tokio::sync::oneshot::channel();
+            let pending = self.stall.begin();
             tokio::spawn(async move {
                 let result = async {
                     channel
@@ -370,6 +422,10 @@ impl Sink for AmqpSink {
                         .await
                 }
                 .await;
+                if result.is_ok() {
+                    pending.answered();
+                }
+                drop(pending);
                 drop(slot);
                 let _ = tx.send(result);
             });
@@ -417,6 +473,10 @@ impl Sink for AmqpSink {
             .is_some_and(|c| c.connection.status().connected())
     }
 
+    fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
     fn close(&self) -> PublishFuture<'_> {
         Box::pin(async move {
             self.background.stop().await;
@@ -426,10 +486,7 @@ impl Sink for AmqpSink {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
             if let Some(connected) = connected {
-                let _ = connected
-                    .connection
-                    .close(200, "vodbridge shutting down".into())
-                    .await;
+                close_bounded(&connected.connection, 200, "vodbridge shutting down").await;
             }
             Ok(())
         })

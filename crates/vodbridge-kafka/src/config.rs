@@ -21,6 +21,12 @@ pub struct KafkaSinkConfig {
     /// CloudEvents structured mode (the whole envelope as JSON value) instead of binary mode.
     #[serde(default)]
     pub structured: bool,
+    /// Publishes failing with no delivery at all for this long, while the cluster answers
+    /// metadata requests, replace the producer (a new producer id): an error that never clears
+    /// (a fenced or wedged idempotent producer after a partition) stops being forever.
+    /// 1,000 to 600,000.
+    #[serde(default = "default_stuck_timeout")]
+    pub stuck_timeout_ms: u64,
     /// Extra librdkafka properties (`compression.type`, `linger.ms`, `security.protocol`,
     /// `sasl.mechanism`, `sasl.username`, `ssl.ca.location`, ...). `acks` and
     /// `enable.idempotence` can be overridden here but default to `all` / `true`.
@@ -34,6 +40,19 @@ pub struct KafkaSinkConfig {
 const fn default_message_timeout() -> u64 {
     20_000
 }
+const fn default_stuck_timeout() -> u64 {
+    10_000
+}
+
+/// librdkafka settings the sink sets unless `properties` names them: dead connections found in
+/// seconds, not minutes (librdkafka's own defaults: 60 s request timeout, 30 s connection
+/// setup, no TCP keepalive).
+pub(crate) const CONNECTION_DEFAULTS: [(&str, &str); 4] = [
+    ("socket.keepalive.enable", "true"),
+    ("socket.timeout.ms", "10000"),
+    ("socket.connection.setup.timeout.ms", "10000"),
+    ("reconnect.backoff.max.ms", "2000"),
+];
 
 impl fmt::Debug for KafkaSinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,6 +74,7 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("brokers", &self.brokers)
             .field("message_timeout_ms", &self.message_timeout_ms)
             .field("structured", &self.structured)
+            .field("stuck_timeout_ms", &self.stuck_timeout_ms)
             .field("properties", &properties)
             .field("secret_property_files", &self.secret_property_files)
             .finish()
@@ -93,6 +113,11 @@ impl KafkaSinkConfig {
         if self.message_timeout_ms == 0 {
             return Err(Error::Config("message_timeout_ms must be above 0".into()));
         }
+        if !(1_000..=600_000).contains(&self.stuck_timeout_ms) {
+            return Err(Error::Config(
+                "stuck_timeout_ms must be 1000 to 600000".into(),
+            ));
+        }
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &self.brokers)
@@ -100,6 +125,9 @@ impl KafkaSinkConfig {
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", self.message_timeout_ms.to_string());
+        for (key, value) in CONNECTION_DEFAULTS {
+            client.set(key, value);
+        }
         for (key, value) in &self.properties {
             client.set(key, value);
         }
@@ -123,6 +151,7 @@ mod tests {
             brokers: "b:9092".into(),
             message_timeout_ms: 1000,
             structured: false,
+            stuck_timeout_ms: 10_000,
             properties: BTreeMap::new(),
             secret_property_files: BTreeMap::new(),
         }
@@ -135,6 +164,21 @@ mod tests {
             .properties
             .insert("sasl.password".into(), "hunter2".into());
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn connection_defaults_give_way_to_properties() {
+        let client = config().client_config("t").expect("valid");
+        assert_eq!(client.get("socket.timeout.ms"), Some("10000"));
+        assert_eq!(client.get("socket.keepalive.enable"), Some("true"));
+        let mut own = config();
+        own.properties
+            .insert("socket.timeout.ms".into(), "30000".into());
+        let client = own.client_config("t").expect("valid");
+        assert_eq!(client.get("socket.timeout.ms"), Some("30000"));
+        let mut bad = config();
+        bad.stuck_timeout_ms = 5;
+        assert!(bad.validate().is_err());
     }
 
     #[test]

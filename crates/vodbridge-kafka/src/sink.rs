@@ -11,7 +11,7 @@ use std::{
 
 use rdkafka::{
     config::ClientConfig,
-    error::{KafkaError, RDKafkaErrorCode},
+    error::KafkaError,
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
@@ -50,8 +50,10 @@ struct State {
     last_delivery_ms: AtomicU64,
     /// Milliseconds since `started` of the last producer replacement.
     last_replaced_ms: AtomicU64,
+    /// Producers replaced so far.
+    replaced: AtomicU64,
     /// No delivery for this long while the cluster answers metadata requests and publishes
-    /// time out: the producer is wedged.
+    /// fail: the producer is stuck (`stuck_timeout_ms`).
     stall_after: Duration,
 }
 
@@ -71,10 +73,6 @@ impl KafkaSink {
         let producer: FutureProducer = client
             .create()
             .map_err(|e| Error::Producer(e.to_string()))?;
-        let timeout_ms = client
-            .get("message.timeout.ms")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(config.message_timeout_ms);
         let state = Arc::new(State {
             name: name.to_owned(),
             producer: std::sync::RwLock::new(producer),
@@ -84,7 +82,8 @@ impl KafkaSink {
             started: Instant::now(),
             last_delivery_ms: AtomicU64::new(0),
             last_replaced_ms: AtomicU64::new(0),
-            stall_after: Duration::from_millis(timeout_ms.saturating_mul(2).max(5_000)),
+            replaced: AtomicU64::new(0),
+            stall_after: Duration::from_millis(config.stuck_timeout_ms),
         });
         spawn_probe(Arc::clone(&state));
         Ok(Self {
@@ -112,37 +111,38 @@ impl State {
     }
 
     /// After a failed publish: replace the producer when librdkafka reports a fatal error (e.g.
-    /// the idempotent producer's state was lost by the cluster), or when it is wedged: the
-    /// cluster answers metadata requests, yet publishes time out and nothing was delivered for
-    /// `stall_after` (seen when a broker restarts without the producer's state and librdkafka
-    /// keeps retrying the old producer id forever). At most one replacement per `stall_after`.
+    /// the idempotent producer's state was lost by the cluster), or when it is stuck: the
+    /// cluster answers metadata requests, yet publishes fail and nothing was delivered for
+    /// `stall_after`, whatever the error. Seen after a silent partition, where the reconnected
+    /// idempotent producer got `ProducerFenced` for as long as it lived, and when a broker
+    /// restarts without the producer's state and librdkafka keeps retrying the old producer id
+    /// forever. A new producer gets a new producer id. A per-message rejection (too large, not
+    /// authorized) says nothing about the producer and never replaces it. At most one
+    /// replacement per `stall_after`.
     fn recover(&self, failed: &FutureProducer, error: &KafkaError) {
         let why = if let Some((code, reason)) = failed.client().fatal_error() {
             format!("fatal error {code:?}: {reason}")
         } else {
-            let timed_out = matches!(
-                error,
-                KafkaError::MessageProduction(
-                    RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut
-                )
-            );
             let now = self.now_ms();
             let stall = u64::try_from(self.stall_after.as_millis()).unwrap_or(u64::MAX);
             let silent = now.saturating_sub(self.last_delivery_ms.load(Ordering::Relaxed));
             let since_replaced = now.saturating_sub(self.last_replaced_ms.load(Ordering::Relaxed));
-            if !(timed_out
+            if !(classify(error).is_retryable()
                 && self.healthy.load(Ordering::Relaxed)
                 && silent >= stall
                 && since_replaced >= stall)
             {
                 return;
             }
-            format!("no delivery for {silent} ms while the cluster is reachable")
+            format!(
+                "no delivery for {silent} ms while the cluster is reachable; last error: {error}"
+            )
         };
         tracing::error!(sink = %self.name, why = %why, "Kafka producer is stuck; creating a new one.");
         match self.client.create::<FutureProducer>() {
             Ok(fresh) => {
                 let now = self.now_ms();
+                self.replaced.fetch_add(1, Ordering::Relaxed);
                 self.last_replaced_ms.store(now, Ordering::Relaxed);
                 // Measure the new producer's silence from now.
                 self.last_delivery_ms.store(now, Ordering::Relaxed);
@@ -264,6 +264,10 @@ impl Sink for KafkaSink {
         self.state.healthy.load(Ordering::Relaxed)
     }
 
+    fn reconnects(&self) -> u64 {
+        self.state.replaced.load(Ordering::Relaxed)
+    }
+
     fn close(&self) -> PublishFuture<'_> {
         Box::pin(async move {
             // Stop the probe and wait for it (a metadata fetch in flight ends within 2 s),
@@ -282,6 +286,8 @@ impl Sink for KafkaSink {
 
 #[cfg(test)]
 mod tests {
+    use rdkafka::error::RDKafkaErrorCode;
+
     use super::*;
 
     #[test]

@@ -41,6 +41,7 @@ fn config(broker: &Tansu) -> KafkaSinkConfig {
         brokers: broker.bootstrap(),
         message_timeout_ms: 3000,
         structured: false,
+        stuck_timeout_ms: 10_000,
         // Idempotence stays on (the default). tansu's memory storage forgets producer ids on
         // restart, which wedges librdkafka's idempotent producer: the outage below shows the
         // sink replacing a wedged producer by itself.

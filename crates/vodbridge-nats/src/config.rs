@@ -45,6 +45,16 @@ pub struct NatsSinkConfig {
     /// Longest wait for a PubAck (the pipeline's deadline still applies).
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout_ms: u64,
+    /// How often the client PINGs the server. Two PINGs without a PONG mean a dead
+    /// connection, so 4 s finds a silent network partition in 8 to 12 s (the client's own
+    /// default, 60 s, takes two to three minutes). 500 to 600,000.
+    #[serde(default = "default_ping_interval")]
+    pub ping_interval_ms: u64,
+    /// Publishes waiting this long with no answer at all from the server (no PubAck, no error
+    /// reply) make the client drop its connection and reconnect, before the PINGs notice.
+    /// 1,000 to 300,000.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_ms: u64,
     /// CloudEvents structured mode (the whole envelope as JSON body) instead of binary mode.
     #[serde(default)]
     pub structured: bool,
@@ -80,6 +90,8 @@ impl fmt::Debug for NatsSinkConfig {
             .field("storage", &self.storage)
             .field("replicas", &self.replicas)
             .field("ack_timeout_ms", &self.ack_timeout_ms)
+            .field("ping_interval_ms", &self.ping_interval_ms)
+            .field("stall_timeout_ms", &self.stall_timeout_ms)
             .field("structured", &self.structured)
             .field("credentials_file", &self.credentials_file)
             .field("token_file", &self.token_file)
@@ -110,6 +122,12 @@ const fn default_replicas() -> usize {
 }
 const fn default_ack_timeout() -> u64 {
     5000
+}
+const fn default_ping_interval() -> u64 {
+    4000
+}
+const fn default_stall_timeout() -> u64 {
+    10_000
 }
 
 /// A checked configuration's connection inputs.
@@ -142,6 +160,16 @@ impl NatsSinkConfig {
         }
         if self.ack_timeout_ms < 100 {
             return Err(Error::Config("ack_timeout_ms must be at least 100".into()));
+        }
+        if !(500..=600_000).contains(&self.ping_interval_ms) {
+            return Err(Error::Config(
+                "ping_interval_ms must be 500 to 600000".into(),
+            ));
+        }
+        if !(1_000..=300_000).contains(&self.stall_timeout_ms) {
+            return Err(Error::Config(
+                "stall_timeout_ms must be 1000 to 300000".into(),
+            ));
         }
         if !(1..=5).contains(&self.replicas) {
             return Err(Error::Config(
@@ -248,6 +276,14 @@ mod tests {
             (
                 r#"{"url":"nats://h:4222","stream":"VOD","replicas":0}"#,
                 "replicas",
+            ),
+            (
+                r#"{"url":"nats://h:4222","stream":"VOD","ping_interval_ms":10}"#,
+                "ping_interval_ms",
+            ),
+            (
+                r#"{"url":"nats://h:4222","stream":"VOD","stall_timeout_ms":10}"#,
+                "stall_timeout_ms",
             ),
             (
                 r#"{"url":"nats://h:4222","stream":"VOD","duplicate_window_secs":0}"#,

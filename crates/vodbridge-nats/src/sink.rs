@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, OnceLock,
     },
     time::Duration,
@@ -13,17 +13,20 @@ use async_nats::{
     connection::State,
     header::HeaderMap,
     jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream},
-    ConnectOptions,
+    ConnectOptions, Event,
 };
 use bytes::Bytes;
 use vodbridge_core::{
-    Background, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError,
+    Background, FailureReason, HeaderStyle, Message, PublishFuture, Sink, SinkError, StallWatch,
 };
 
 use crate::{
     config::{Checked, NatsSinkConfig, StorageKind},
     error::{classify, Error, Result},
 };
+
+/// The longest wait for the server when flushing on close.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A JetStream sink.
 pub struct NatsSink {
@@ -36,6 +39,11 @@ pub struct NatsSink {
     stream_ready: Arc<AtomicBool>,
     /// Set while a stream check started by a `StreamNotFound` answer runs.
     rechecking: Arc<AtomicBool>,
+    /// Publishes waiting with no answer from the server: a stalled connection (a silent
+    /// network partition) is dropped before the PINGs notice.
+    stall: StallWatch,
+    /// Reconnects of the client (a loss it noticed, or a stall).
+    reconnects: Arc<AtomicU64>,
     /// The connect task and stream checks run here; `close()` stops them and waits for them.
     background: Background,
 }
@@ -57,13 +65,44 @@ impl NatsSink {
     /// An unreadable credentials, token or certificate file, or an invalid configuration.
     pub fn start(name: &str, config: NatsSinkConfig, background: Background) -> Result<Self> {
         let (addrs, options) = connect_options(name, &config)?;
-        let options = options.retry_on_initial_connect().max_reconnects(None);
+        let reconnects = Arc::new(AtomicU64::new(0));
+        let options = options
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback({
+                let (name, reconnects, connected_before) = (
+                    name.to_owned(),
+                    Arc::clone(&reconnects),
+                    Arc::new(AtomicBool::new(false)),
+                );
+                move |event| {
+                    let (name, reconnects, connected_before) = (
+                        name.clone(),
+                        Arc::clone(&reconnects),
+                        Arc::clone(&connected_before),
+                    );
+                    async move {
+                        match event {
+                            Event::Connected if connected_before.swap(true, Ordering::Relaxed) => {
+                                reconnects.fetch_add(1, Ordering::Relaxed);
+                                tracing::info!(sink = %name, "Reconnected to NATS.");
+                            }
+                            Event::Disconnected => {
+                                tracing::warn!(sink = %name, "NATS connection lost; reconnecting.");
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            });
         let sink = Self {
             name: name.to_owned(),
+            stall: StallWatch::new(Duration::from_millis(config.stall_timeout_ms)),
             config,
             client: Arc::new(OnceLock::new()),
             stream_ready: Arc::new(AtomicBool::new(false)),
             rechecking: Arc::new(AtomicBool::new(false)),
+            reconnects,
             background,
         };
         let (name, config, slot, ready) = (
@@ -89,6 +128,11 @@ impl NatsSink {
                 .clone();
             ensure_stream(name, context, config, ready).await;
         });
+        sink.background.spawn(watch_stalls(
+            sink.name.clone(),
+            Arc::clone(&sink.client),
+            sink.stall.clone(),
+        ));
         Ok(sink)
     }
 
@@ -110,6 +154,22 @@ impl NatsSink {
             ensure_stream(name, context, config, ready).await;
             rechecking.store(false, Ordering::Release);
         });
+    }
+}
+
+/// Drops the client's connection when publishes stalled (see [`StallWatch`]); the client then
+/// reconnects by itself, and only a new connection gets through a silent partition.
+async fn watch_stalls(name: String, client: Arc<OnceLock<Client>>, stall: StallWatch) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (Some(client), Some(silent)) = (client.get(), stall.stalled()) else {
+            continue;
+        };
+        tracing::warn!(sink = %name, silent_ms = silent.as_millis() as u64, "NATS publishes got no answer (stall_timeout_ms); dropping the connection.");
+        stall.reset();
+        if let Err(error) = client.client.force_reconnect().await {
+            tracing::warn!(sink = %name, error = %error, "Cannot make the NATS client reconnect.");
+        }
     }
 }
 
@@ -174,6 +234,7 @@ pub(crate) fn connect_options(
     let mut options = ConnectOptions::new()
         .name(format!("vodbridge/{name}"))
         .connection_timeout(Duration::from_secs(5))
+        .ping_interval(Duration::from_millis(config.ping_interval_ms))
         .require_tls(config.tls_required);
     if let Some(path) = &config.credentials_file {
         let file_error = |source| Error::File {
@@ -251,17 +312,26 @@ impl Sink for NatsSink {
                 ));
             };
             let publish = self.message(message)?;
+            let pending = self.stall.begin();
             let failed = |e: jetstream::context::PublishError| {
-                if e.kind() == PublishErrorKind::StreamNotFound {
-                    self.recheck_stream(context);
+                match e.kind() {
+                    PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {}
+                    PublishErrorKind::StreamNotFound => {
+                        pending.answered();
+                        self.recheck_stream(context);
+                    }
+                    _ => pending.answered(),
                 }
                 classify(&e)
             };
             let ack = context
                 .send_publish(subject, publish)
                 .await
-                .map_err(failed)?;
-            ack.await.map(|_| ()).map_err(failed)
+                .map_err(&failed)?;
+            let acked = ack.await.map_err(&failed)?;
+            pending.answered();
+            drop(acked);
+            Ok(())
         })
     }
 
@@ -272,17 +342,26 @@ impl Sink for NatsSink {
             && self.stream_ready.load(Ordering::Relaxed)
     }
 
+    fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
     fn close(&self) -> PublishFuture<'_> {
         Box::pin(async move {
             // Stop the stream checks and wait for them, then flush what the client buffered.
             self.background.stop().await;
-            match self.client.get() {
-                Some(c) => {
-                    c.client.flush().await.map_err(|e| {
-                        SinkError::retryable(FailureReason::Unavailable, e.to_string())
-                    })
-                }
-                None => Ok(()),
+            // A flush to a server that does not answer (a silent partition) must not hold the
+            // shutdown: what it could not flush was never acknowledged, so it comes back.
+            let Some(c) = self.client.get() else {
+                return Ok(());
+            };
+            match tokio::time::timeout(FLUSH_TIMEOUT, c.client.flush()).await {
+                Ok(flushed) => flushed
+                    .map_err(|e| SinkError::retryable(FailureReason::Unavailable, e.to_string())),
+                Err(_) => Err(SinkError::retryable(
+                    FailureReason::Timeout,
+                    format!("no flush within {} ms", FLUSH_TIMEOUT.as_millis()),
+                )),
             }
         })
     }

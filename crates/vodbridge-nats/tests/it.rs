@@ -44,6 +44,8 @@ fn config(server: &NatsServer, storage: StorageKind) -> NatsSinkConfig {
         storage,
         replicas: 1,
         ack_timeout_ms: 2000,
+        ping_interval_ms: 4000,
+        stall_timeout_ms: 10_000,
         structured: false,
         credentials_file: None,
         token_file: None,
