@@ -8,6 +8,7 @@
 
 mod crash;
 mod outage;
+mod partition;
 mod refusals;
 mod shutdown;
 mod support;

@@ -4,8 +4,10 @@
 #![forbid(unsafe_code)]
 
 mod pki;
+mod proxy;
 
 pub use pki::TestPki;
+pub use proxy::SilentProxy;
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
@@ -469,6 +471,8 @@ impl Drop for RabbitMq {
 pub struct Tansu {
     /// Kafka port.
     pub port: u16,
+    /// The port it tells clients to connect to (its own, or a proxy's in front of it).
+    advertised: u16,
     child: Option<Child>,
     /// `memory://tansu/` or `sqlite://tansu.db` (relative to the directory below: tansu reads
     /// the URL's path as relative).
@@ -504,8 +508,22 @@ impl Tansu {
     /// When `tansu` is missing or does not open its port.
     #[must_use]
     pub fn start() -> Self {
+        let port = free_port();
+        Self::start_advertising(port, port)
+    }
+
+    /// Starts a broker on `port` that tells clients (in its metadata) to connect to
+    /// `advertised`, the port of a [`crate::SilentProxy`] in front of it: without that, a
+    /// Kafka client would find the broker's own address and go around the proxy.
+    ///
+    /// # Panics
+    ///
+    /// When `tansu` is missing or does not open its port.
+    #[must_use]
+    pub fn start_advertising(port: u16, advertised: u16) -> Self {
         let mut broker = Self {
-            port: free_port(),
+            port,
+            advertised,
             child: None,
             storage: "memory://tansu/".to_owned(),
             dir: None,
@@ -523,8 +541,10 @@ impl Tansu {
     #[must_use]
     pub fn start_durable() -> Self {
         let dir = tempfile::tempdir().expect("a tansu directory");
+        let port = free_port();
         let mut broker = Self {
-            port: free_port(),
+            port,
+            advertised: port,
             child: None,
             storage: "sqlite://tansu.db".to_owned(),
             dir: Some(dir),
@@ -535,6 +555,7 @@ impl Tansu {
 
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let mut command = Command::new(tansu_binary());
         if let Some(dir) = &self.dir {
             command.current_dir(dir.path());
@@ -545,7 +566,7 @@ impl Tansu {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
                 "--storage-engine",
                 &self.storage,
             ]),
@@ -555,10 +576,11 @@ impl Tansu {
         ));
     }
 
-    /// `127.0.0.1:port`, for `bootstrap.servers`.
+    /// `127.0.0.1:port`, for `bootstrap.servers` (the advertised port: a proxy's, when the
+    /// broker was started behind one).
     #[must_use]
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.advertised)
     }
 
     /// The broker's process id while it runs (for reading its CPU time in benchmarks).
