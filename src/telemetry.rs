@@ -57,8 +57,12 @@ pub struct Metrics {
     pub vod_api_throttled: IntCounterVec,
     /// `vodbridge_event_age_at_ack_seconds{source, ingress}`: event time to acknowledgement.
     pub event_age_at_ack: HistogramVec,
+    /// `vodbridge_pull_full_total{source}`: `PullEvents` answers that came back full (16
+    /// events): VOD held more. Its rate is the backlog signal the bridge measures itself, with
+    /// no lag (the chart's KEDA ScaledObject scales on it).
+    pub pull_full: IntCounterVec,
     /// `vodbridge_vod_backlog{source}`: events waiting in VOD's queue (`DescribeEventsState`,
-    /// approximate, about 5 s behind).
+    /// approximate, about 3 minutes behind).
     pub vod_backlog: IntGaugeVec,
     /// `vodbridge_vod_config_mismatch{source, what}`: 1 while VOD's event configuration of the
     /// source's sub-application differs from what the source needs (`what`: `mode`,
@@ -235,7 +239,12 @@ impl Metrics {
             in_flight: gauge("in_flight", "Events received and not yet answered.", &["ingress"])?,
             vod_backlog: gauge(
                 "vod_backlog",
-                "Events waiting in VOD's reliable-callback queue (DescribeEventsState, approximate).",
+                "Events waiting in VOD's reliable-callback queue (DescribeEventsState, approximate, about 3 minutes behind).",
+                &["source"],
+            )?,
+            pull_full: counter(
+                "pull_full_total",
+                "PullEvents answers that came back full (16 events): VOD held more.",
                 &["source"],
             )?,
             vod_config_mismatch: gauge(

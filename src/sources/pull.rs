@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use vodbridge_core::{Envelope, EventId, FailureReason, Ingress, RouteContext, TRACE_TARGET};
 use vodbridge_tencent::{
-    api::{ErrorClass, VodClient, MAX_CONFIRM_HANDLES},
+    api::{ErrorClass, VodClient, MAX_CONFIRM_HANDLES, MAX_PULL_EVENTS},
     governor::{Action, Governor},
     Normalizer, RawEvent,
 };
@@ -239,7 +239,9 @@ async fn pause(duration: Duration, cancel: &CancellationToken) -> bool {
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Keeps `vodbridge_vod_backlog{source}` current until cancelled; failures only leave the
-/// gauge as it was (the pull loops report API trouble).
+/// gauge as it was (the pull loops report API trouble). VOD's count runs about 3 minutes
+/// behind (its docs say not to decide whether to pull by it): a trend for dashboards, while
+/// `vodbridge_pull_full_total` is the signal to scale on.
 pub(crate) async fn run_backlog_probe(
     source: Arc<PullSource>,
     state: Arc<AppState>,
@@ -338,6 +340,10 @@ pub(crate) async fn run_loop(
                     .pull_batch_size
                     .with_label_values(&[name])
                     .observe(events.len() as f64);
+                if events.len() >= MAX_PULL_EVENTS {
+                    // VOD had more than one answer holds: the bridge's own backlog signal.
+                    metrics.pull_full.with_label_values(&[name]).inc();
+                }
                 if !events.is_empty() {
                     source.governor.pulled(events.len());
                     let (source, state, confirms) =

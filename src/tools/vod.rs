@@ -104,6 +104,14 @@ pub async fn status(settings: &Settings) -> Result<Status> {
         };
         let found = compare(check, &actual);
         status.mismatches += found.len();
+        let missing = actual.missing();
+        if !missing.is_empty() {
+            let _ = writeln!(
+                status.report,
+                "  warning: VOD's answer left out {}; not checked",
+                missing.join(", ")
+            );
+        }
         let mark = |what: &str| {
             found.iter().find(|m| m.what == what).map_or_else(
                 || "ok".to_owned(),
@@ -114,14 +122,10 @@ pub async fn status(settings: &Settings) -> Result<Status> {
             status.report,
             "  {:<24}{:<10}{}",
             "mode",
-            actual.mode,
+            shown(actual.mode),
             mark("mode")
         );
-        let url = if actual.notification_url.is_empty() {
-            "(none)".to_owned()
-        } else {
-            redact_token(&actual.notification_url)
-        };
+        let url = shown_url(actual.notification_url());
         let url_note = match (check.mode, &check.notification_url) {
             (Mode::Pull, _) => "not used in PULL mode".to_owned(),
             (Mode::Push, None) => "not checked: server.public_base_url is not set".to_owned(),
@@ -142,24 +146,34 @@ pub async fn status(settings: &Settings) -> Result<Status> {
                 status.report,
                 "  {:<24}{:<10}{note}",
                 switch.name(),
-                actual.switch(switch).to_string()
+                shown(actual.switch(switch))
             );
         }
     }
     Ok(status)
 }
 
+/// A member of VOD's answer for the report; `(not in the answer)` when VOD left it out.
+fn shown(value: Option<impl std::fmt::Display>) -> String {
+    value.map_or_else(|| "(not in the answer)".to_owned(), |v| v.to_string())
+}
+
+/// A callback URL for the report, its token redacted.
+fn shown_url(url: Option<&str>) -> String {
+    match url {
+        None => "(not in the answer)".to_owned(),
+        Some("") => "(none)".to_owned(),
+        Some(url) => redact_token(url),
+    }
+}
+
 fn describe_change(change: &ModifyEventConfig, actual: &EventConfig) -> String {
     let mut parts = Vec::new();
     if let Some(mode) = change.mode {
-        parts.push(format!("Mode {} → {mode}", actual.mode));
+        parts.push(format!("Mode {} → {mode}", shown(actual.mode)));
     }
     if let Some(url) = &change.notification_url {
-        let before = if actual.notification_url.is_empty() {
-            "(none)".to_owned()
-        } else {
-            redact_token(&actual.notification_url)
-        };
+        let before = shown_url(actual.notification_url());
         parts.push(format!("NotificationUrl {before} → {}", redact_token(url)));
     }
     for switch in EventSwitch::ALL {
@@ -167,7 +181,7 @@ fn describe_change(change: &ModifyEventConfig, actual: &EventConfig) -> String {
             parts.push(format!(
                 "{} {} → {state}",
                 switch.parameter(),
-                actual.switch(switch)
+                shown(actual.switch(switch))
             ));
         }
     }

@@ -183,8 +183,10 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
     assert_eq!(trigger["type"], "prometheus");
     assert_eq!(
         trigger["metadata"]["query"],
-        r#"sum(max by (source) (vodbridge_vod_backlog{namespace="media", service="vodbridge"}))"#
+        r#"sum(rate(vodbridge_pull_full_total{namespace="media", service="vodbridge"}[2m]))"#,
+        "the bridge's own signal, not VOD's lagging count"
     );
+    assert_eq!(trigger["metadata"]["threshold"], "20");
     let keda_deployment =
         std::fs::read_to_string(out.path().join("keda.yaml")).expect("keda manifests");
     assert!(

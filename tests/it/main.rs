@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod deploy;
 mod edge;
+mod event_types;
 mod file_sink;
 mod helpers;
 mod kafka;

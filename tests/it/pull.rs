@@ -170,6 +170,12 @@ async fn ten_thousand_events_two_sub_apps_all_confirmed_never_before_written() {
         backlog.is_some_and(|b| b <= 5000.0),
         "the VOD backlog gauge is exported: {backlog:?}"
     );
+    // 5,000 events queued per source at once: most answers came back full.
+    let full = metric(&metrics, r#"vodbridge_pull_full_total{source="app1"}"#);
+    assert!(
+        full.is_some_and(|f| f >= 100.0),
+        "full pulls are counted: {full:?}"
+    );
     app.stop().await.expect("clean stop");
 }
 

@@ -107,7 +107,11 @@ fn upload(file_id: &str) -> serde_json::Value {
 async fn the_emulator_delivers_as_the_event_configuration_says() {
     let emu = enforced_emulator().await;
     let vod = &emu.emulator;
-    assert_eq!(vod.event_config(PULL_APP).mode, Mode::Push, "VOD's start");
+    assert_eq!(
+        vod.event_config(PULL_APP).mode,
+        Some(Mode::Push),
+        "VOD's start"
+    );
     assert!(matches!(
         vod.emit(PULL_APP, &upload("1")),
         Emitted::Dropped(_)
@@ -143,7 +147,7 @@ async fn the_emulator_delivers_as_the_event_configuration_says() {
             ..ModifyEventConfig::default()
         },
     );
-    assert_eq!(vod.event_config(PUSH_APP).notification_url, "");
+    assert_eq!(vod.event_config(PUSH_APP).notification_url(), Some(""));
     assert!(matches!(
         vod.emit(PUSH_APP, &upload("4")),
         Emitted::Dropped(_)
@@ -341,7 +345,7 @@ async fn a_misconfigured_sub_application_is_reported_then_configured() {
     assert!(done.status.success(), "{}", text(&done));
     assert_eq!(
         emu.emulator.event_config(PUSH_APP).notification_url,
-        good_url
+        Some(good_url)
     );
     app.wait_ready(Duration::from_secs(10)).await;
     let status = cli(&["vod", "status"], &path);

@@ -100,7 +100,12 @@ async fn call(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u
             Ok(br#"{"Response":{"#.to_vec())
         }
         "DescribeEventsState" => {
-            let count = shared.queue().count_to_pull(sub_app_id, Instant::now());
+            let count = shared.queue().count_to_pull_lagging(
+                sub_app_id,
+                Instant::now(),
+                time::OffsetDateTime::now_utc(),
+                shared.config.events_state_lag,
+            );
             Ok(format!(r#"{{"Response":{{"CountOfEventsToPull":{count},"#).into_bytes())
         }
         other => Err(Error::api(

@@ -75,11 +75,11 @@ fn initial(policy: EventConfigPolicy) -> EventConfig {
     match policy {
         EventConfigPolicy::Enforced => EventConfig::VOD_DEFAULT,
         EventConfigPolicy::Recorded => EventConfig {
-            mode: Mode::Pull,
-            notification_url: String::new(),
-            upload_media_complete_event_switch: Switch::On,
-            delete_media_complete_event_switch: Switch::On,
-            persistence_complete_event_switch: Switch::On,
+            mode: Some(Mode::Pull),
+            notification_url: Some(String::new()),
+            upload_media_complete_event_switch: Some(Switch::On),
+            delete_media_complete_event_switch: Some(Switch::On),
+            persistence_complete_event_switch: Some(Switch::On),
         },
     }
 }
@@ -126,7 +126,7 @@ pub(crate) fn emit(shared: &Arc<Shared>, sub_app_id: u64, event: Value) -> Emitt
         .to_owned();
     let policy = shared.config.event_config;
     let stored = crate::lock(&shared.event_configs).get(sub_app_id, policy);
-    if policy == EventConfigPolicy::Recorded || stored.config.mode == Mode::Pull {
+    if policy == EventConfigPolicy::Recorded || stored.config.mode == Some(Mode::Pull) {
         if policy == EventConfigPolicy::Enforced && !stored.config.emits(&event_type) {
             return dropped(shared, sub_app_id, &event_type);
         }
@@ -137,11 +137,12 @@ pub(crate) fn emit(shared: &Arc<Shared>, sub_app_id: u64, event: Value) -> Emitt
         shared.notify.notify_waiters();
         return Emitted::Queued(key);
     }
-    if !stored.config.emits(&event_type) || stored.config.notification_url.is_empty() {
+    let url = stored.config.notification_url.clone().unwrap_or_default();
+    if !stored.config.emits(&event_type) || url.is_empty() {
         return dropped(shared, sub_app_id, &event_type);
     }
     let key = shared.queue().record(sub_app_id, &event_type, "push");
-    let (shared, url) = (Arc::clone(shared), stored.config.notification_url);
+    let shared = Arc::clone(shared);
     let sign_key = stored.sign_key.map(SignKey::new);
     tokio::spawn(async move {
         crate::admin::push_one(&shared, &url, key, event, sign_key.as_ref()).await;

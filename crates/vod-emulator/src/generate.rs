@@ -1,5 +1,7 @@
 //! Realistic event bodies for every known EventType, shaped like vod-api.md's samples.
 
+use std::collections::HashMap;
+
 use serde_json::{json, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use vodbridge_tencent::catalog;
@@ -58,84 +60,148 @@ impl Generator {
         format!("{}-{kind}-{a:016x}{b:016x}", self.app_id)
     }
 
-    /// One `EventContent` body of `event_type` (any string: unknown types get the generic shape).
+    /// One `EventContent` body of `event_type` (any string: unknown types get a generic
+    /// shape). Known types have the shape Tencent's SDK declares for their member (the bodies in
+    /// `crates/vodbridge-tencent/tests/fixtures/sdk/`), with fresh FileIds, task and cast ids,
+    /// and times moved to just before now.
     pub fn event(&mut self, event_type: &str) -> Value {
         let now = OffsetDateTime::now_utc();
+        if let Some((_, shape)) = SHAPES.iter().find(|(name, _)| *name == event_type) {
+            let mut body: Value = serde_json::from_str(shape).unwrap_or(Value::Null);
+            let mut fresh = Fresh {
+                generator: self,
+                ids: HashMap::new(),
+                now,
+            };
+            fresh.renew(&mut body, "");
+            return body;
+        }
         let t = |offset: i64| {
             (now - time::Duration::seconds(offset))
                 .format(&Rfc3339)
                 .unwrap_or_default()
         };
         let file_id = self.file_id();
-        let media = |name: &str| {
-            json!({
-                "Name": name, "Description": "", "CreateTime": t(60), "UpdateTime": t(58),
-                "ExpireTime": "9999-12-31T23:59:59Z", "ClassId": 0, "ClassName": "Other", "ClassPath": "Other",
-                "CoverUrl": "", "Type": "mp4",
-                "MediaUrl": format!("https://1500000001.vod-qcloud.com/0a1b2c3dvodcq1500000001/{file_id}/{name}.mp4"),
-                "TagSet": [], "StorageRegion": "ap-chongqing",
-                "SourceInfo": { "SourceType": "Upload", "SourceContext": "" }, "Vid": "",
-                "Category": "Video", "Status": "Normal", "StorageClass": "STANDARD"
-            })
-        };
-        let meta = json!({
-            "Size": 10_485_760 + self.below(1 << 20), "Container": "mov,mp4,m4a,3gp,3g2,mj2", "Bitrate": 1_398_101,
-            "Height": 720, "Width": 1280, "Duration": 60.0, "Rotate": 0,
-            "VideoStreamSet": [{ "Bitrate": 1_270_000, "Height": 720, "Width": 1280, "Codec": "h264", "Fps": 25 }],
-            "AudioStreamSet": [{ "Bitrate": 128_000, "SamplingRate": 44100, "Codec": "aac" }],
-            "VideoDuration": 60.0, "AudioDuration": 59.98
-        });
-        match event_type {
-            "NewFileUpload" => json!({ "EventType": event_type, "FileUploadEvent": {
-                "FileId": file_id, "MediaBasicInfo": media("upload"), "ProcedureTaskId": "",
-                "ReviewAudioVideoTaskId": "", "MetaData": meta } }),
-            "PullComplete" => json!({ "EventType": event_type, "PullCompleteEvent": {
-                "TaskId": self.task_id("Pull"), "Status": "FINISH", "ErrCode": 0, "Message": "SUCCESS",
-                "FileId": file_id, "MediaBasicInfo": media("pulled"), "MetaData": meta,
-                "FileUrl": format!("https://1500000001.vod-qcloud.com/{file_id}/pulled.mp4"),
-                "ProcedureTaskId": "", "ReviewAudioVideoTaskId": "", "SessionContext": "", "SessionId": "",
-                "Progress": 100 } }),
-            "FileDeleted" => json!({ "EventType": event_type, "FileDeleteEvent": {
-                "FileIdSet": [file_id], "FileDeleteResultInfo": [{ "FileId": file_id,
-                "DeleteParts": [{ "Type": "TranscodeFiles", "Definition": 100_030 }] }] } }),
-            "ProcedureStateChanged" => {
-                json!({ "EventType": event_type, "ProcedureStateChangeEvent": {
-                "TaskId": self.task_id("procedurev2"), "Status": "FINISH", "ErrCode": 0, "Message": "SUCCESS",
-                "FileId": file_id, "FileName": "lesson", "FileUrl": format!("https://1500000001.vod-qcloud.com/{file_id}/lesson.mp4"),
-                "MetaData": meta,
-                "MediaProcessResultSet": [{ "Type": "Transcode", "TranscodeTask": {
-                    "Status": "SUCCESS", "ErrCode": 0, "ErrCodeExt": "", "Message": "SUCCESS", "Progress": 100,
-                    "BeginProcessTime": t(50), "FinishTime": t(5), "Input": { "Definition": 100_030 },
-                    "Output": { "Url": format!("https://1500000001.vod-qcloud.com/{file_id}/v.f100030.mp4"),
-                        "Definition": 100_030, "Bitrate": 1_100_000, "Height": 720, "Width": 1280, "Size": 8_250_000,
-                        "Duration": 60.02, "Container": "mov,mp4,m4a,3gp,3g2,mj2", "DigitalWatermarkType": "None" } } }],
-                "AiContentReviewResultSet": [], "AiAnalysisResultSet": [], "AiRecognitionResultSet": [],
-                "TasksPriority": 0, "TasksNotifyMode": "Finish", "SessionContext": "", "SessionId": "" } })
+        let key = catalog::payload_keys(event_type)
+            .and_then(|keys| keys.first().copied())
+            .map_or_else(|| format!("{event_type}Event"), str::to_owned);
+        let kind = event_type.trim_end_matches("Complete");
+        json!({ "EventType": event_type, key: {
+            "TaskId": self.task_id(kind), "Status": "FINISH", "ErrCode": 0, "ErrCodeExt": "",
+            "Message": "SUCCESS", "FileId": file_id, "Progress": 100,
+            "CreateTime": t(30), "BeginProcessTime": t(25), "FinishTime": t(1) } })
+    }
+}
+
+/// The SDK-shaped body of every catalogued EventType that has an `EventContent` member.
+macro_rules! shape {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!(
+                "../../vodbridge-tencent/tests/fixtures/sdk/",
+                $name,
+                ".json"
+            )),
+        )
+    };
+}
+
+const SHAPES: &[(&str, &str)] = &[
+    shape!("AigcImageTaskComplete"),
+    shape!("AigcVideoTaskComplete"),
+    shape!("ClipComplete"),
+    shape!("ComplexAdaptiveDynamicStreamingComplete"),
+    shape!("ComposeMediaComplete"),
+    shape!("ConcatComplete"),
+    shape!("CreateAigcAdvancedCustomElementCompleteEvent"),
+    shape!("CreateAigcCustomVoiceCompleteEvent"),
+    shape!("CreateImageSpriteComplete"),
+    shape!("CreateSnapshotByTimeOffsetComplete"),
+    shape!("DescribeAigcFaceInfoAsyncComplete"),
+    shape!("DescribeFileAttributesComplete"),
+    shape!("EditMediaComplete"),
+    shape!("ExtractBlindWatermarkComplete"),
+    shape!("ExtractCopyRightWatermarkComplete"),
+    shape!("ExtractTraceWatermarkComplete"),
+    shape!("FileDeleted"),
+    shape!("MediaCastStatusChanged"),
+    shape!("NewFileUpload"),
+    shape!("PersistenceComplete"),
+    shape!("ProcedureStateChanged"),
+    shape!("ProcessImageAsyncCompleteEvent"),
+    shape!("ProcessMediaByMPSComplete"),
+    shape!("PullComplete"),
+    shape!("QualityEnhanceComplete"),
+    shape!("QualityInspectComplete"),
+    shape!("RebuildMediaComplete"),
+    shape!("RemoveWatermark"),
+    shape!("RestoreMediaComplete"),
+    shape!("ReviewAudioVideoComplete"),
+    shape!("SceneAigcImageCompleteEvent"),
+    shape!("SplitMediaComplete"),
+    shape!("TranscodeComplete"),
+    shape!("WechatMiniProgramPublishComplete"),
+    shape!("WechatPublishComplete"),
+];
+
+/// The moment the shapes' times lead up to: a shape's time `d` before it becomes `d` before
+/// now.
+const SHAPES_AT: OffsetDateTime = time::macros::datetime!(2026-11-30 08:05:00 UTC);
+
+/// Renews one shape's identities and times; the same old id maps to the same new one, so an
+/// input named twice stays one video.
+struct Fresh<'g> {
+    generator: &'g mut Generator,
+    ids: HashMap<String, String>,
+    now: OffsetDateTime,
+}
+
+impl Fresh<'_> {
+    fn renew(&mut self, value: &mut Value, key: &str) {
+        match value {
+            Value::Object(members) => {
+                for (key, member) in members.iter_mut() {
+                    self.renew(member, key);
+                }
             }
-            "EditMediaComplete" => json!({ "EventType": event_type, "EditMediaCompleteEvent": {
-                "TaskId": self.task_id("EditMedia"), "Status": "FINISH", "ErrCode": 0, "ErrCodeExt": "",
-                "Message": "SUCCESS", "Progress": 100,
-                "Input": { "InputType": "File", "FileInfoSet": [{ "FileId": self.file_id(), "StartTimeOffset": 0, "EndTimeOffset": 30 }] },
-                "Output": { "FileType": "mp4", "FileId": file_id, "FileUrl": format!("https://1500000001.vod-qcloud.com/{file_id}/f0.mp4"),
-                    "MediaName": "edit", "ClassId": 0, "ExpireTime": "9999-12-31T23:59:59Z" },
-                "ProcedureTaskId": "", "ReviewAudioVideoTaskId": "", "SessionId": "", "SessionContext": "" } }),
-            "WechatPublishComplete" => {
-                json!({ "EventType": event_type, "WechatPublishCompleteEvent": {
-                "TaskId": self.task_id("Wechat"), "Status": "FINISH", "ErrCode": 0, "Message": "SUCCESS",
-                "FileId": file_id, "Definition": 10, "SourceDefinition": 0, "WechatStatus": "SUCCESS",
-                "WechatVid": format!("wxv_{:x}", self.next()), "WechatUrl": "https://example.invalid/wechat" } })
+            Value::Array(items) => {
+                for item in items {
+                    self.renew(item, key);
+                }
             }
-            other => {
-                let key = catalog::payload_keys(other)
-                    .and_then(|keys| keys.first().copied())
-                    .map_or_else(|| format!("{other}Event"), str::to_owned);
-                let kind = other.trim_end_matches("Complete");
-                json!({ "EventType": other, key: {
-                    "TaskId": self.task_id(kind), "Status": "FINISH", "ErrCode": 0, "ErrCodeExt": "",
-                    "Message": "SUCCESS", "FileId": file_id, "Progress": 100,
-                    "CreateTime": t(30), "BeginProcessTime": t(25), "FinishTime": t(1) } })
-            }
+            Value::String(text) if text.is_empty() => {}
+            Value::String(text) => match key {
+                "FileId" | "SrcFileId" | "LastFrameFileId" | "FileIdSet" => {
+                    *text = self.id(text, Generator::file_id);
+                }
+                "TaskId" => {
+                    let kind = text.split('-').nth(1).unwrap_or("task").to_owned();
+                    *text = self.id(text, |g| g.task_id(&kind));
+                }
+                "CastId" => *text = self.id(text, |g| format!("{:016x}", g.next())),
+                _ if key.ends_with("Time") => {
+                    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
+                        if at < SHAPES_AT {
+                            *text = (self.now - (SHAPES_AT - at))
+                                .format(&Rfc3339)
+                                .unwrap_or_default();
+                        }
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
         }
+    }
+
+    fn id(&mut self, old: &str, make: impl FnOnce(&mut Generator) -> String) -> String {
+        if let Some(new) = self.ids.get(old) {
+            return new.clone();
+        }
+        let new = make(self.generator);
+        self.ids.insert(old.to_owned(), new.clone());
+        new
     }
 }
 
@@ -175,6 +241,42 @@ mod tests {
             catalog::known_event_types().count()
         );
         assert_eq!(parse_types("A, B"), ["A", "B"]);
+    }
+
+    #[test]
+    fn shapes_are_the_sdk_bodies_with_fresh_ids_and_times() {
+        let mut g = Generator::new(3);
+        assert_eq!(SHAPES.len(), 35, "every catalogued type with an SDK member");
+        for (name, shape) in SHAPES {
+            let template: Value = serde_json::from_str(shape).expect("a shape is JSON");
+            assert_eq!(template["EventType"], *name);
+            let (a, b) = (g.event(name), g.event(name));
+            assert_ne!(a, b, "{name}: two events differ");
+            let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+            assert_eq!(keys(&a), keys(&template), "{name}: the SDK's shape");
+        }
+        let edit = g.event("EditMediaComplete");
+        let member = &edit["EditMediaCompleteEvent"];
+        assert_ne!(
+            member["Output"]["FileId"], "5285890784246869902",
+            "fresh ids"
+        );
+        assert_ne!(
+            member["Input"]["FileInfoSet"][0]["FileId"],
+            member["Output"]["FileId"]
+        );
+        let cast = g.event("MediaCastStatusChanged");
+        assert_eq!(cast["MediaCastStatusChangedEvent"]["Status"], "Working");
+        let upload = g.event("NewFileUpload");
+        let created = upload["FileUploadEvent"]["MediaBasicInfo"]["CreateTime"]
+            .as_str()
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+            .expect("a time");
+        let age = OffsetDateTime::now_utc() - created;
+        assert!(
+            age > time::Duration::ZERO && age < time::Duration::minutes(10),
+            "{age}"
+        );
     }
 
     #[test]

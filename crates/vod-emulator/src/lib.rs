@@ -80,6 +80,10 @@ pub struct EmulatorConfig {
     /// Whether the sub-applications' event configuration decides delivery (default: kept and
     /// answered, not enforced).
     pub event_config: EventConfigPolicy,
+    /// How far `DescribeEventsState`'s `CountOfEventsToPull` runs behind (VOD: about 3
+    /// minutes, and its docs say not to decide whether to pull by it); zero answers the exact
+    /// count now.
+    pub events_state_lag: Duration,
 }
 
 impl EmulatorConfig {
@@ -97,6 +101,7 @@ impl EmulatorConfig {
             limits: Limits::VOD,
             seed: 1,
             event_config: EventConfigPolicy::Recorded,
+            events_state_lag: Duration::from_secs(180),
         }
     }
 }

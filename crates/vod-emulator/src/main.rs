@@ -75,6 +75,10 @@ struct Cli {
     /// configure`) decides what is queued, pushed or dropped. Without it every event is queued.
     #[arg(long)]
     vod_event_config: bool,
+    /// How far DescribeEventsState's CountOfEventsToPull runs behind, as VOD's does (about 3
+    /// minutes); 0 answers the exact count now.
+    #[arg(long, default_value_t = 180)]
+    events_state_lag_secs: u64,
 }
 
 #[tokio::main]
@@ -94,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = EmulatorConfig::new(cli.secret_id, cli.secret_key);
     config.visibility = Duration::from_secs(cli.visibility_secs);
     config.long_poll = Duration::from_millis(cli.long_poll_ms);
+    config.events_state_lag = Duration::from_secs(cli.events_state_lag_secs);
     config.faults = Faults {
         error_rate: cli.error_rate,
         latency_ms: cli.latency_ms,

@@ -300,6 +300,34 @@ impl Queue {
         u64::try_from(count).unwrap_or(u64::MAX)
     }
 
+    /// `DescribeEventsState`'s `CountOfEventsToPull` as VOD answers it: about `lag` behind.
+    /// Counts the events of `sub_app_id` that were queued and not yet confirmed `lag` ago
+    /// (hand-outs in between are not subtracted, as VOD's own figure is only a trend); with
+    /// `lag` zero, the exact count of events visible now.
+    #[must_use]
+    pub fn count_to_pull_lagging(
+        &self,
+        sub_app_id: u64,
+        now: Instant,
+        wall_now: OffsetDateTime,
+        lag: Duration,
+    ) -> u64 {
+        if lag.is_zero() {
+            return self.count_to_pull(sub_app_id, now);
+        }
+        let Ok(lag) = time::Duration::try_from(lag) else {
+            return 0;
+        };
+        let then = wall_now - lag;
+        let count = self
+            .ledger
+            .values()
+            .filter(|e| e.sub_app_id == sub_app_id && e.mode == "pull" && !e.expired)
+            .filter(|e| e.enqueued_at <= then && e.confirmed_at.is_none_or(|at| at > then))
+            .count();
+        u64::try_from(count).unwrap_or(u64::MAX)
+    }
+
     /// Drops unconfirmed events older than the retention (checked at most once a second).
     fn expire(&mut self, now: Instant) {
         if self
@@ -432,6 +460,41 @@ mod tests {
         assert!(
             q.pull(0, now + Duration::from_secs(100)).is_empty(),
             "confirmed events never come back"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_events_state_count_runs_behind_like_vods() {
+        let mut q = Queue::new(Duration::from_secs(30), Duration::from_secs(86400));
+        let now = Instant::now();
+        let wall = OffsetDateTime::now_utc();
+        let lag = Duration::from_secs(180);
+        for n in 0..3 {
+            q.enqueue(7, "NewFileUpload", body(n), now);
+        }
+        assert_eq!(
+            q.count_to_pull_lagging(7, now, wall, Duration::ZERO),
+            3,
+            "exact"
+        );
+        assert_eq!(
+            q.count_to_pull_lagging(7, now, wall, lag),
+            0,
+            "not seen yet"
+        );
+        let pulled = q.pull(7, now);
+        let handles: Vec<String> = pulled.iter().take(1).map(handle_of).collect();
+        assert_eq!(q.confirm(&handles, now), Ok(1));
+        let later = wall + time::Duration::seconds(200);
+        assert_eq!(
+            q.count_to_pull_lagging(7, now, later, lag),
+            2,
+            "three minutes on: the three queued, less the one confirmed since"
+        );
+        assert_eq!(
+            q.count_to_pull_lagging(8, now, later, lag),
+            0,
+            "per sub-application"
         );
     }
 

@@ -52,7 +52,8 @@ async fn pull_confirm_round_trip_through_the_real_client() {
     );
     emu.emulator.generate(0, 3, &["PullComplete".into()]);
     let vod = client(&emu, KEY, Some(1_500_000_001));
-    assert_eq!(vod.describe_events_state().await.expect("state"), 20);
+    // VOD's count runs about 3 minutes behind: events queued just now are not in it yet.
+    assert_eq!(vod.describe_events_state().await.expect("state"), 0);
     let first = vod.pull_events().await.expect("pull");
     assert_eq!(first.len(), 16, "at most 16 per pull");
     let second = vod.pull_events().await.expect("pull");

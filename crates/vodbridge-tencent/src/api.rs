@@ -20,6 +20,8 @@ pub const VERSION: &str = "2018-07-17";
 pub const DEFAULT_ENDPOINT: &str = "https://vod.tencentcloudapi.com";
 /// Most handles one `ConfirmEvents` call takes.
 pub const MAX_CONFIRM_HANDLES: usize = 16;
+/// Most events one `PullEvents` answer carries: a full answer means more are waiting.
+pub const MAX_PULL_EVENTS: usize = 16;
 /// The content type sent and signed.
 const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 

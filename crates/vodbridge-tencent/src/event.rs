@@ -235,11 +235,13 @@ impl Normalizer {
         let member = |key: &str| root.get(key).filter(|v| !v.is_null());
         let legacy = event.legacy;
         let event_type = event.event_type;
+        let spec = catalog::spec_of(&event_type);
         let payload = if legacy {
             member("data")
         } else {
-            let preferred = catalog::payload_keys(&event_type).and_then(|keys| {
-                keys.iter()
+            let preferred = spec.and_then(|spec| {
+                spec.members
+                    .iter()
                     .find_map(|k| member(k).filter(|v| v.is_object()))
             });
             // Unknown types (and known ones under an unexpected key): the one object member.
@@ -250,9 +252,17 @@ impl Normalizer {
             })
         };
 
-        let file_id = payload.and_then(|p| file_id(p, legacy));
-        let task_id = payload.and_then(|p| task_id(p, legacy));
-        let time = payload.and_then(event_time).unwrap_or(received_at);
+        let found = payload
+            .map(|p| Found::read(p, spec, legacy))
+            .unwrap_or_default();
+        let time = found.time.unwrap_or(received_at);
+        let partition_key = found
+            .file_id
+            .clone()
+            .or_else(|| found.task_id.clone())
+            .or(found.group)
+            .unwrap_or_else(|| event_type.clone());
+        let (file_id, task_id) = (found.file_id, found.task_id);
         let ty = if legacy {
             LEGACY_TYPE.to_owned()
         } else {
@@ -263,7 +273,7 @@ impl Normalizer {
             id,
             source: self.source.clone(),
             ty,
-            partition_key: file_id.clone().unwrap_or_else(|| event_type.clone()),
+            partition_key,
             traceparent: None,
             subject: file_id,
             time,
@@ -276,71 +286,96 @@ impl Normalizer {
     }
 }
 
-/// The one video an event names: `FileId`, the edit output's `FileId`, or a one-element
-/// `FileIdSet`.
-fn file_id(payload: Value<'_, '_>, legacy: bool) -> Option<String> {
-    if legacy {
-        return payload
-            .get_ignore_case("fileId")
-            .and_then(Value::as_id)
-            .map(str::to_owned);
+/// What the envelope takes from a payload, by its type's [`catalog::EventSpec`].
+#[derive(Debug, Default)]
+struct Found {
+    /// The one video the event is about.
+    file_id: Option<String>,
+    task_id: Option<String>,
+    /// The id that groups the events of one thing without a video (a media cast).
+    group: Option<String>,
+    time: Option<OffsetDateTime>,
+}
+
+impl Found {
+    /// Reads a payload by `spec`'s paths, then by the generic rule for what they did not find;
+    /// legacy v2.0 bodies by their own (camelCase) names.
+    fn read(payload: Value<'_, '_>, spec: Option<&catalog::EventSpec>, legacy: bool) -> Self {
+        if legacy {
+            let id = |names: &[&str]| {
+                names
+                    .iter()
+                    .find_map(|n| payload.get_ignore_case(n).and_then(Value::as_id))
+                    .map(str::to_owned)
+            };
+            return Self {
+                file_id: id(&["fileId"]),
+                task_id: id(&["taskId", "vodTaskId"]),
+                group: None,
+                time: None,
+            };
+        }
+        let generic = &catalog::GENERIC;
+        let spec = spec.unwrap_or(generic);
+        let one_id = |paths: &[&str]| paths.iter().find_map(|path| only_id(payload, path));
+        Self {
+            file_id: one_id(spec.subject).or_else(|| one_id(generic.subject)),
+            task_id: one_id(spec.task).or_else(|| one_id(generic.task)),
+            group: one_id(spec.group),
+            time: latest_time(payload, spec.time).or_else(|| latest_time(payload, generic.time)),
+        }
     }
-    payload
-        .get("FileId")
-        .and_then(Value::as_id)
-        .or_else(|| {
-            payload
-                .get("Output")
-                .and_then(|o| o.get("FileId"))
-                .and_then(Value::as_id)
-        })
-        .or_else(|| {
-            let ids = payload.get("FileIdSet")?;
-            (ids.array_len() == Some(1))
-                .then(|| ids.items().next().and_then(Value::as_id))
-                .flatten()
-        })
-        .map(str::to_owned)
 }
 
-fn task_id(payload: Value<'_, '_>, legacy: bool) -> Option<String> {
-    let node = if legacy {
-        payload
-            .get_ignore_case("taskId")
-            .or_else(|| payload.get_ignore_case("vodTaskId"))
-    } else {
-        payload.get("TaskId")
-    };
-    node.and_then(Value::as_id).map(str::to_owned)
+/// Calls `found` with every value at `path` under `node` (see [`catalog::EventSpec`] for the
+/// path syntax).
+fn walk<'t, 'a>(node: Value<'t, 'a>, path: &str, found: &mut impl FnMut(Value<'t, 'a>)) {
+    if path.is_empty() {
+        found(node);
+        return;
+    }
+    let (step, rest) = path.split_once('.').unwrap_or((path, ""));
+    if step == "*" {
+        for (_, child) in node.members() {
+            walk(child, rest, found);
+        }
+    } else if let Some(list) = step.strip_suffix("[]") {
+        for item in node.get(list).into_iter().flat_map(Value::items) {
+            walk(item, rest, found);
+        }
+    } else if let Some(child) = node.get(step) {
+        walk(child, rest, found);
+    }
 }
 
-/// The event's own time: `FinishTime`, `CreateTime`, the media's `CreateTime`, or the latest
-/// sub-task `FinishTime` of a task flow. Invalid dates (`0000-00-00T00:00:00Z`) are skipped.
-fn event_time(payload: Value<'_, '_>) -> Option<OffsetDateTime> {
-    let parse = |value: Option<Value<'_, '_>>| {
-        value
-            .and_then(Value::as_str)
-            .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
-    };
-    parse(payload.get("FinishTime"))
-        .or_else(|| parse(payload.get("CreateTime")))
-        .or_else(|| {
-            parse(
-                payload
-                    .get("MediaBasicInfo")
-                    .and_then(|m| m.get("CreateTime")),
-            )
-        })
-        .or_else(|| {
-            payload
-                .get("MediaProcessResultSet")?
-                .items()
-                .filter_map(|result| {
-                    result
-                        .members()
-                        .filter_map(|(_, task)| parse(task.get("FinishTime")))
-                        .max()
-                })
-                .max()
-        })
+/// The id at `path` when the path names exactly one (every match the same value); `None`
+/// when it names none or several different ones.
+fn only_id(payload: Value<'_, '_>, path: &str) -> Option<String> {
+    let mut only: Option<&str> = None;
+    let mut several = false;
+    walk(payload, path, &mut |value| {
+        if let Some(id) = value.as_id() {
+            match only {
+                None => only = Some(id),
+                Some(seen) if seen != id => several = true,
+                Some(_) => {}
+            }
+        }
+    });
+    (!several).then_some(only).flatten().map(str::to_owned)
+}
+
+/// The latest RFC 3339 date on any of `paths`. Invalid dates (`0000-00-00T00:00:00Z`) are
+/// skipped.
+fn latest_time(payload: Value<'_, '_>, paths: &[&str]) -> Option<OffsetDateTime> {
+    let mut latest = None;
+    for path in paths {
+        walk(payload, path, &mut |value| {
+            let parsed = value
+                .as_str()
+                .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok());
+            latest = latest.max(parsed);
+        });
+    }
+    latest
 }

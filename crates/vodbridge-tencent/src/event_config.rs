@@ -102,36 +102,42 @@ impl EventSwitch {
 }
 
 /// A sub-application's event configuration as `DescribeEventConfig` answers it (there is no
-/// `SignKey` in the answer).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `SignKey` in the answer). Tencent's SDK declares every member of the answer optional, so
+/// each is read as such: a member VOD leaves out is unknown ([`EventConfig::missing`] names
+/// them), never a default, and a check skips it with a warning instead of failing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct EventConfig {
     /// `PUSH` or `PULL`.
-    pub mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     /// The normal-callback URL (empty: none).
-    #[serde(default)]
-    pub notification_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_url: Option<String>,
     /// `NewFileUpload` on or off.
-    pub upload_media_complete_event_switch: Switch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_media_complete_event_switch: Option<Switch>,
     /// `FileDeleted` on or off.
-    pub delete_media_complete_event_switch: Switch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_media_complete_event_switch: Option<Switch>,
     /// `PersistenceComplete` on or off.
-    pub persistence_complete_event_switch: Switch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence_complete_event_switch: Option<Switch>,
 }
 
 impl EventConfig {
     /// What a sub-application starts with: normal callback, no URL, every switch off.
     pub const VOD_DEFAULT: Self = Self {
-        mode: Mode::Push,
-        notification_url: String::new(),
-        upload_media_complete_event_switch: Switch::Off,
-        delete_media_complete_event_switch: Switch::Off,
-        persistence_complete_event_switch: Switch::Off,
+        mode: Some(Mode::Push),
+        notification_url: Some(String::new()),
+        upload_media_complete_event_switch: Some(Switch::Off),
+        delete_media_complete_event_switch: Some(Switch::Off),
+        persistence_complete_event_switch: Some(Switch::Off),
     };
 
-    /// The state of `switch`.
+    /// The state of `switch`, if the answer had it.
     #[must_use]
-    pub const fn switch(&self, switch: EventSwitch) -> Switch {
+    pub const fn switch(&self, switch: EventSwitch) -> Option<Switch> {
         match switch {
             EventSwitch::UploadMediaComplete => self.upload_media_complete_event_switch,
             EventSwitch::DeleteMediaComplete => self.delete_media_complete_event_switch,
@@ -139,19 +145,45 @@ impl EventConfig {
         }
     }
 
-    /// Sets `switch`.
-    pub fn set_switch(&mut self, switch: EventSwitch, state: Switch) {
-        match switch {
-            EventSwitch::UploadMediaComplete => self.upload_media_complete_event_switch = state,
-            EventSwitch::DeleteMediaComplete => self.delete_media_complete_event_switch = state,
-            EventSwitch::PersistenceComplete => self.persistence_complete_event_switch = state,
-        }
+    /// The URL, if the answer had it (empty: none).
+    #[must_use]
+    pub fn notification_url(&self) -> Option<&str> {
+        self.notification_url.as_deref()
     }
 
-    /// Whether VOD emits `event_type` under this configuration (its switch, if it has one, is on).
+    /// Sets `switch`.
+    pub fn set_switch(&mut self, switch: EventSwitch, state: Switch) {
+        let slot = match switch {
+            EventSwitch::UploadMediaComplete => &mut self.upload_media_complete_event_switch,
+            EventSwitch::DeleteMediaComplete => &mut self.delete_media_complete_event_switch,
+            EventSwitch::PersistenceComplete => &mut self.persistence_complete_event_switch,
+        };
+        *slot = Some(state);
+    }
+
+    /// The wire names of the members the answer left out.
+    #[must_use]
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.mode.is_none() {
+            out.push("Mode");
+        }
+        if self.notification_url.is_none() {
+            out.push("NotificationUrl");
+        }
+        for switch in EventSwitch::ALL {
+            if self.switch(switch).is_none() {
+                out.push(switch.parameter());
+            }
+        }
+        out
+    }
+
+    /// Whether VOD emits `event_type` under this configuration (its switch, if it has one, is
+    /// on; an unknown switch counts as VOD's default, off).
     #[must_use]
     pub fn emits(&self, event_type: &str) -> bool {
-        EventSwitch::for_event_type(event_type).is_none_or(|s| self.switch(s) == Switch::On)
+        EventSwitch::for_event_type(event_type).is_none_or(|s| self.switch(s) == Some(Switch::On))
     }
 
     /// Applies a `ModifyEventConfig` request as VOD does: unset parameters stay, an empty
@@ -159,10 +191,10 @@ impl EventConfig {
     /// keeps it.
     pub fn apply(&mut self, change: &ModifyEventConfig) {
         if let Some(mode) = change.mode {
-            self.mode = mode;
+            self.mode = Some(mode);
         }
         if let Some(url) = &change.notification_url {
-            self.notification_url.clone_from(url);
+            self.notification_url = Some(url.clone());
         }
         for switch in EventSwitch::ALL {
             if let Some(state) = change.switch(switch) {
@@ -270,14 +302,40 @@ mod tests {
                 "DeleteMediaCompleteEventSwitch":"ON","PersistenceCompleteEventSwitch":"OFF","RequestId":"r"}"#,
         )
         .expect("answer");
-        assert_eq!(answer.mode, Mode::Push);
-        assert_eq!(answer.switch(EventSwitch::DeleteMediaComplete), Switch::On);
+        assert_eq!(answer.mode, Some(Mode::Push));
+        assert_eq!(
+            answer.switch(EventSwitch::DeleteMediaComplete),
+            Some(Switch::On)
+        );
+        assert!(answer.missing().is_empty());
+    }
+
+    #[test]
+    fn every_member_of_the_answer_is_optional() {
+        let answer: EventConfig =
+            serde_json::from_str(r#"{"NotificationUrl":"http://x/cb","RequestId":"r"}"#)
+                .expect("an answer with members left out still parses");
+        assert_eq!(answer.mode, None);
+        assert_eq!(answer.notification_url(), Some("http://x/cb"));
+        assert_eq!(
+            answer.missing(),
+            [
+                "Mode",
+                "UploadMediaCompleteEventSwitch",
+                "DeleteMediaCompleteEventSwitch",
+                "PersistenceCompleteEventSwitch"
+            ]
+        );
+        assert!(
+            !answer.emits("NewFileUpload"),
+            "an unknown switch is VOD's default"
+        );
     }
 
     #[test]
     fn modify_keeps_what_it_does_not_set_and_an_empty_url_clears() {
         let mut config = EventConfig::VOD_DEFAULT;
-        config.notification_url = "http://x/cb".into();
+        config.notification_url = Some("http://x/cb".into());
         assert!(!config.emits("NewFileUpload"), "switches start off");
         assert!(
             config.emits("ProcedureStateChanged"),
@@ -289,13 +347,17 @@ mod tests {
         };
         change.set_switch(EventSwitch::UploadMediaComplete, Switch::On);
         config.apply(&change);
-        assert_eq!(config.mode, Mode::Pull);
-        assert_eq!(config.notification_url, "http://x/cb", "unset: kept");
+        assert_eq!(config.mode, Some(Mode::Pull));
+        assert_eq!(
+            config.notification_url(),
+            Some("http://x/cb"),
+            "unset: kept"
+        );
         assert!(config.emits("NewFileUpload"));
         config.apply(&ModifyEventConfig {
             notification_url: Some(String::new()),
             ..ModifyEventConfig::default()
         });
-        assert_eq!(config.notification_url, "", "empty clears");
+        assert_eq!(config.notification_url(), Some(""), "empty clears");
     }
 }

@@ -406,6 +406,7 @@ impl<'t, 'a> Value<'t, 'a> {
     }
 
     /// An array's element count.
+    #[cfg(test)]
     pub(crate) fn array_len(self) -> Option<usize> {
         let token = self.token();
         (token.kind == Kind::Array).then_some(token.aux as usize)

@@ -74,7 +74,9 @@ source, summed over the release's sources.
 {{- define "vodbridge.kedaQuery" -}}
 {{- if .Values.keda.query }}
 {{- .Values.keda.query }}
-{{- else }}
+{{- else if eq .Values.keda.signal "backlog" }}
 {{- printf "sum(max by (source) (vodbridge_vod_backlog{namespace=%q, service=%q}))" .Release.Namespace (include "vodbridge.fullname" .) }}
+{{- else }}
+{{- printf "sum(rate(vodbridge_pull_full_total{namespace=%q, service=%q}[2m]))" .Release.Namespace (include "vodbridge.fullname" .) }}
 {{- end }}
 {{- end }}
