@@ -87,6 +87,45 @@ def main():
         f"{s['handed_out_unconfirmed_at_exit']} handed out but unconfirmed at exit; "
         f"{s['redeliveries']} redeliveries",
     ))
+    a = load("partition-all-brokers")
+    b = a["brokers"]
+    order = ("kafka", "rabbit", "nats")
+    out.append(row(
+        f"silent partition: every broker {a['silence_secs']} s mid-stream (handle lifetime "
+        f"{a['handle_lifetime_ms'] / 1000:.0f} s), pull → Kafka + RabbitMQ + NATS",
+        a["sent"], a["confirmed"], " / ".join(f"{b[k]['messages'] - b[k]['duplicates']}" for k in order),
+        " / ".join(f"{b[k]['duplicates']}" for k in order), sum(b[k]["lost"] for k in order),
+        f"{a['confirmed_during_silence_after_2s']} confirmed while silent; confirms again "
+        f"{a['confirms_resumed_secs_after_heal']} s after the heal (publishes: "
+        + ", ".join(f"{k} {b[k]['recovery_secs']} s" for k in order)
+        + f"); all confirmed {a['all_confirmed_secs_after_heal']} s after; "
+        f"exit 0: {'yes' if a['exit_code_zero'] else 'NO'} after {a['exit_seconds']} s",
+    ))
+    o = load("partition-one-broker")
+    b = o["brokers"]
+    out.append(row(
+        f"silent partition: RabbitMQ {o['silence_secs']} s, Kafka and NATS healthy",
+        o["sent"], o["confirmed"], " / ".join(f"{b[k]['messages'] - b[k]['duplicates']}" for k in order),
+        " / ".join(f"{b[k]['duplicates']}" for k in order), sum(b[k]["lost"] for k in order),
+        f"{o['redeliveries']} redeliveries while RabbitMQ was silent; publishes skipped because "
+        f"the sink held the event: Kafka {o['skipped_publishes']['kafka']:.0f}, NATS "
+        f"{o['skipped_publishes']['nats']:.0f}",
+    ))
+    for name, label in [
+        ("sigterm-after-silent-rabbit", "SIGTERM 1 s after RabbitMQ went silent"),
+        ("sigterm-after-silent-nats", "SIGTERM 1 s after NATS went silent"),
+        ("sigterm-after-silent-kafka", "SIGTERM 1 s after Kafka went silent"),
+        ("sigterm-nats-killed-spool", "SIGTERM with NATS killed and the spool holding pushes"),
+        ("sigterm-rabbitmq-stopped", "SIGTERM with RabbitMQ stopped (stop_app)"),
+    ]:
+        g = load(name)
+        out.append(row(
+            f"{label} (drain limit {g['drain_timeout_secs']} s), then a second bridge",
+            f"{g['sent']} + {g['pushed']}", f"{g['confirmed']} + {g['answered_200']}",
+            "all", "–", g["lost"],
+            f"exit 0: {'yes' if g['exit_code_zero'] else 'NO'} after {g['exit_seconds']} s; "
+            f"{g['spooled_at_signal']:.0f} spooled at the signal",
+        ))
     print("\n".join(out))
 
 

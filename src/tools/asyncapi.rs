@@ -83,7 +83,7 @@ fn message(event_type: &str, prefix: &str) -> Value {
     let mut payload = Map::new();
     payload.insert("EventType".into(), json!({ "const": event_type }));
     if let Some(key) = catalog::payload_keys(event_type).and_then(|keys| keys.first()) {
-        payload.insert((*key).into(), json!({ "type": "object", "description": format!("The {event_type} payload (see vod-api.md); unknown fields pass through.") }));
+        payload.insert((*key).into(), json!({ "type": "object", "description": format!("The {event_type} payload (see docs/vod.md); unknown fields pass through.") }));
     }
     json!({
         "name": event_type,

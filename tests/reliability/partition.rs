@@ -329,6 +329,8 @@ enum Fault {
     Silent(&'static str),
     /// NATS killed (SIGKILL): a loud outage, with the push spool holding events.
     NatsKilled,
+    /// RabbitMQ's app stopped (`rabbitmqctl stop_app`): connections refused, a loud outage.
+    RabbitStopped,
 }
 
 /// SIGTERM one second after `fault`: exit 0 within the drain limit + 5 s; a second bridge on
@@ -368,6 +370,7 @@ async fn sigterm_after(fault: Fault) {
             tokio::time::sleep(Duration::from_secs(5)).await;
             proxy.heal();
         }
+        Fault::RabbitStopped => brokers.rabbit.stop(),
         Fault::NatsKilled => {
             brokers.nats.stop();
             // Callbacks VOD pushes now are spooled (200) and wait for NATS.
@@ -392,8 +395,10 @@ async fn sigterm_after(fault: Fault) {
     let signalled = Instant::now();
     let clean = first.terminate(Duration::from_secs(DRAIN_SECS) + EXIT_MARGIN);
     let exit_secs = signalled.elapsed().as_secs_f64();
-    if matches!(fault, Fault::NatsKilled) {
-        brokers.nats.restart();
+    match fault {
+        Fault::NatsKilled => brokers.nats.restart(),
+        Fault::RabbitStopped => brokers.rabbit.restart(),
+        Fault::Silent(_) => {}
     }
 
     let second = bridge(&body, DRAIN_SECS);
@@ -419,6 +424,7 @@ async fn sigterm_after(fault: Fault) {
     let name = match fault {
         Fault::Silent(broker) => format!("sigterm-after-silent-{broker}"),
         Fault::NatsKilled => "sigterm-nats-killed-spool".to_owned(),
+        Fault::RabbitStopped => "sigterm-rabbitmq-stopped".to_owned(),
     };
     let lost: usize = held
         .iter()
@@ -466,4 +472,9 @@ async fn sigterm_after_a_silent_kafka_exits_within_the_drain_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_nats_killed_and_the_spool_holding_events_exits_within_the_drain_limit() {
     sigterm_after(Fault::NatsKilled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_rabbitmq_stopped_exits_within_the_drain_limit() {
+    sigterm_after(Fault::RabbitStopped).await;
 }

@@ -1,4 +1,4 @@
-//! Realistic event bodies for every known EventType, shaped like vod-api.md's samples.
+//! Realistic event bodies for every known EventType, in the shapes Tencent's SDK declares.
 
 use std::collections::HashMap;
 
