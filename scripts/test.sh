@@ -18,6 +18,10 @@ command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] |
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # promtool checks and unit-tests the Prometheus rules.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# The image test builds deploy/Dockerfile with Docker on stand-ins of its base images
+# (scripts/image-stand-ins.sh, which starts dockerd): the engine, and debootstrap for the build image.
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 # npm fetches the AsyncAPI schema and KEDA's ScaledObject schema; node runs the latter.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

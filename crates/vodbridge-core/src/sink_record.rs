@@ -28,9 +28,11 @@ pub struct SinkRecord {
 
 #[derive(Default)]
 struct Inner {
-    /// (sink, destination) → its number in the keys. Bounded by the distinct destinations
-    /// routes render (event types × targets), not by traffic.
-    targets: HashMap<(String, String), u32>,
+    /// sink → destination → its number in the keys (looked up without allocating). Bounded by
+    /// the distinct destinations routes render (event types × targets), not by traffic.
+    targets: HashMap<String, HashMap<String, u32>>,
+    /// Numbers handed out so far.
+    next_target: u32,
     order: VecDeque<Key>,
     set: HashSet<Key>,
 }
@@ -77,10 +79,7 @@ impl SinkRecord {
             return false;
         };
         let inner = self.lock();
-        let Some(&target) = inner
-            .targets
-            .get(&(sink.to_owned(), destination.to_owned()))
-        else {
+        let Some(&target) = inner.targets.get(sink).and_then(|d| d.get(destination)) else {
             return false;
         };
         inner.set.contains(&(id, target))
@@ -95,11 +94,24 @@ impl SinkRecord {
             return;
         };
         let mut inner = self.lock();
-        let next = u32::try_from(inner.targets.len()).unwrap_or(u32::MAX);
-        let target = *inner
+        let known = inner
             .targets
-            .entry((sink.to_owned(), destination.to_owned()))
-            .or_insert(next);
+            .get(sink)
+            .and_then(|d| d.get(destination))
+            .copied();
+        let target = match known {
+            Some(target) => target,
+            None => {
+                let target = inner.next_target;
+                inner.next_target = target.saturating_add(1);
+                inner
+                    .targets
+                    .entry(sink.to_owned())
+                    .or_default()
+                    .insert(destination.to_owned(), target);
+                target
+            }
+        };
         let key = (id, target);
         if !inner.set.insert(key) {
             return;
