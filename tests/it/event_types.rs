@@ -9,7 +9,7 @@ use serde_json::Value;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use vodbridge_core::{Ingress, Sink};
 
-use crate::helpers::{emulator, settings, wait_for, Behaviour, Scripted, TestApp};
+use crate::helpers::{emulator, emulator_push, settings, wait_for, Behaviour, Scripted, TestApp};
 
 const ID: &str = "AKIDTYPES";
 const KEY: &str = "types-secret";
@@ -66,20 +66,7 @@ type = "stdout"
     for body in &bodies {
         emu.emulator.enqueue(PULL_APP, body);
     }
-    let pushed: Value = reqwest::Client::new()
-        .post(format!("{}/emulator/push", emu.endpoint()))
-        .query(&[
-            ("url", app.url("/callback/pushed").as_str()),
-            ("rate", "50"),
-        ])
-        .json(&bodies)
-        .send()
-        .await
-        .expect("push starts")
-        .json()
-        .await
-        .expect("keys");
-    assert_eq!(pushed["Keys"].as_array().map(Vec::len), Some(bodies.len()));
+    emulator_push(&emu, &app.url("/callback/pushed"), &bodies, 50.0).await;
     wait_for(
         "every event pulled and pushed",
         Duration::from_secs(60),

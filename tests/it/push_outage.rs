@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use vod_emulator::RunningEmulator;
 use vodbridge_testkit::{NatsServer, RabbitMq};
 
-use crate::helpers::{jetstream_envelopes, settings, wait_for, TestApp};
+use crate::helpers::{emulator_push, jetstream_envelopes, settings, wait_for, TestApp};
 
 /// A push event with a unique FileId.
 fn event(run: &str, i: usize) -> (String, Value) {
@@ -48,23 +48,7 @@ async fn push(
     rate: f64,
 ) -> HashMap<u64, String> {
     let (file_ids, bodies): (Vec<String>, Vec<Value>) = (0..count).map(|i| event(run, i)).unzip();
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{}/emulator/push", emu.endpoint()))
-        .query(&[("url", url), ("rate", &rate.to_string())])
-        .json(&bodies)
-        .send()
-        .await
-        .expect("push starts")
-        .json()
-        .await
-        .expect("keys");
-    let keys: Vec<u64> = answer["Keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect();
-    assert_eq!(keys.len(), count);
+    let keys = emulator_push(emu, url, &bodies, rate).await;
     keys.into_iter().zip(file_ids).collect()
 }
 

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use vod_emulator::RunningEmulator;
 use vodbridge_testkit::{free_port, BridgeProcess, NatsServer};
 
-use crate::helpers::{jetstream_envelopes, metric, settings, wait_for, TestApp};
+use crate::helpers::{emulator_push, jetstream_envelopes, metric, settings, wait_for, TestApp};
 
 fn config(nats: &NatsServer, spool: &std::path::Path) -> String {
     format!(
@@ -50,25 +50,6 @@ fn events(run: &str, count: usize, per_video: usize) -> Vec<Value> {
                 }
             })
         })
-        .collect()
-}
-
-async fn push(emu: &RunningEmulator, url: &str, bodies: &[Value], rate: f64) -> Vec<u64> {
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{}/emulator/push", emu.endpoint()))
-        .query(&[("url", url), ("rate", &rate.to_string())])
-        .json(bodies)
-        .send()
-        .await
-        .expect("push starts")
-        .json()
-        .await
-        .expect("keys");
-    answer["Keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .filter_map(Value::as_u64)
         .collect()
 }
 
@@ -169,7 +150,7 @@ async fn a_long_outage_with_the_spool_loses_nothing() {
     app.wait_ready(Duration::from_secs(20)).await;
 
     let bodies = events("91", 400, 4);
-    let keys = push(&emu, &app.url("/callback/default"), &bodies, 5.0).await;
+    let keys = emulator_push(&emu, &app.url("/callback/default"), &bodies, 5.0).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     nats.stop();
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -216,7 +197,7 @@ async fn a_sigkill_with_a_full_spool_loses_nothing_after_a_restart() {
     );
     let mut bridge = BridgeProcess::start(env!("CARGO_BIN_EXE_vodbridge"), &toml, port);
     let bodies = events("92", 300, 3);
-    let keys = push(
+    let keys = emulator_push(
         &emu,
         &format!("{}/callback/default", bridge.url()),
         &bodies,

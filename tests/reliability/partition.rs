@@ -142,6 +142,50 @@ async fn recovery(
     (sinks, confirms.unwrap_or_default())
 }
 
+/// A pull stream under way: the brokers behind their proxies, the emulator paced to about 130
+/// events/s (so a fault lands mid-stream), a bridge on the three sinks (`extra` adds sections
+/// before them), and `events` queued as run `run`.
+struct Stream {
+    brokers: Brokers,
+    emu: RunningEmulator,
+    body: String,
+    process: BridgeProcess,
+    keys: HashMap<u64, String>,
+}
+
+impl Stream {
+    /// Starts it and returns once `confirmed` events are confirmed.
+    async fn start(run: &str, events: usize, extra: &str, confirmed: usize) -> Self {
+        let brokers = Brokers::start().await;
+        let emu = emulator(Duration::from_millis(LIFETIME_MS)).await;
+        let body = format!(
+            "{extra}{}{}",
+            pull_source(&emu, LIFETIME_MS, 4),
+            brokers.sinks()
+        );
+        let process = bridge(&body, DRAIN_SECS);
+        wait_ready(&process, Duration::from_secs(30)).await;
+        emu.emulator.set_limits(vod_emulator::Limits {
+            pull_events: 8,
+            ..vod_emulator::Limits::VOD
+        });
+        let keys = enqueue(&emu, run, 0..events);
+        wait_for(
+            &format!("{confirmed} confirms"),
+            Duration::from_secs(60),
+            || acknowledged(&emu, &keys).len() >= confirmed,
+        )
+        .await;
+        Self {
+            brokers,
+            emu,
+            body,
+            process,
+            keys,
+        }
+    }
+}
+
 fn tenth(seconds: f64) -> f64 {
     (seconds * 10.0).round() / 10.0
 }
@@ -150,21 +194,13 @@ fn tenth(seconds: f64) -> f64 {
 async fn every_broker_silent_for_10_s_recovers_within_30_s_of_the_heal() {
     const EVENTS: usize = 3_000;
     const SILENCE: Duration = Duration::from_secs(10);
-    let brokers = Brokers::start().await;
-    let emu = emulator(Duration::from_millis(LIFETIME_MS)).await;
-    let body = format!("{}{}", pull_source(&emu, LIFETIME_MS, 4), brokers.sinks());
-    let mut process = bridge(&body, DRAIN_SECS);
-    wait_ready(&process, Duration::from_secs(30)).await;
-    // About 130 events/s, so the silence lands mid-stream.
-    emu.emulator.set_limits(vod_emulator::Limits {
-        pull_events: 8,
-        ..vod_emulator::Limits::VOD
-    });
-    let keys = enqueue(&emu, "81", 0..EVENTS);
-    wait_for("600 confirms", Duration::from_secs(60), || {
-        acknowledged(&emu, &keys).len() >= 600
-    })
-    .await;
+    let Stream {
+        brokers,
+        emu,
+        mut process,
+        keys,
+        ..
+    } = Stream::start("81", EVENTS, "", 600).await;
 
     for proxy in [
         &brokers.kafka_proxy,
@@ -252,20 +288,13 @@ async fn every_broker_silent_for_10_s_recovers_within_30_s_of_the_heal() {
 async fn one_silent_broker_does_not_flood_the_healthy_ones_with_copies() {
     const EVENTS: usize = 3_000;
     const SILENCE: Duration = Duration::from_secs(60);
-    let brokers = Brokers::start().await;
-    let emu = emulator(Duration::from_millis(LIFETIME_MS)).await;
-    let body = format!("{}{}", pull_source(&emu, LIFETIME_MS, 4), brokers.sinks());
-    let mut process = bridge(&body, DRAIN_SECS);
-    wait_ready(&process, Duration::from_secs(30)).await;
-    emu.emulator.set_limits(vod_emulator::Limits {
-        pull_events: 8,
-        ..vod_emulator::Limits::VOD
-    });
-    let keys = enqueue(&emu, "82", 0..EVENTS);
-    wait_for("300 confirms", Duration::from_secs(60), || {
-        acknowledged(&emu, &keys).len() >= 300
-    })
-    .await;
+    let Stream {
+        brokers,
+        emu,
+        mut process,
+        keys,
+        ..
+    } = Stream::start("82", EVENTS, "", 300).await;
     brokers.rabbit_proxy.silence();
     tokio::time::sleep(SILENCE).await;
     let confirmed_at_heal = acknowledged(&emu, &keys).len();
@@ -338,26 +367,18 @@ enum Fault {
 async fn sigterm_after(fault: Fault) {
     const EVENTS: usize = 1_000;
     const PUSHED: usize = 100;
-    let mut brokers = Brokers::start().await;
-    let emu = emulator(Duration::from_millis(LIFETIME_MS)).await;
     let spool = tempfile::tempdir().expect("spool dir");
-    let body = format!(
-        "[spool]\npath = {:?}\n[sources.push]\nmode = \"push\"\nsub_app_id = 1500000102\n{}{}",
+    let extra = format!(
+        "[spool]\npath = {:?}\n[sources.push]\nmode = \"push\"\nsub_app_id = 1500000102\n",
         spool.path().display().to_string(),
-        pull_source(&emu, LIFETIME_MS, 4),
-        brokers.sinks()
     );
-    let mut first = bridge(&body, DRAIN_SECS);
-    wait_ready(&first, Duration::from_secs(30)).await;
-    emu.emulator.set_limits(vod_emulator::Limits {
-        pull_events: 8,
-        ..vod_emulator::Limits::VOD
-    });
-    let keys = enqueue(&emu, "83", 0..EVENTS);
-    wait_for("200 confirms", Duration::from_secs(60), || {
-        acknowledged(&emu, &keys).len() >= 200
-    })
-    .await;
+    let Stream {
+        mut brokers,
+        emu,
+        body,
+        process: mut first,
+        keys,
+    } = Stream::start("83", EVENTS, &extra, 200).await;
     let mut pushed = HashMap::new();
     match fault {
         Fault::Silent(broker) => {

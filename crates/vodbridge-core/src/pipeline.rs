@@ -253,10 +253,10 @@ impl Pipeline {
                         skipped: true,
                     };
                 }
-                let id = message.envelope.id.clone();
+                let envelope = Arc::clone(&message.envelope);
                 let attempt = publish(sink, &on_wire, message, deadline, false, policy).await;
                 if attempt.result.is_ok() {
-                    record.insert(&id, attempt.sink.name(), &attempt.destination);
+                    record.insert(&envelope.id, attempt.sink.name(), &attempt.destination);
                 }
                 attempt
             }
