@@ -44,6 +44,11 @@ struct Connected {
     busy: Vec<AtomicBool>,
     /// One permit per channel not busy.
     free: Arc<Semaphore>,
+    /// This connection's publishes waiting with no answer from the broker: the supervisor
+    /// replaces it when they stall (a silent network partition) before the heartbeat notices.
+    /// Per connection, so publishes still hanging on an abandoned one never count against the
+    /// next.
+    stall: StallWatch,
 }
 
 impl Connected {
@@ -97,9 +102,6 @@ pub struct AmqpSink {
     next: AtomicUsize,
     /// Wakes the supervisor when a publish saw the connection die.
     lost: Arc<Notify>,
-    /// Publishes waiting with no answer from the broker: the supervisor replaces a connection
-    /// that stalled (a silent network partition) before the heartbeat notices.
-    stall: StallWatch,
     /// Connections replaced after a loss or a stall.
     reconnects: Arc<AtomicU64>,
     /// The supervisor runs here; `close()` stops it and waits for it.
@@ -128,7 +130,6 @@ impl AmqpSink {
         let Validated { url, uri, tls } = config.check()?;
         let sink = Self {
             name: name.to_owned(),
-            stall: StallWatch::new(Duration::from_millis(config.stall_timeout_ms)),
             config: config.clone(),
             current: Arc::new(Mutex::new(None)),
             next: AtomicUsize::new(0),
@@ -144,7 +145,6 @@ impl AmqpSink {
             config,
             current: Arc::clone(&sink.current),
             lost: Arc::clone(&sink.lost),
-            stall: sink.stall.clone(),
             reconnects: Arc::clone(&sink.reconnects),
             shutdown: sink.background.shutdown().clone(),
         });
@@ -171,7 +171,6 @@ struct Supervisor {
     config: AmqpSinkConfig,
     current: Arc<Mutex<Option<Arc<Connected>>>>,
     lost: Arc<Notify>,
-    stall: StallWatch,
     reconnects: Arc<AtomicU64>,
     shutdown: CancellationToken,
 }
@@ -203,7 +202,6 @@ async fn supervise(s: Supervisor) {
                 connected_before = true;
                 delay = Duration::from_millis(100);
                 let connected = Arc::new(connected);
-                s.stall.reset();
                 *s.current.lock().unwrap_or_else(PoisonError::into_inner) =
                     Some(Arc::clone(&connected));
                 // Wait until a publish reports a loss, the connection closes by itself (a
@@ -221,7 +219,7 @@ async fn supervise(s: Supervisor) {
                     if !connected.connection.status().connected() {
                         break "lost".to_owned();
                     }
-                    if let Some(silent) = s.stall.stalled() {
+                    if let Some(silent) = connected.stall.stalled() {
                         break format!(
                             "publishes got no answer for {} ms (stall_timeout_ms)",
                             silent.as_millis()
@@ -324,6 +322,7 @@ async fn open(
             .collect(),
         free: Arc::new(Semaphore::new(channels.len())),
         channels,
+        stall: StallWatch::new(Duration::from_millis(config.stall_timeout_ms)),
     })
 }
 
@@ -407,7 +406,7 @@ impl Sink for AmqpSink {
             // pending confirm on a channel the next publish takes.
             let (exchange, key) = (self.config.exchange.clone(), routing_key.to_owned());
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let pending = self.stall.begin();
+            let pending = connected.stall.begin();
             tokio::spawn(async move {
                 let result = async {
                     channel
