@@ -10,12 +10,16 @@ need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
-command -v make >/dev/null 2>&1 || need_apt+=(make)   # librdkafka's build
+command -v make >/dev/null 2>&1 || need_apt+=(make)   # librdkafka's build: make, CMake,
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake) # OpenSSL's headers
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 # Real brokers for the sink tests (the harness starts them on free ports).
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
-# A throw-away CA for the TLS tests (NATS, RabbitMQ).
+# A throw-away CA for the TLS tests (NATS, RabbitMQ, Kafka), and stunnel, the TLS endpoint in
+# front of tansu (which serves SASL but no TLS of its own).
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v stunnel4 >/dev/null 2>&1 || need_apt+=(stunnel4)
 # promtool checks and unit-tests the Prometheus rules.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # The image test builds deploy/Dockerfile with Docker on stand-ins of its base images

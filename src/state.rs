@@ -55,11 +55,14 @@ impl AppState {
         if self.draining.load(Ordering::Relaxed) {
             return Some("draining".to_owned());
         }
-        let down: Vec<&str> = self
+        let down: Vec<String> = self
             .pipeline
             .sinks()
             .filter(|s| !s.is_healthy())
-            .map(|s| s.name())
+            .map(|s| match s.down_because() {
+                Some(why) => format!("{} ({why})", s.name()),
+                None => s.name().to_owned(),
+            })
             .collect();
         if !down.is_empty() {
             return Some(format!("sinks down: {}", down.join(", ")));

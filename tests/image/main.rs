@@ -163,6 +163,38 @@ fn the_dockerfile_builds_and_the_image_runs_read_only_as_nonroot() {
         "no secret in check-config's output"
     );
 
+    // Managed Kafka's settings are accepted by the default image: TLS, SCRAM and OAUTHBEARER
+    // with OIDC (librdkafka refuses a value its build cannot serve, e.g. SASL_SSL without TLS).
+    let kafka = secrets.path().join("kafka.toml");
+    std::fs::write(
+        &kafka,
+        r#"
+[sinks.scram]
+type = "kafka"
+brokers = "b-1.msk.example:9096"
+properties = { "security.protocol" = "SASL_SSL", "sasl.mechanism" = "SCRAM-SHA-512", "sasl.username" = "vodbridge" }
+secret_property_files = { "sasl.password" = "/etc/vodbridge/secrets/app2-secret-key" }
+[sinks.oidc]
+type = "kafka"
+brokers = "pkc-1.confluent.example:9092"
+properties = { "security.protocol" = "SASL_SSL", "sasl.mechanism" = "OAUTHBEARER", "sasl.oauthbearer.method" = "oidc", "sasl.oauthbearer.client.id" = "vodbridge", "sasl.oauthbearer.token.endpoint.url" = "https://idp.example/oauth2/token" }
+secret_property_files = { "sasl.oauthbearer.client.secret" = "/etc/vodbridge/secrets/app2-secret-key" }
+[[routes]]
+event_types = ["*"]
+sinks = [{ sink = "scram" }, { sink = "oidc" }]
+"#,
+    )
+    .expect("kafka config");
+    let checked = in_image(
+        &[(secrets.path(), "/etc/vodbridge/secrets")],
+        &["check-config", "/etc/vodbridge/secrets/kafka.toml"],
+    );
+    assert!(
+        checked.status.success(),
+        "SASL_SSL Kafka sinks in the default image: {}",
+        text(&checked)
+    );
+
     // The demo: the built-in emulator, the bridge pulling from it, envelopes on stdout.
     let demo = in_image(&[], &["demo", "--events", "50", "--rate", "200"]);
     assert!(demo.status.success(), "demo: {}", text(&demo));

@@ -187,3 +187,49 @@ fn otlp_export_is_validated_and_described() {
         "unknown keys are refused"
     );
 }
+
+/// The README's managed-Kafka examples (CKafka, Confluent Cloud with PLAIN and with OIDC) are
+/// valid as written: librdkafka as built knows every property and value they use.
+#[test]
+fn readme_managed_kafka_examples_are_valid() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("### Managed Kafka")
+        .expect("the README's managed Kafka section");
+    let section = &readme[start..];
+    let section = &section[..section[4..]
+        .find("\n### ")
+        .map_or(section.len(), |end| end + 4)];
+    let secret = tempfile::NamedTempFile::new().expect("a secret file");
+    std::fs::write(secret.path(), "secret").expect("write");
+    let mut toml = String::new();
+    let mut sinks = Vec::new();
+    for block in section.split("```toml\n").skip(1) {
+        let block = &block[..block.find("```").expect("a closed block")];
+        for line in block.lines() {
+            if let Some(name) = line
+                .strip_prefix("[sinks.")
+                .and_then(|l| l.strip_suffix(']'))
+            {
+                sinks.push(format!(r#"{{ sink = "{name}" }}"#));
+            }
+        }
+        // The secret files as mounted in production do not exist here.
+        let mut rest = block;
+        while let Some(at) = rest.find("\"/etc/vodbridge/secrets/") {
+            toml.push_str(&rest[..at]);
+            toml.push_str(&format!("{:?}", secret.path().display().to_string()));
+            rest = &rest[at + 1..];
+            rest = &rest[rest.find('"').expect("a closed string") + 1..];
+        }
+        toml.push_str(rest);
+    }
+    assert!(sinks.len() >= 3, "CKafka and Confluent examples: {sinks:?}");
+    toml.push_str(&format!(
+        "[[routes]]\nevent_types = [\"*\"]\nsinks = [{}]\n",
+        sinks.join(", ")
+    ));
+    let config = Config::from_toml(&toml).expect("the examples parse");
+    Settings::from_config(config)
+        .unwrap_or_else(|e| panic!("the README's Kafka examples: {e}\n{toml}"));
+}

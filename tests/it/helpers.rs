@@ -95,8 +95,15 @@ impl TestApp {
     /// Waits until `/readyz` answers 200 (broker sinks connect in the background).
     pub(crate) async fn wait_ready(&self, timeout: std::time::Duration) {
         let started = std::time::Instant::now();
-        while self.get("/readyz").await.0 != 200 {
-            assert!(started.elapsed() < timeout, "not ready within {timeout:?}");
+        loop {
+            let (status, reason) = self.get("/readyz").await;
+            if status == 200 {
+                break;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "not ready within {timeout:?}: {reason}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }

@@ -479,6 +479,67 @@ pub struct Tansu {
     storage: String,
     /// The SQLite database's directory, removed on drop.
     dir: Option<tempfile::TempDir>,
+    /// `--authentication`: SASL required (PLAIN, SCRAM-SHA-256/512).
+    authentication: bool,
+    /// The TLS endpoint in front of it ([`Tansu::start_secure`]).
+    tls: Option<TlsTerminator>,
+}
+
+/// A SCRAM user created in a [`Tansu::start_secure`] broker.
+#[derive(Clone, Copy, Debug)]
+pub struct ScramUser<'a> {
+    /// User name.
+    pub name: &'a str,
+    /// Password.
+    pub password: &'a str,
+    /// `scram256` or `scram512` (`tansu user create --mechanism`).
+    pub mechanism: &'a str,
+}
+
+/// `stunnel` accepting TLS (the [`TestPki`] server certificate, `localhost` / `127.0.0.1`) on
+/// one port and forwarding the plain bytes to another: the TLS endpoint of a broker that has
+/// none of its own.
+struct TlsTerminator {
+    port: u16,
+    child: Option<Child>,
+    /// stunnel's configuration, certificate and key.
+    _dir: tempfile::TempDir,
+}
+
+impl TlsTerminator {
+    fn start(pki: &TestPki, port: u16, upstream: u16) -> Self {
+        let binary = require("stunnel4", "stunnel4");
+        let dir = tempfile::tempdir().expect("a stunnel directory");
+        let [_, cert, key] = pki.server_files_in(dir.path());
+        let config = dir.path().join("stunnel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "foreground = yes\npid =\nsyslog = no\ndebug = 3\n[broker]\naccept = 127.0.0.1:{port}\n\
+                 connect = 127.0.0.1:{upstream}\ncert = {}\nkey = {}\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .expect("stunnel.conf");
+        let child = launch(
+            Command::new(binary).arg(&config),
+            port,
+            Duration::from_secs(10),
+            "stunnel",
+        );
+        Self {
+            port,
+            child: Some(child),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsTerminator {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
 }
 
 fn tansu_binary() -> PathBuf {
@@ -527,6 +588,8 @@ impl Tansu {
             child: None,
             storage: "memory://tansu/".to_owned(),
             dir: None,
+            authentication: false,
+            tls: None,
         };
         broker.spawn();
         broker
@@ -548,28 +611,95 @@ impl Tansu {
             child: None,
             storage: "sqlite://tansu.db".to_owned(),
             dir: Some(dir),
+            authentication: false,
+            tls: None,
         };
         broker.spawn();
         broker
     }
 
+    /// Starts a broker as managed Kafka is reached: TLS (a certificate from `pki`'s CA, for
+    /// `localhost` and `127.0.0.1`) and SASL required, with `users` as its SCRAM credentials.
+    /// PLAIN is served too, but tansu 0.6 checks no PLAIN password (any is accepted): a
+    /// wrong-password test needs SCRAM.
+    ///
+    /// tansu 0.6 takes `--cert`/`--key` but never wraps a connection in TLS, so the TLS endpoint
+    /// is `stunnel` in front of it, and the broker advertises stunnel's port. The users are
+    /// created through the broker (`tansu user create`) before authentication is switched on,
+    /// in its SQLite storage.
+    ///
+    /// # Panics
+    ///
+    /// When `tansu` or `stunnel4` is missing, or a user cannot be created.
+    #[must_use]
+    pub fn start_secure(pki: &TestPki, users: &[ScramUser<'_>]) -> Self {
+        let dir = tempfile::tempdir().expect("a tansu directory");
+        let port = free_port();
+        let mut broker = Self {
+            port,
+            advertised: port,
+            child: None,
+            storage: "sqlite://tansu.db".to_owned(),
+            dir: Some(dir),
+            authentication: false,
+            tls: None,
+        };
+        broker.spawn();
+        for user in users {
+            let output = Command::new(tansu_binary())
+                .args([
+                    "user",
+                    "create",
+                    "--broker",
+                    &format!("tcp://127.0.0.1:{port}"),
+                    "--mechanism",
+                    user.mechanism,
+                    user.name,
+                    user.password,
+                ])
+                .output()
+                .expect("tansu user create runs");
+            assert!(
+                output.status.success(),
+                "tansu user create {}: {}",
+                user.name,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        broker.stop();
+        let tls_port = free_port();
+        broker.advertised = tls_port;
+        broker.authentication = true;
+        broker.spawn();
+        broker.tls = Some(TlsTerminator::start(pki, tls_port, port));
+        broker
+    }
+
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
+        // Behind TLS, the name the certificate is for.
+        let host = if self.authentication {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        let advertised = format!("tcp://{host}:{}", self.advertised);
         let mut command = Command::new(tansu_binary());
         if let Some(dir) = &self.dir {
             command.current_dir(dir.path());
         }
         self.child = Some(launch(
-            command.args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &advertised,
-                "--storage-engine",
-                &self.storage,
-            ]),
+            command
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &advertised,
+                    "--storage-engine",
+                    &self.storage,
+                ])
+                .args(self.authentication.then_some("--authentication")),
             self.port,
             Duration::from_secs(30),
             "tansu",
@@ -577,10 +707,14 @@ impl Tansu {
     }
 
     /// `127.0.0.1:port`, for `bootstrap.servers` (the advertised port: a proxy's, when the
-    /// broker was started behind one).
+    /// broker was started behind one); `localhost:port` of the TLS endpoint for
+    /// [`Tansu::start_secure`].
     #[must_use]
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.advertised)
+        match &self.tls {
+            Some(tls) => format!("localhost:{}", tls.port),
+            None => format!("127.0.0.1:{}", self.advertised),
+        }
     }
 
     /// The broker's process id while it runs (for reading its CPU time in benchmarks).

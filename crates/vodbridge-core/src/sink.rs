@@ -37,6 +37,13 @@ pub trait Sink: Send + Sync + 'static {
         true
     }
 
+    /// Why the sink is not healthy, when its client knows more than "unreachable" (Kafka: a
+    /// failed SASL authentication, a TLS certificate it does not trust). Shown on `/readyz`
+    /// beside the sink's name; never holds a secret.
+    fn down_because(&self) -> Option<String> {
+        None
+    }
+
     /// How many times the sink replaced its broker connection (Kafka: its producer) since it
     /// started: after a loss, a stall or an error that never cleared. Feeds
     /// `vodbridge_sink_reconnects_total`.

@@ -4,14 +4,15 @@
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
     time::{Duration, Instant},
 };
 
 use rdkafka::{
-    config::ClientConfig,
-    error::KafkaError,
+    client::ClientContext,
+    config::{ClientConfig, RDKafkaLogLevel},
+    error::{KafkaError, RDKafkaErrorCode},
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
@@ -32,14 +33,75 @@ pub struct KafkaSink {
     state: Arc<State>,
 }
 
+/// The producers' client context: librdkafka's errors and warnings go to the log under the
+/// sink's name (rdkafka's default sends them to the `log` crate, which the bridge does not
+/// read), and the last error that explains an unreachable cluster (authentication, TLS) is
+/// kept for `/readyz`.
+#[derive(Clone)]
+struct SinkContext {
+    name: Arc<str>,
+    /// The last error that says why the cluster cannot be used; cleared when it answers.
+    cause: Arc<Mutex<Option<String>>>,
+}
+
+impl SinkContext {
+    fn cause(&self) -> Option<String> {
+        self.cause
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_cause(&self, cause: Option<String>) {
+        *self.cause.lock().unwrap_or_else(PoisonError::into_inner) = cause;
+    }
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => {
+                tracing::warn!(sink = %self.name, facility = fac, "librdkafka: {log_message}");
+            }
+            _ => tracing::debug!(sink = %self.name, facility = fac, "librdkafka: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Errors a configuration change fixes, not a wait: shown on /readyz until the cluster
+        // answers again.
+        let lasting = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::SSL
+                    | RDKafkaErrorCode::UnsupportedSASLMechanism
+                    | RDKafkaErrorCode::IllegalSASLState
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+            )
+        );
+        if lasting {
+            self.set_cause(Some(reason.to_owned()));
+        }
+        tracing::warn!(sink = %self.name, error = %error, "Kafka client error: {reason}");
+    }
+}
+
 /// The producer and what decides when to replace it.
 struct State {
     name: String,
     /// The producer; replaced after a fatal error or a stall (librdkafka requires a new
     /// instance).
-    producer: std::sync::RwLock<FutureProducer>,
+    producer: std::sync::RwLock<FutureProducer<SinkContext>>,
     /// How to build a producer again.
     client: ClientConfig,
+    /// Every producer's context (one, shared by the replacements).
+    context: SinkContext,
     /// Last result of the metadata probe.
     healthy: AtomicBool,
     /// The health probe runs here; `close()` stops it and waits for it.
@@ -70,13 +132,18 @@ impl KafkaSink {
     /// A property librdkafka rejects, or an unreadable secret file.
     pub fn start(name: &str, config: KafkaSinkConfig, background: Background) -> Result<Self> {
         let client = config.client_config(name)?;
-        let producer: FutureProducer = client
-            .create()
+        let context = SinkContext {
+            name: name.into(),
+            cause: Arc::default(),
+        };
+        let producer: FutureProducer<SinkContext> = client
+            .create_with_context(context.clone())
             .map_err(|e| Error::Producer(e.to_string()))?;
         let state = Arc::new(State {
             name: name.to_owned(),
             producer: std::sync::RwLock::new(producer),
             client,
+            context,
             healthy: AtomicBool::new(false),
             background,
             started: Instant::now(),
@@ -94,7 +161,7 @@ impl KafkaSink {
 }
 
 impl State {
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> FutureProducer<SinkContext> {
         self.producer
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -119,7 +186,7 @@ impl State {
     /// forever. A new producer gets a new producer id. A per-message rejection (too large, not
     /// authorized) says nothing about the producer and never replaces it. At most one
     /// replacement per `stall_after`.
-    fn recover(&self, failed: &FutureProducer, error: &KafkaError) {
+    fn recover(&self, failed: &FutureProducer<SinkContext>, error: &KafkaError) {
         let why = if let Some((code, reason)) = failed.client().fatal_error() {
             format!("fatal error {code:?}: {reason}")
         } else {
@@ -139,7 +206,10 @@ impl State {
             )
         };
         tracing::error!(sink = %self.name, why = %why, "Kafka producer is stuck; creating a new one.");
-        match self.client.create::<FutureProducer>() {
+        match self
+            .client
+            .create_with_context::<_, FutureProducer<SinkContext>>(self.context.clone())
+        {
             Ok(fresh) => {
                 let now = self.now_ms();
                 self.replaced.fetch_add(1, Ordering::Relaxed);
@@ -179,6 +249,9 @@ fn spawn_probe(state: Arc<State>) {
             })
             .await
             .unwrap_or(false);
+            if reachable {
+                state.context.set_cause(None);
+            }
             if state.healthy.swap(reachable, Ordering::Relaxed) != reachable {
                 if reachable {
                     tracing::info!(sink = %state.name, "Kafka cluster reachable.");
@@ -262,6 +335,10 @@ impl Sink for KafkaSink {
 
     fn is_healthy(&self) -> bool {
         self.state.healthy.load(Ordering::Relaxed)
+    }
+
+    fn down_because(&self) -> Option<String> {
+        self.state.context.cause()
     }
 
     fn reconnects(&self) -> u64 {
