@@ -12,6 +12,14 @@
 #                                          bundle, users and nonroot defaults. No zlib: a binary
 #                                          that needs libz.so.1 fails here as it would there.
 #
+# And, for the compose stack test (tests/image), one image in place of the stack's third-party
+# services, which cannot be pulled here:
+#
+#   vodbridge-stand-in/services:bookworm   Debian bookworm with rabbitmq-server (management
+#                                          plugin on, guest allowed from other hosts, as in the
+#                                          official image), nats-server, prometheus, curl, and
+#                                          this machine's tansu (the Kafka stand-in)
+#
 # Starts dockerd (--iptables=false) when no engine answers. Root filesystems are cached in
 # $VODBRIDGE_IMAGE_CACHE (default ~/.cache/vodbridge/images); an image already in Docker is kept.
 # Usage: bash scripts/image-stand-ins.sh   (as root)
@@ -21,6 +29,7 @@ cache="${VODBRIDGE_IMAGE_CACHE:-$HOME/.cache/vodbridge/images}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 build_image="rust:1.95-bookworm"
 runtime_image="gcr.io/distroless/cc-debian12:nonroot"
+services_image="vodbridge-stand-in/services:bookworm"
 log() { printf '==> %s\n' "$*" >&2; }
 
 ensure_docker() {
@@ -112,7 +121,33 @@ build_stand_in() {
   rm -rf "$staging"
 }
 
+services_stand_in() {
+  docker image inspect "$services_image" >/dev/null 2>&1 && return
+  local root="$cache/services-bookworm" tansu
+  tansu="$(command -v tansu || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu")"
+  [ -x "$tansu" ] || { log "tansu is missing (cargo install tansu --features dynostore,libsql --locked)"; exit 1; }
+  if [ ! -f "$root/.complete" ]; then
+    log "debootstrap bookworm for $services_image (a few minutes, once)"
+    rm -rf "$root"
+    debootstrap --variant=minbase \
+      --include=ca-certificates,curl,rabbitmq-server,nats-server,prometheus \
+      bookworm "$root" "$mirror" >/dev/null
+    rm -rf "$root/var/cache/apt/archives"/*.deb "$root/usr/share/doc" "$root/usr/share/man"
+    # What the official rabbitmq:*-management image sets: the management plugin (it loads the
+    # stack's definitions file), and guest allowed from other containers.
+    printf '[rabbitmq_management].\n' >"$root/etc/rabbitmq/enabled_plugins"
+    printf 'loopback_users.guest = false\nlisteners.tcp.default = 5672\n' >"$root/etc/rabbitmq/rabbitmq.conf"
+    touch "$root/.complete"
+  fi
+  log "importing $services_image with $tansu"
+  install -m 0755 "$tansu" "$root/usr/local/bin/tansu"
+  tar --exclude=./.complete -C "$root" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    - "$services_image" >/dev/null
+}
+
 ensure_docker
 runtime_stand_in
 build_stand_in
-log "stand-ins ready: $build_image, $runtime_image"
+services_stand_in
+log "stand-ins ready: $build_image, $runtime_image, $services_image"

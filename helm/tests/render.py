@@ -85,6 +85,7 @@ def main(out: pathlib.Path) -> int:
                 if doc["kind"] == "ConfigMap":
                     (out / f"{name}.toml").write_text(doc["data"]["vodbridge.toml"])
         (out / f"{name}.yaml").write_text(yaml.safe_dump_all(documents))
+        (out / f"{name}.json").write_text(json.dumps(documents))
         (out / f"{name}.kinds").write_text("\n".join(sorted(kinds)) + "\n")
         (out / f"{name}.custom.json").write_text(json.dumps(custom))
         print(f"{name}: {len(documents)} manifests valid for Kubernetes {KUBERNETES}: {', '.join(sorted(kinds))}")
