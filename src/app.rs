@@ -24,11 +24,11 @@ use crate::{
     sources::{
         forward,
         pull::{self, PullSource},
-        vod_config::{self, SourceCheck},
     },
     spool::Spool,
     state::AppState,
     telemetry::Metrics,
+    vod_check::{self, SourceCheck},
 };
 
 /// A built bridge: listener bound, sinks open, not yet serving.
@@ -203,8 +203,9 @@ impl App {
             }
         }
         if !self.state.vod_checks.is_empty() {
-            loops.spawn(vod_config::run_checks(
-                Arc::clone(&self.state),
+            loops.spawn(vod_check::run_checks(
+                self.state.vod_checks.clone(),
+                self.state.metrics.vod_config_mismatch.clone(),
                 stop.clone(),
             ));
         }

@@ -27,6 +27,7 @@ mod spool;
 mod state;
 pub mod telemetry;
 pub mod tools;
+mod vod_check;
 
 pub use app::{App, Progress};
 pub use error::{Error, Result};

@@ -13,9 +13,9 @@ use vodbridge_tencent::governor::Governor;
 
 use crate::{
     config::{ServerConfig, Source},
-    sources::vod_config::SourceCheck,
     spool::Spool,
     telemetry::Metrics,
+    vod_check::SourceCheck,
 };
 
 /// State shared by every request handler.

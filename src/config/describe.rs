@@ -6,7 +6,7 @@ use vodbridge_tencent::catalog;
 use secrecy::ExposeSecret;
 
 use super::{Settings, SinkConfig, SourceKind, VodCheckPolicy};
-use crate::sources::vod_config::redact_token;
+use vodbridge_tencent::event_config::redact_token;
 
 impl Settings {
     /// A human-readable account of the effective configuration, secrets redacted: what

@@ -88,6 +88,20 @@ pub struct VodCheck {
     pub interval: Duration,
 }
 
+impl VodCheck {
+    /// What the source needs of VOD, for one comparison
+    /// (`vodbridge_tencent::event_config::compare`).
+    #[must_use]
+    pub fn wanted(&self) -> vodbridge_tencent::event_config::Wanted<'_> {
+        vodbridge_tencent::event_config::Wanted {
+            mode: self.mode,
+            notification_url: self.notification_url.as_ref().map(|u| u.expose_secret()),
+            sign_key: self.sign_key.as_ref().map(|k| k.expose_secret()),
+            switches: &self.switches,
+        }
+    }
+}
+
 impl fmt::Debug for VodCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VodCheck")

@@ -4,4 +4,3 @@
 pub(crate) mod forward;
 pub(crate) mod pull;
 pub(crate) mod push;
-pub(crate) mod vod_config;

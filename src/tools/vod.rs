@@ -6,13 +6,14 @@ use std::fmt::Write as _;
 
 use vodbridge_tencent::{
     api::VodClient,
-    event_config::{EventConfig, EventSwitch, Mode, ModifyEventConfig},
+    event_config::{
+        compare, desired_change, redact_token, EventConfig, EventSwitch, Mode, ModifyEventConfig,
+    },
 };
 
 use crate::{
     config::{Settings, SourceKind, VodCheck},
     error::{Error, Result},
-    sources::vod_config::{compare, desired_change, redact_token},
 };
 
 /// What `status` found.
@@ -102,7 +103,7 @@ pub async fn status(settings: &Settings) -> Result<Status> {
                 continue;
             }
         };
-        let found = compare(check, &actual);
+        let found = compare(&check.wanted(), &actual);
         status.mismatches += found.len();
         let missing = actual.missing();
         if !missing.is_empty() {
@@ -229,7 +230,7 @@ pub async fn configure(
         let actual = paced(|| client.describe_event_config())
             .await
             .map_err(|e| Error::Config(format!("sources.{name}: DescribeEventConfig: {e}")))?;
-        let change = desired_change(check, &actual);
+        let change = desired_change(&check.wanted(), &actual);
         let header = format!("{name} (sub_app_id {})", sub_app(check));
         if change.is_empty() {
             let _ = writeln!(done.report, "{header}: as expected, nothing to change");
@@ -256,7 +257,7 @@ pub async fn configure(
         let after = paced(|| client.describe_event_config())
             .await
             .map_err(|e| Error::Config(format!("sources.{name}: DescribeEventConfig: {e}")))?;
-        let left = compare(check, &after);
+        let left = compare(&check.wanted(), &after);
         if left.is_empty() {
             let _ = writeln!(done.report, "  done");
         } else {

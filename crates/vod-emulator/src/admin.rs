@@ -14,14 +14,10 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use vodbridge_tencent::SignKey;
 
-use crate::{generate::parse_types, Faults, Limits, Shared};
+use crate::{delivery::push_one, generate::parse_types, Faults, Limits, Shared};
 
 /// Largest `generate` count per call.
 const MAX_GENERATE: usize = 1_000_000;
-/// VOD's callback timeout.
-const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// VOD retries a timed-out callback twice.
-const PUSH_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct EnqueueParams {
@@ -170,42 +166,6 @@ pub(crate) async fn push(
         });
     }
     Json(json!({ "Keys": keys })).into_response()
-}
-
-/// POSTs one event like VOD: 5 s timeout, sent again only when no answer came (a timeout or a
-/// failed or dropped connection), three sends at most. The status and body of an answer are
-/// ignored: any answer ends the event's delivery, and only a 200 is an acknowledgement.
-pub(crate) async fn push_one(
-    shared: &Shared,
-    url: &str,
-    key: u64,
-    mut event: Value,
-    sign_key: Option<&SignKey>,
-) {
-    if let (Some(key), Some(object)) = (sign_key, event.as_object_mut()) {
-        let t = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
-        object.insert("Sign".into(), Value::from(key.sign(t)));
-        object.insert("T".into(), Value::from(t));
-    }
-    let body = event.to_string();
-    for _ in 0..PUSH_ATTEMPTS {
-        shared.queue().note_push_attempt(key);
-        let answer = shared
-            .http
-            .post(url)
-            .timeout(PUSH_TIMEOUT)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await;
-        if let Ok(response) = answer {
-            shared
-                .queue()
-                .note_push_answer(key, response.status().as_u16());
-            return;
-        }
-    }
-    shared.queue().note_push_gave_up(key);
 }
 
 pub(crate) async fn ledger(State(shared): State<Arc<Shared>>) -> Response {

@@ -145,7 +145,7 @@ pub(crate) fn emit(shared: &Arc<Shared>, sub_app_id: u64, event: Value) -> Emitt
     let shared = Arc::clone(shared);
     let sign_key = stored.sign_key.map(SignKey::new);
     tokio::spawn(async move {
-        crate::admin::push_one(&shared, &url, key, event, sign_key.as_ref()).await;
+        crate::delivery::push_one(&shared, &url, key, event, sign_key.as_ref()).await;
     });
     Emitted::Pushed(key)
 }

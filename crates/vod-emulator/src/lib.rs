@@ -27,6 +27,7 @@
 
 mod admin;
 mod api;
+mod delivery;
 mod error;
 mod event_config;
 pub mod generate;

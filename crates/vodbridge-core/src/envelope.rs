@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use crate::{
+    binding::DeadLetterInfo,
     error::{Error, Result},
-    sink::DeadLetterInfo,
     trace::TraceParent,
 };
 
@@ -19,121 +19,6 @@ pub const SPEC_VERSION: &str = "1.0";
 
 /// Content type of `data`: VOD events are JSON.
 const DATA_CONTENT_TYPE: &str = "application/json";
-
-/// How a binary-mode protocol binding names an attribute's header: `ce_id` (Kafka),
-/// `cloudEvents_id` (AMQP), `ce-id` (NATS, as HTTP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderStyle {
-    /// `ce_` prefix (CloudEvents Kafka binding).
-    Kafka,
-    /// `cloudEvents_` prefix (CloudEvents AMQP binding).
-    Amqp,
-    /// `ce-` prefix (CloudEvents HTTP binding, used for NATS headers).
-    Nats,
-}
-
-/// Every attribute [`Envelope::attributes`] yields, plus the dead-letter extensions, with its
-/// header name in each [`HeaderStyle`].
-const HEADER_NAMES: [[&str; 4]; 16] = [
-    [
-        "specversion",
-        "ce_specversion",
-        "cloudEvents_specversion",
-        "ce-specversion",
-    ],
-    ["id", "ce_id", "cloudEvents_id", "ce-id"],
-    ["source", "ce_source", "cloudEvents_source", "ce-source"],
-    ["type", "ce_type", "cloudEvents_type", "ce-type"],
-    ["subject", "ce_subject", "cloudEvents_subject", "ce-subject"],
-    ["time", "ce_time", "cloudEvents_time", "ce-time"],
-    [
-        "vodeventtype",
-        "ce_vodeventtype",
-        "cloudEvents_vodeventtype",
-        "ce-vodeventtype",
-    ],
-    [
-        "vodsubappid",
-        "ce_vodsubappid",
-        "cloudEvents_vodsubappid",
-        "ce-vodsubappid",
-    ],
-    [
-        "vodingress",
-        "ce_vodingress",
-        "cloudEvents_vodingress",
-        "ce-vodingress",
-    ],
-    [
-        "vodtaskid",
-        "ce_vodtaskid",
-        "cloudEvents_vodtaskid",
-        "ce-vodtaskid",
-    ],
-    [
-        "partitionkey",
-        "ce_partitionkey",
-        "cloudEvents_partitionkey",
-        "ce-partitionkey",
-    ],
-    [
-        "traceparent",
-        "ce_traceparent",
-        "cloudEvents_traceparent",
-        "ce-traceparent",
-    ],
-    [
-        "deadletterreason",
-        "ce_deadletterreason",
-        "cloudEvents_deadletterreason",
-        "ce-deadletterreason",
-    ],
-    [
-        "deadletterdetail",
-        "ce_deadletterdetail",
-        "cloudEvents_deadletterdetail",
-        "ce-deadletterdetail",
-    ],
-    [
-        "deadlettersink",
-        "ce_deadlettersink",
-        "cloudEvents_deadlettersink",
-        "ce-deadlettersink",
-    ],
-    [
-        "deadletterdestination",
-        "ce_deadletterdestination",
-        "cloudEvents_deadletterdestination",
-        "ce-deadletterdestination",
-    ],
-];
-
-impl HeaderStyle {
-    /// The prefix this style puts before an attribute name.
-    #[must_use]
-    pub const fn prefix(self) -> &'static str {
-        match self {
-            Self::Kafka => "ce_",
-            Self::Amqp => "cloudEvents_",
-            Self::Nats => "ce-",
-        }
-    }
-
-    /// The header carrying attribute `name`: borrowed for every attribute the bridge writes
-    /// (publishing allocates no header names), built for any other.
-    #[must_use]
-    pub fn header_name(self, name: &str) -> Cow<'static, str> {
-        let column = match self {
-            Self::Kafka => 1,
-            Self::Amqp => 2,
-            Self::Nats => 3,
-        };
-        HEADER_NAMES.iter().find(|row| row[0] == name).map_or_else(
-            || Cow::Owned(format!("{}{name}", self.prefix())),
-            |row| Cow::Borrowed(row[column]),
-        )
-    }
-}
 
 /// A stable event id: the first 32 hex characters of a SHA-256 over the source and the event's
 /// canonical JSON. It is the same for every push retry and pull redelivery of one event, so
@@ -556,6 +441,7 @@ fn parse_sub_app_id(text: &str) -> Result<u64> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::HeaderStyle;
 
     pub(crate) fn sample() -> Envelope {
         let data = br#"{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":"1"}}"#;

@@ -29,8 +29,10 @@
 #![deny(missing_docs)]
 
 mod background;
+mod binding;
 mod envelope;
 mod error;
+mod failure;
 mod outcome;
 mod pipeline;
 mod redact;
@@ -43,8 +45,10 @@ mod stall;
 mod trace;
 
 pub use background::Background;
-pub use envelope::{Envelope, EventId, HeaderStyle, Ingress, SPEC_VERSION};
+pub use binding::{DeadLetterInfo, HeaderStyle};
+pub use envelope::{Envelope, EventId, Ingress, SPEC_VERSION};
 pub use error::{Error, Result};
+pub use failure::{FailureReason, SinkError};
 pub use outcome::Outcome;
 pub use pipeline::{DeliveryReport, Pipeline, SinkAttempt, SinkClosed, UnroutableRetry};
 pub use redact::redact_url;
@@ -54,7 +58,7 @@ pub use route::{
     RouteContext, RouteTable, Target, Template,
 };
 pub use secret::{inline_or_file, read_secret_file};
-pub use sink::{DeadLetterInfo, FailureReason, Message, PublishFuture, Sink, SinkError};
+pub use sink::{Message, PublishFuture, Sink};
 pub use sink_record::SinkRecord;
 pub use stall::{Pending, StallWatch};
 pub use trace::TraceParent;

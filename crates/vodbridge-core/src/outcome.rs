@@ -1,6 +1,6 @@
 //! The outcome of delivering one event, merged across sinks so that the worst result wins.
 
-use crate::sink::{FailureReason, SinkError};
+use crate::failure::{FailureReason, SinkError};
 
 /// What happened to one event, across every sink it was routed to.
 ///

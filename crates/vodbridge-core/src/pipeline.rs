@@ -14,11 +14,13 @@ use futures_util::future::join_all;
 use tokio::time::{timeout_at, Instant};
 
 use crate::{
+    binding::DeadLetterInfo,
     envelope::Envelope,
     error::{Error, Result},
+    failure::{FailureReason, SinkError},
     outcome::Outcome,
     route::{Resolution, RouteAction, RouteContext, RouteTable, Target},
-    sink::{DeadLetterInfo, FailureReason, Message, Sink, SinkError},
+    sink::{Message, Sink},
     sink_record::SinkRecord,
 };
 
@@ -230,7 +232,7 @@ impl Pipeline {
 
         let publish_to = |target: &Target| {
             let message = Message {
-                destination: target.destination.render(&envelope, &context),
+                destination: destination(target, &envelope, &context),
                 envelope: Arc::clone(&envelope),
                 dead_letter: None,
             };
@@ -315,7 +317,7 @@ impl Pipeline {
             .iter()
             .find(|a| matches!(a.result, Err(SinkError::Rejected { .. })));
         let message = Message {
-            destination: target.destination.render(&envelope, &context),
+            destination: destination(target, &envelope, &context),
             dead_letter: Some(DeadLetterInfo {
                 reason: *reason,
                 detail: detail.clone(),
@@ -476,6 +478,17 @@ async fn publish_once(
             FailureReason::Timeout,
             "no acknowledgement before the deadline",
         )),
+    }
+}
+
+/// Where `target` puts `envelope`: its rendered template, or `vod.{event_type}` when the
+/// route names no destination. The one place a destination is defaulted: sinks always get one.
+fn destination(target: &Target, envelope: &Envelope, context: &RouteContext<'_>) -> String {
+    let rendered = target.destination.render(envelope, context);
+    if rendered.is_empty() {
+        crate::default_destination(&envelope.event_type)
+    } else {
+        rendered
     }
 }
 

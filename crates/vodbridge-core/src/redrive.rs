@@ -5,7 +5,7 @@
 
 use futures_util::future::BoxFuture;
 
-use crate::{envelope::Envelope, sink::DeadLetterInfo};
+use crate::{binding::DeadLetterInfo, envelope::Envelope};
 
 /// One message read from a dead-letter location: the envelope and its dead-letter
 /// extensions, or why it could not be decoded.

@@ -2,7 +2,7 @@
 //! `DescribeEventsState`, and the event configuration's `DescribeEventConfig` and
 //! `ModifyEventConfig`, signed with TC3-HMAC-SHA256, errors classified for the pull loops.
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -25,83 +25,7 @@ pub const MAX_PULL_EVENTS: usize = 16;
 /// The content type sent and signed.
 const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
-/// How a pull loop should react to a failed call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// `RequestLimitExceeded*`: back off (longer).
-    Throttled,
-    /// 5xx, `InternalError`, `ServiceUnavailable`, network: retry with backoff.
-    Transient,
-    /// `AuthFailure.SignatureExpire`: the clock is off; retry after a pause.
-    ClockSkew,
-    /// Credentials or permissions: alert and retry slowly.
-    Auth,
-    /// `ConfirmEvents` with an expired or unknown handle: the events come back by themselves.
-    ExpiredHandle,
-    /// Anything else: a configuration or request problem.
-    Fatal,
-}
-
-impl ErrorClass {
-    /// Bounded label for metrics.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Throttled => "throttled",
-            Self::Transient => "transient",
-            Self::ClockSkew => "clock_skew",
-            Self::Auth => "auth",
-            Self::ExpiredHandle => "expired_handle",
-            Self::Fatal => "fatal",
-        }
-    }
-}
-
-/// An error answer of API 3.0 (`Response.Error`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// e.g. `RequestLimitExceeded`, `AuthFailure.SignatureFailure`.
-    pub code: String,
-    /// Tencent's message.
-    pub message: String,
-    /// `Response.RequestId`.
-    pub request_id: String,
-}
-
-impl ApiError {
-    /// The pull loops' reaction to this code (vod-api.md §7).
-    #[must_use]
-    pub fn class(&self) -> ErrorClass {
-        let code = self.code.as_str();
-        if code.starts_with("RequestLimitExceeded") {
-            ErrorClass::Throttled
-        } else if code == "AuthFailure.SignatureExpire" {
-            ErrorClass::ClockSkew
-        } else if code.starts_with("AuthFailure")
-            || code.starts_with("UnauthorizedOperation")
-            || code == "FailedOperation.InvalidVodUser"
-            || code == "FailedOperation.InvalidAccount"
-        {
-            ErrorClass::Auth
-        } else if code == "InvalidParameterValue" {
-            ErrorClass::ExpiredHandle
-        } else if code.starts_with("InternalError") || code.starts_with("ServiceUnavailable") {
-            ErrorClass::Transient
-        } else {
-            ErrorClass::Fatal
-        }
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {} (RequestId {})",
-            self.code, self.message, self.request_id
-        )
-    }
-}
+pub use crate::error::{ApiError, ErrorClass};
 
 /// Where and as whom to call VOD.
 #[derive(Debug, Clone)]

@@ -1,4 +1,7 @@
-//! The Tencent crate's error type: bodies that are not VOD events, and callbacks that fail auth.
+//! The Tencent crate's error type: bodies that are not VOD events, callbacks that fail auth,
+//! and VOD API calls that fail (with VOD's own error answer and how a pull loop reacts to it).
+
+use std::fmt;
 
 /// Errors raised while reading VOD events and authenticating callbacks.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +49,7 @@ pub enum Error {
     },
     /// VOD answered with an API 3.0 error.
     #[error("VOD API error {0}")]
-    Api(crate::api::ApiError),
+    Api(ApiError),
     /// The call did not produce an API answer (network, timeout, HTTP status, garbage).
     #[error("VOD API call failed: {0}")]
     Transport(String),
@@ -60,3 +63,81 @@ pub enum Error {
 
 /// Result with this crate's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How a pull loop should react to a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// `RequestLimitExceeded*`: back off (longer).
+    Throttled,
+    /// 5xx, `InternalError`, `ServiceUnavailable`, network: retry with backoff.
+    Transient,
+    /// `AuthFailure.SignatureExpire`: the clock is off; retry after a pause.
+    ClockSkew,
+    /// Credentials or permissions: alert and retry slowly.
+    Auth,
+    /// `ConfirmEvents` with an expired or unknown handle: the events come back by themselves.
+    ExpiredHandle,
+    /// Anything else: a configuration or request problem.
+    Fatal,
+}
+
+impl ErrorClass {
+    /// Bounded label for metrics.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Throttled => "throttled",
+            Self::Transient => "transient",
+            Self::ClockSkew => "clock_skew",
+            Self::Auth => "auth",
+            Self::ExpiredHandle => "expired_handle",
+            Self::Fatal => "fatal",
+        }
+    }
+}
+
+/// An error answer of API 3.0 (`Response.Error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// e.g. `RequestLimitExceeded`, `AuthFailure.SignatureFailure`.
+    pub code: String,
+    /// Tencent's message.
+    pub message: String,
+    /// `Response.RequestId`.
+    pub request_id: String,
+}
+
+impl ApiError {
+    /// The pull loops' reaction to this code (vod-api.md §7).
+    #[must_use]
+    pub fn class(&self) -> ErrorClass {
+        let code = self.code.as_str();
+        if code.starts_with("RequestLimitExceeded") {
+            ErrorClass::Throttled
+        } else if code == "AuthFailure.SignatureExpire" {
+            ErrorClass::ClockSkew
+        } else if code.starts_with("AuthFailure")
+            || code.starts_with("UnauthorizedOperation")
+            || code == "FailedOperation.InvalidVodUser"
+            || code == "FailedOperation.InvalidAccount"
+        {
+            ErrorClass::Auth
+        } else if code == "InvalidParameterValue" {
+            ErrorClass::ExpiredHandle
+        } else if code.starts_with("InternalError") || code.starts_with("ServiceUnavailable") {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Fatal
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} (RequestId {})",
+            self.code, self.message, self.request_id
+        )
+    }
+}

@@ -276,6 +276,143 @@ impl fmt::Debug for ModifyEventConfig {
     }
 }
 
+// The comparison of what VOD has with what a source needs (`vodbridge vod status`,
+// `vod configure` and the bridge's periodic check).
+
+/// What a source needs of its sub-application's event configuration: the mode, a push
+/// source's `NotificationUrl` and `SignKey`, the event switches it needs on. The secrets are
+/// borrowed for one comparison and never printed (the URL carries the callback token).
+#[derive(Clone, Copy)]
+pub struct Wanted<'a> {
+    /// `PULL` for a pull source, `PUSH` for a push source.
+    pub mode: Mode,
+    /// A push source's `NotificationUrl`.
+    pub notification_url: Option<&'a str>,
+    /// A push source's `SignKey` (cannot be read back, so `desired_change` always sends it).
+    pub sign_key: Option<&'a str>,
+    /// The event switches it needs on.
+    pub switches: &'a [EventSwitch],
+}
+
+impl fmt::Debug for Wanted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wanted")
+            .field("mode", &self.mode)
+            .field("notification_url", &self.notification_url.map(redact_token))
+            .field("sign_key", &self.sign_key.map(|_| "<redacted>"))
+            .field("switches", &self.switches)
+            .finish()
+    }
+}
+
+/// How much a difference matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Events go elsewhere or nowhere: the source receives nothing.
+    Error,
+    /// Some event types are never sent.
+    Warning,
+}
+
+/// One difference between VOD's event configuration and what the source needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// `mode`, `notification_url`, an [`EventSwitch::name`], or `check_failed`.
+    pub what: &'static str,
+    /// What the source needs (secrets redacted).
+    pub expected: String,
+    /// What VOD has (secrets redacted).
+    pub actual: String,
+    /// Error or warning.
+    pub severity: Severity,
+}
+
+/// Every `what` label, so a resolved mismatch's gauge goes back to 0.
+pub const MISMATCH_WHATS: [&str; 6] = [
+    "mode",
+    "notification_url",
+    "upload_media_complete",
+    "delete_media_complete",
+    "persistence_complete",
+    "check_failed",
+];
+
+/// A URL with its `token` query value (the callback token) redacted.
+pub fn redact_token(url: &str) -> String {
+    match url.split_once("token=") {
+        Some((head, tail)) => {
+            let rest = tail.find('&').map_or("", |i| &tail[i..]);
+            format!("{head}token=<redacted>{rest}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Compares VOD's configuration with what the source needs.
+pub fn compare(check: &Wanted<'_>, actual: &EventConfig) -> Vec<Mismatch> {
+    // A member VOD left out of the answer is unknown, not a mismatch (the caller warns).
+    let mut out = Vec::new();
+    if let Some(mode) = actual.mode.filter(|mode| *mode != check.mode) {
+        out.push(Mismatch {
+            what: "mode",
+            expected: check.mode.to_string(),
+            actual: mode.to_string(),
+            severity: Severity::Error,
+        });
+    }
+    if check.mode == Mode::Push {
+        if let (Some(expected), Some(url)) = (check.notification_url, actual.notification_url()) {
+            if url != expected {
+                out.push(Mismatch {
+                    what: "notification_url",
+                    expected: redact_token(expected),
+                    actual: if url.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        redact_token(url)
+                    },
+                    severity: Severity::Error,
+                });
+            }
+        }
+    }
+    for switch in check.switches {
+        if actual.switch(*switch) == Some(Switch::Off) {
+            out.push(Mismatch {
+                what: switch.name(),
+                expected: Switch::On.to_string(),
+                actual: Switch::Off.to_string(),
+                severity: Severity::Warning,
+            });
+        }
+    }
+    out
+}
+
+/// The `ModifyEventConfig` that makes VOD match the source (empty when nothing differs and
+/// no `SignKey` is configured; a `SignKey` cannot be read back, so it is always sent).
+pub fn desired_change(check: &Wanted<'_>, actual: &EventConfig) -> ModifyEventConfig {
+    // Unknown members are set: sending what is already there changes nothing.
+    let mut change = ModifyEventConfig::default();
+    if actual.mode != Some(check.mode) {
+        change.mode = Some(check.mode);
+    }
+    if check.mode == Mode::Push {
+        if let Some(url) = check.notification_url {
+            if actual.notification_url() != Some(url) {
+                change.notification_url = Some(url.to_owned());
+            }
+        }
+        change.sign_key = check.sign_key.map(str::to_owned);
+    }
+    for switch in check.switches {
+        if actual.switch(*switch) != Some(Switch::On) {
+            change.set_switch(*switch, Switch::On);
+        }
+    }
+    change
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +496,48 @@ mod tests {
             ..ModifyEventConfig::default()
         });
         assert_eq!(config.notification_url(), Some(""), "empty clears");
+    }
+
+    #[test]
+    fn every_kind_of_difference_is_found_and_fixed_by_one_change() {
+        let switches = [EventSwitch::UploadMediaComplete];
+        let expected = Wanted {
+            mode: Mode::Push,
+            notification_url: Some("https://b.example/callback/p?token=s3cret"),
+            sign_key: None,
+            switches: &switches,
+        };
+        let actual = EventConfig::VOD_DEFAULT;
+        let found = compare(&expected, &actual);
+        let whats: Vec<&str> = found.iter().map(|m| m.what).collect();
+        assert_eq!(whats, ["notification_url", "upload_media_complete"]);
+        assert!(
+            found.iter().all(|m| !m.expected.contains("s3cret")),
+            "the token never shows: {found:?}"
+        );
+        assert!(!format!("{expected:?}").contains("s3cret"));
+        let change = desired_change(&expected, &actual);
+        let mut fixed = actual.clone();
+        fixed.apply(&change);
+        assert!(compare(&expected, &fixed).is_empty(), "{change:?}");
+
+        let pull = Wanted {
+            mode: Mode::Pull,
+            notification_url: None,
+            ..expected
+        };
+        let found = compare(&pull, &actual);
+        assert_eq!(found[0].what, "mode");
+        assert_eq!(found[0].severity, Severity::Error);
+        assert_eq!(desired_change(&pull, &actual).mode, Some(Mode::Pull));
+    }
+
+    #[test]
+    fn the_token_is_redacted_wherever_it_is() {
+        assert_eq!(
+            redact_token("https://h/callback/p?token=abc&x=1"),
+            "https://h/callback/p?token=<redacted>&x=1"
+        );
+        assert_eq!(redact_token("https://h/cb"), "https://h/cb");
     }
 }
