@@ -357,8 +357,8 @@ fn file_publisher(path: &Path, envelopes: &Arc<Vec<Arc<Envelope>>>) -> Publish {
         );
         async move {
             let message = Message {
+                destination: vodbridge_core::default_destination(&envelope.event_type),
                 envelope,
-                destination: String::new(),
                 dead_letter: None,
             };
             sink.publish(&message).await.is_ok()

@@ -394,13 +394,7 @@ impl Sink for AmqpSink {
                 mandatory: true,
                 ..BasicPublishOptions::default()
             };
-            let default_key;
-            let routing_key = if message.destination.is_empty() {
-                default_key = vodbridge_core::default_destination(&envelope.event_type);
-                default_key.as_str()
-            } else {
-                message.destination.as_str()
-            };
+            let routing_key = message.destination.as_str();
             // The publish and its confirm run in their own task, which holds the channel until
             // lapin resolved the confirm: a publish cut off by its deadline must not leave a
             // pending confirm on a channel the next publish takes.

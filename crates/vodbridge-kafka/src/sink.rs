@@ -276,11 +276,7 @@ impl Sink for KafkaSink {
     fn publish<'a>(&'a self, message: &'a Message) -> PublishFuture<'a> {
         Box::pin(async move {
             let envelope = &message.envelope;
-            let topic = if message.destination.is_empty() {
-                vodbridge_core::default_destination(&envelope.event_type)
-            } else {
-                message.destination.clone()
-            };
+            let topic = message.destination.as_str();
             let dead_letter = message.dead_letter.as_ref();
             let mut headers = OwnedHeaders::new();
             let structured;
@@ -313,7 +309,7 @@ impl Sink for KafkaSink {
                     value: Some(traceparent.as_str()),
                 });
             }
-            let record = FutureRecord::to(&topic)
+            let record = FutureRecord::to(topic)
                 .key(envelope.partition_key.as_bytes())
                 .payload(payload)
                 .headers(headers);

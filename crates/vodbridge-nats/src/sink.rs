@@ -300,11 +300,7 @@ impl Sink for NatsSink {
 
     fn publish<'a>(&'a self, message: &'a Message) -> PublishFuture<'a> {
         Box::pin(async move {
-            let subject = if message.destination.is_empty() {
-                vodbridge_core::default_destination(&message.envelope.event_type)
-            } else {
-                message.destination.clone()
-            };
+            let subject = message.destination.clone();
             let Some(Client { context, .. }) = self.client.get() else {
                 return Err(SinkError::retryable(
                     FailureReason::Unavailable,
