@@ -9,7 +9,7 @@ use serde_json::Value;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use vodbridge_core::{Ingress, Sink};
 
-use crate::helpers::{emulator, emulator_push, settings, wait_for, Behaviour, Scripted, TestApp};
+use crate::helpers::{emulator, settings, wait_for, Behaviour, Scripted, TestApp};
 
 const ID: &str = "AKIDTYPES";
 const KEY: &str = "types-secret";
@@ -66,7 +66,8 @@ type = "stdout"
     for body in &bodies {
         emu.emulator.enqueue(PULL_APP, body);
     }
-    emulator_push(&emu, &app.url("/callback/pushed"), &bodies, 50.0).await;
+    emu.emulator
+        .push(&app.url("/callback/pushed"), bodies.clone(), 50.0);
     wait_for(
         "every event pulled and pushed",
         Duration::from_secs(60),

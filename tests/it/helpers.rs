@@ -305,35 +305,6 @@ pub(crate) async fn emulator(
         .expect("emulator serves")
 }
 
-/// Makes the emulator push `bodies` to `url` at `rate` per second, as VOD does (the answer's
-/// status is ignored; only a timeout or a failed connection is sent again, three sends at
-/// most); returns the ledger keys, in `bodies`' order.
-pub(crate) async fn emulator_push(
-    emu: &vod_emulator::RunningEmulator,
-    url: &str,
-    bodies: &[serde_json::Value],
-    rate: f64,
-) -> Vec<u64> {
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/emulator/push", emu.endpoint()))
-        .query(&[("url", url), ("rate", &rate.to_string())])
-        .json(bodies)
-        .send()
-        .await
-        .expect("push starts")
-        .json()
-        .await
-        .expect("keys");
-    let keys: Vec<u64> = answer["Keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .filter_map(serde_json::Value::as_u64)
-        .collect();
-    assert_eq!(keys.len(), bodies.len(), "a key per pushed body");
-    keys
-}
-
 /// Polls `done` every 20 ms until it holds; fails the test after `timeout`.
 pub(crate) async fn wait_for(
     what: &str,

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use vod_emulator::RunningEmulator;
 use vodbridge_testkit::{NatsServer, RabbitMq};
 
-use crate::helpers::{emulator_push, jetstream_envelopes, settings, wait_for, TestApp};
+use crate::helpers::{jetstream_envelopes, settings, wait_for, TestApp};
 
 /// A push event with a unique FileId.
 fn event(run: &str, i: usize) -> (String, Value) {
@@ -48,7 +48,7 @@ async fn push(
     rate: f64,
 ) -> HashMap<u64, String> {
     let (file_ids, bodies): (Vec<String>, Vec<Value>) = (0..count).map(|i| event(run, i)).unzip();
-    let keys = emulator_push(emu, url, &bodies, rate).await;
+    let keys = emu.emulator.push(url, bodies, rate);
     keys.into_iter().zip(file_ids).collect()
 }
 

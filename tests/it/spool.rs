@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use vod_emulator::RunningEmulator;
 use vodbridge_testkit::{free_port, BridgeProcess, NatsServer};
 
-use crate::helpers::{emulator_push, jetstream_envelopes, metric, settings, wait_for, TestApp};
+use crate::helpers::{jetstream_envelopes, metric, settings, wait_for, TestApp};
 
 fn config(nats: &NatsServer, spool: &std::path::Path) -> String {
     format!(
@@ -150,7 +150,9 @@ async fn a_long_outage_with_the_spool_loses_nothing() {
     app.wait_ready(Duration::from_secs(20)).await;
 
     let bodies = events("91", 400, 4);
-    let keys = emulator_push(&emu, &app.url("/callback/default"), &bodies, 5.0).await;
+    let keys = emu
+        .emulator
+        .push(&app.url("/callback/default"), bodies.clone(), 5.0);
     tokio::time::sleep(Duration::from_secs(5)).await;
     nats.stop();
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -197,13 +199,11 @@ async fn a_sigkill_with_a_full_spool_loses_nothing_after_a_restart() {
     );
     let mut bridge = BridgeProcess::start(env!("CARGO_BIN_EXE_vodbridge"), &toml, port);
     let bodies = events("92", 300, 3);
-    let keys = emulator_push(
-        &emu,
+    let keys = emu.emulator.push(
         &format!("{}/callback/default", bridge.url()),
-        &bodies,
+        bodies.clone(),
         100.0,
-    )
-    .await;
+    );
     assert_eq!(
         acknowledged(&emu, &keys, Duration::from_secs(30)).await,
         300,

@@ -83,22 +83,7 @@ pub(crate) async fn push(
     rate: f64,
 ) -> HashMap<u64, String> {
     let (file_ids, bodies): (Vec<String>, Vec<Value>) = (0..count).map(|i| event(run, i)).unzip();
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{}/emulator/push", emu.endpoint()))
-        .query(&[("url", url), ("rate", &rate.to_string())])
-        .json(&bodies)
-        .send()
-        .await
-        .expect("push starts")
-        .json()
-        .await
-        .expect("keys");
-    let keys: Vec<u64> = answer["Keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect();
+    let keys = emu.emulator.push(url, bodies, rate);
     assert_eq!(keys.len(), count);
     keys.into_iter().zip(file_ids).collect()
 }

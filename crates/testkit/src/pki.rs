@@ -6,7 +6,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use crate::require;
+use crate::process::require;
 
 /// PEM files of a test CA and the certificates it signed, in a temporary directory.
 pub struct TestPki {

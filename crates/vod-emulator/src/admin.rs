@@ -14,7 +14,11 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use vodbridge_tencent::SignKey;
 
-use crate::{delivery::push_one, generate::parse_types, Faults, Limits, Shared};
+use crate::{
+    delivery::{push_at_rate, push_one},
+    generate::parse_types,
+    Faults, Limits, Shared,
+};
 
 /// Largest `generate` count per call.
 const MAX_GENERATE: usize = 1_000_000;
@@ -134,18 +138,7 @@ pub(crate) async fn push(
         if !(rate > 0.0 && rate <= 100_000.0) {
             return bad_request("rate must be above 0 and at most 100000 events per second");
         }
-        let (shared, url) = (Arc::clone(&shared), params.url.clone());
-        tokio::spawn(async move {
-            let started = Instant::now();
-            for (i, (key, event)) in jobs.into_iter().enumerate() {
-                #[allow(clippy::cast_precision_loss)] // Counts far below 2^52.
-                tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate)).await;
-                let (shared, url, sign_key) = (Arc::clone(&shared), url.clone(), sign_key.clone());
-                tokio::spawn(async move {
-                    push_one(&shared, &url, key, event, sign_key.as_ref()).await;
-                });
-            }
-        });
+        push_at_rate(&shared, &params.url, jobs, rate, sign_key);
         return Json(json!({ "Keys": keys })).into_response();
     }
     let jobs = Arc::new(tokio::sync::Mutex::new(jobs.into_iter()));

@@ -2,9 +2,10 @@
 //! 5 s timeout, sent again only when no answer came, three sends at most. The admin handlers
 //! (`/emulator/push`) and the event-configuration semantics (PUSH mode) both deliver through it.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde_json::Value;
+use tokio::time::Instant;
 use vodbridge_tencent::SignKey;
 
 use crate::Shared;
@@ -48,4 +49,27 @@ pub(crate) async fn push_one(
         }
     }
     shared.queue().note_push_gave_up(key);
+}
+
+/// Pushes `jobs` (ledger key, event) to `url` at `rate` events per second on a steady
+/// schedule, each as [`push_one`] does, in the background.
+pub(crate) fn push_at_rate(
+    shared: &Arc<Shared>,
+    url: &str,
+    jobs: Vec<(u64, Value)>,
+    rate: f64,
+    sign_key: Option<SignKey>,
+) {
+    let (shared, url) = (Arc::clone(shared), url.to_owned());
+    tokio::spawn(async move {
+        let started = Instant::now();
+        for (i, (key, event)) in jobs.into_iter().enumerate() {
+            #[allow(clippy::cast_precision_loss)] // Counts far below 2^52.
+            tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate)).await;
+            let (shared, url, sign_key) = (Arc::clone(&shared), url.clone(), sign_key.clone());
+            tokio::spawn(async move {
+                push_one(&shared, &url, key, event, sign_key.as_ref()).await;
+            });
+        }
+    });
 }

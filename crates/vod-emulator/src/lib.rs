@@ -347,6 +347,35 @@ impl Emulator {
             .collect()
     }
 
+    /// Pushes `bodies` to `url` as VOD's normal callback does (5 s timeout, sent again only
+    /// when no answer came, three sends at most), `rate` per second, in the background: what
+    /// `POST /emulator/push?url=..&rate=..` does, in process. Returns the ledger keys, one
+    /// per body, in order.
+    ///
+    /// # Panics
+    ///
+    /// When `rate` is not above 0, or when called outside a Tokio runtime.
+    pub fn push(&self, url: &str, bodies: Vec<serde_json::Value>, rate: f64) -> Vec<u64> {
+        assert!(rate > 0.0, "rate must be above 0");
+        let jobs: Vec<(u64, serde_json::Value)> = {
+            let mut queue = self.shared.queue();
+            bodies
+                .into_iter()
+                .map(|body| {
+                    let event_type = body
+                        .get("EventType")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    (queue.record(0, &event_type, "push"), body)
+                })
+                .collect()
+        };
+        let keys = jobs.iter().map(|(key, _)| *key).collect();
+        delivery::push_at_rate(&self.shared, url, jobs, rate, None);
+        keys
+    }
+
     /// Replaces the injected faults.
     pub fn set_faults(&self, faults: Faults) {
         *lock(&self.shared.faults) = faults;

@@ -3,6 +3,8 @@
 
 use lapin::{
     protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
+    publisher_confirm::Confirmation,
+    types::ShortString,
     ErrorKind,
 };
 use vodbridge_core::{FailureReason, SinkError};
@@ -55,5 +57,74 @@ pub fn classify(error: &lapin::Error) -> SinkError {
         },
         // Connection or channel gone, IO errors, heartbeat loss, shutdown: the event comes back.
         _ => SinkError::retryable(FailureReason::Unavailable, detail),
+    }
+}
+
+/// The fate of a publish from its publisher confirm: stored (an ack that returned nothing),
+/// unroutable (an ack that returned this very message: `mandatory`, and no queue is bound to
+/// `routing_key`), or to be tried again (a nack, a return of another message, no confirm).
+/// The sink keeps one publish per channel so that a return belongs to the publish it arrives
+/// with; a return carrying another `message_id` is still never taken for this one's.
+///
+/// # Errors
+///
+/// [`SinkError::Rejected`] (`unroutable`) for this message returned; [`SinkError::Retryable`]
+/// otherwise.
+pub fn classify_confirmation(
+    confirmation: &Confirmation,
+    message_id: &str,
+    routing_key: &str,
+) -> Result<(), SinkError> {
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(returned))
+            if returned
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(ShortString::as_str)
+                != Some(message_id) =>
+        {
+            Err(SinkError::retryable(
+                FailureReason::Other,
+                "RabbitMQ returned a different message with this confirm",
+            ))
+        }
+        Confirmation::Ack(Some(returned)) => Err(SinkError::rejected(
+            FailureReason::Unroutable,
+            format!(
+                "returned by the broker: {} (no queue bound for routing key {routing_key:?})",
+                returned.reply_text
+            ),
+        )),
+        Confirmation::Nack(_) => Err(SinkError::retryable(
+            FailureReason::Unavailable,
+            "the broker negatively acknowledged the message",
+        )),
+        Confirmation::NotRequested => Err(SinkError::retryable(
+            FailureReason::Other,
+            "publisher confirms are not enabled on the channel",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_confirm_decides_stored_or_retried() {
+        assert_eq!(
+            classify_confirmation(&Confirmation::Ack(None), "id", "vod.x"),
+            Ok(())
+        );
+        let nack = classify_confirmation(&Confirmation::Nack(None), "id", "vod.x")
+            .expect_err("a nack is no acknowledgement");
+        assert!(nack.is_retryable());
+        assert_eq!(nack.reason(), FailureReason::Unavailable);
+        let none = classify_confirmation(&Confirmation::NotRequested, "id", "vod.x")
+            .expect_err("no confirm is no acknowledgement");
+        assert!(none.is_retryable());
     }
 }

@@ -30,6 +30,6 @@ mod redrive;
 mod sink;
 
 pub use config::{AmqpSinkConfig, ExchangeType};
-pub use error::{classify, Error, Result};
+pub use error::{classify, classify_confirmation, Error, Result};
 pub use redrive::redrive;
 pub use sink::AmqpSink;

@@ -25,7 +25,7 @@ use vodbridge_core::{
 
 use crate::{
     config::{AmqpSinkConfig, ExchangeType, Validated},
-    error::{classify, Result},
+    error::{classify, classify_confirmation, Result},
 };
 
 /// Connection and channels of one connected period.
@@ -430,27 +430,8 @@ impl Sink for AmqpSink {
                 ));
             };
             match result {
-                Ok(Confirmation::Ack(None)) => Ok(()),
-                Ok(Confirmation::Ack(Some(returned)))
-                    if returned.properties.message_id().as_ref().map(ShortString::as_str)
-                        != Some(envelope.id.as_str()) =>
-                {
-                    // Cannot happen with one publish per channel; never take another message's
-                    // return for this one's fate.
-                    Err(SinkError::retryable(
-                        FailureReason::Other,
-                        "RabbitMQ returned a different message with this confirm",
-                    ))
-                }
-                Ok(Confirmation::Ack(Some(returned))) => Err(SinkError::rejected(
-                    FailureReason::Unroutable,
-                    format!("returned by the broker: {} (no queue bound for routing key {routing_key:?})", returned.reply_text),
-                )),
-                Ok(Confirmation::Nack(_)) => {
-                    Err(SinkError::retryable(FailureReason::Unavailable, "the broker negatively acknowledged the message"))
-                }
-                Ok(Confirmation::NotRequested) => {
-                    Err(SinkError::retryable(FailureReason::Other, "publisher confirms are not enabled on the channel"))
+                Ok(confirmation) => {
+                    classify_confirmation(&confirmation, envelope.id.as_str(), routing_key)
                 }
                 Err(error) => {
                     // The channel or connection may be dead: let the supervisor check now.
