@@ -1,6 +1,6 @@
 //! The admin API: enqueue or push events, read the ledger and stats, set faults.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     extract::{Query, State},
@@ -11,7 +11,6 @@ use axum::{
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 use vodbridge_tencent::SignKey;
 
 use crate::{
