@@ -3,9 +3,8 @@
 
 use lapin::{
     protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
-    publisher_confirm::Confirmation,
     types::ShortString,
-    ErrorKind,
+    Confirmation, ErrorKind,
 };
 use vodbridge_core::{FailureReason, SinkError};
 
