@@ -9,10 +9,7 @@ use std::{
 };
 
 use axum::Router;
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, Semaphore},
-};
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use vodbridge_core::{Background, Pipeline, Sink};
 use vodbridge_tencent::governor::Governor;
@@ -21,10 +18,7 @@ use crate::{
     config::{Settings, SourceKind},
     error::{Error, Result},
     server, sinks,
-    sources::{
-        forward,
-        pull::{self, PullSource},
-    },
+    sources::{forward, pull::PullSource},
     spool::Spool,
     state::AppState,
     telemetry::Metrics,
@@ -176,31 +170,7 @@ impl App {
         let loops = TaskTracker::new();
         let confirmers = TaskTracker::new();
         for source in &self.pull_sources {
-            let (tx, rx) = mpsc::channel(256);
-            for index in 0..source.loops() {
-                loops.spawn(pull::run_loop(
-                    Arc::clone(source),
-                    Arc::clone(&self.state),
-                    tx.clone(),
-                    stop.clone(),
-                    index,
-                ));
-            }
-            loops.spawn(pull::run_backlog_probe(
-                Arc::clone(source),
-                Arc::clone(&self.state),
-                stop.clone(),
-            ));
-            // Confirmers end once every loop of their source dropped its sender.
-            let queue = Arc::new(tokio::sync::Mutex::new(rx));
-            // Two confirmers per loop: a confirm round trip must never be what limits pulling.
-            let confirmer = Arc::new(pull::Confirmer::new(source, &self.state.metrics));
-            for _ in 0..(source.loops() * 2).max(4) {
-                confirmers.spawn(pull::run_confirmer(
-                    Arc::clone(&confirmer),
-                    Arc::clone(&queue),
-                ));
-            }
+            source.spawn(&self.state, &stop, &loops, &confirmers);
         }
         if !self.state.vod_checks.is_empty() {
             loops.spawn(vod_check::run_checks(
