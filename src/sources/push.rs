@@ -110,6 +110,8 @@ pub(crate) async fn callback(
     response
 }
 
+/// One callback, step by step: admit → authenticate and read → normalize → spool or deliver →
+/// answer. A refusal at any step is answered at once.
 async fn handle(
     state: &Arc<AppState>,
     name: &str,
@@ -120,10 +122,35 @@ async fn handle(
     upstream: Option<TraceParent>,
 ) -> Result<Response, Refusal> {
     let received = Instant::now();
-    let retry_after = state.server.retry_after_secs;
-    let auth = &push.auth;
-    // Holding or not, a refusal here is an answer VOD takes as delivered; so with `hold` a
-    // draining bridge still takes callbacks (its sinks stay open until the listener closes).
+    let permit = admit(state, push, received).await?;
+    let (query, body) = authenticate_and_read(state, name, &push.auth, request).await?;
+    let envelope = normalize(source, &push.auth, &body, &query, span, upstream)?;
+    state
+        .metrics
+        .events_received
+        .with_label_values(&[name, "push", event_type_label(&envelope.event_type)])
+        .inc();
+    if push.spool {
+        if let Some(answer) = spool(state, name, &envelope, span).await {
+            return Ok(answer);
+        }
+    }
+    let report = deliver(state, name, push, &envelope, received, permit).await?;
+    Ok(answer(
+        state, name, push, &envelope, &report, received, span,
+    ))
+}
+
+/// Admission: a permit for one callback in flight. Without `hold`, a draining bridge and a full
+/// bridge refuse at once (shed load rather than queue past VOD's timeout); with `hold`, a
+/// refusal is an answer VOD takes as delivered, so the callback waits for room, up to the hold.
+async fn admit(
+    state: &AppState,
+    push: &PushSettings,
+    received: Instant,
+) -> Result<OwnedSemaphorePermit, Refusal> {
+    // With `hold` a draining bridge still takes callbacks (its sinks stay open until the
+    // listener closes).
     if push.hold.is_none() && state.draining.load(Ordering::Relaxed) {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -131,17 +158,13 @@ async fn handle(
             "the bridge is shutting down",
         ));
     }
-    let permit = match (Arc::clone(&state.in_flight).try_acquire_owned(), push.hold) {
-        (Ok(permit), _) => permit,
-        // Shed load at once rather than queue past the sender's timeout.
-        (Err(_), None) => {
-            return Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "saturated",
-                "too many callbacks in flight",
-            ))
-        }
-        // Wait for room; an answer before VOD's timeout would lose the event.
+    match (Arc::clone(&state.in_flight).try_acquire_owned(), push.hold) {
+        (Ok(permit), _) => Ok(permit),
+        (Err(_), None) => Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "saturated",
+            "too many callbacks in flight",
+        )),
         (Err(_), Some(hold)) => {
             match tokio::time::timeout_at(
                 received + hold,
@@ -149,48 +172,67 @@ async fn handle(
             )
             .await
             {
-                Ok(Ok(permit)) => permit,
-                _ => {
-                    return Err(Refusal::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "saturated",
-                        "too many callbacks in flight for the whole hold",
-                    ))
-                }
+                Ok(Ok(permit)) => Ok(permit),
+                _ => Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "saturated",
+                    "too many callbacks in flight for the whole hold",
+                )),
             }
         }
-    };
+    }
+}
 
+/// Authentication before the body is read (client address, token), then the body under
+/// `body_timeout_ms` and `body_limit_bytes`. Returns the query (for `Sign`/`T` on the body's
+/// side) and the body.
+async fn authenticate_and_read(
+    state: &AppState,
+    name: &str,
+    auth: &CallbackAuth,
+    request: Request,
+) -> Result<(HashMap<String, String>, Bytes), Refusal> {
     check_client(auth, &request)?;
     let query: HashMap<String, String> = Query::try_from_uri(request.uri())
         .map(|Query(q)| q)
         .unwrap_or_default();
     check_token(auth, &query, request.headers())?;
-    let body = match tokio::time::timeout(
+    match tokio::time::timeout(
         std::time::Duration::from_millis(state.server.body_timeout_ms),
         read_body(request, state.server.body_limit_bytes),
     )
     .await
     {
-        Ok(body) => body?,
+        Ok(body) => Ok((query, body?)),
         Err(_) => {
             state.metrics.body_timeouts.with_label_values(&[name]).inc();
-            return Err(Refusal::new(
+            Err(Refusal::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
                 format!(
                     "the body did not arrive within {} ms",
                     state.server.body_timeout_ms
                 ),
-            ));
+            ))
         }
-    };
+    }
+}
 
+/// The body into the envelope: parse, check `Sign`/`T`, normalize, and continue the caller's
+/// trace.
+fn normalize(
+    source: &crate::config::Source,
+    auth: &CallbackAuth,
+    body: &Bytes,
+    query: &HashMap<String, String>,
+    span: &tracing::Span,
+    upstream: Option<TraceParent>,
+) -> Result<Arc<Envelope>, Refusal> {
     let normalize = tracing::info_span!(target: TRACE_TARGET, "normalize", otel.name = "normalize");
     let mut envelope = normalize.in_scope(|| {
-        let event = RawEvent::parse(&body)
+        let event = RawEvent::parse(body)
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_body", e))?;
-        check_sign(auth, &event, &query)?;
+        check_sign(auth, &event, query)?;
         let received_at = OffsetDateTime::now_utc();
         source
             .normalizer
@@ -200,78 +242,95 @@ async fn handle(
     drop(normalize);
     envelope.traceparent = Some(telemetry::trace_parent(span, upstream));
     telemetry::record_event(span, &envelope);
-    let envelope = Arc::new(envelope);
+    Ok(Arc::new(envelope))
+}
 
-    state
-        .metrics
-        .events_received
-        .with_label_values(&[name, "push", event_type_label(&envelope.event_type)])
-        .inc();
-    if push.spool {
-        if let Some(spool) = &state.spool {
-            match spool.append(name, &envelope).await {
-                Ok(true) => {
-                    drop(permit);
-                    telemetry::confirmed(span, "spooled");
-                    state.metrics.confirmed.with_label_values(&[name]).inc();
-                    tracing::debug!(source = name, event_id = %envelope.id, event_type = %envelope.event_type, "Callback spooled.");
-                    return Ok(outcome_response(
-                        &Outcome::Delivered,
-                        &envelope.id,
-                        retry_after,
-                    ));
-                }
-                Ok(false) => {
-                    state.metrics.spool_full.with_label_values(&[name]).inc();
-                    tracing::warn!(source = name, event_id = %envelope.id, "Spool full; the callback is published directly (held if its sinks fail).");
-                }
-                Err(error) => {
-                    tracing::error!(source = name, event_id = %envelope.id, error = %error, "Spooling failed; the callback is published directly (held if its sinks fail).");
-                }
-            }
+/// With the spool: the answer once the envelope is durably spooled (the forwarder delivers it);
+/// `None` when the spool is full or failed, and the callback is published directly.
+async fn spool(
+    state: &AppState,
+    name: &str,
+    envelope: &Arc<Envelope>,
+    span: &tracing::Span,
+) -> Option<Response> {
+    let spool = state.spool.as_ref()?;
+    match spool.append(name, envelope).await {
+        Ok(true) => {
+            telemetry::confirmed(span, "spooled");
+            state.metrics.confirmed.with_label_values(&[name]).inc();
+            tracing::debug!(source = name, event_id = %envelope.id, event_type = %envelope.event_type, "Callback spooled.");
+            Some(outcome_response(
+                &Outcome::Delivered,
+                &envelope.id,
+                state.server.retry_after_secs,
+            ))
+        }
+        Ok(false) => {
+            state.metrics.spool_full.with_label_values(&[name]).inc();
+            tracing::warn!(source = name, event_id = %envelope.id, "Spool full; the callback is published directly (held if its sinks fail).");
+            None
+        }
+        Err(error) => {
+            tracing::error!(source = name, event_id = %envelope.id, error = %error, "Spooling failed; the callback is published directly (held if its sinks fail).");
+            None
         }
     }
-    let report = match push.hold {
-        None => {
-            let report = deliver_once(state, name, &envelope, received).await;
-            drop(permit);
-            report
-        }
-        Some(hold) => {
-            // The first attempt inline, so the common case spawns nothing: VOD waits for it
-            // (if it hangs up meanwhile, that was its timeout, and it sends the event again).
-            let first = deliver_once(state, name, &envelope, received).await;
-            if matches!(first.outcome, Outcome::Retryable { .. }) {
-                // Retries go on in their own task: when VOD hangs up after its timeout, the
-                // event is still stored if a sink comes back within the hold.
-                let task = tokio::spawn(deliver_holding(
-                    Arc::clone(state),
-                    name.to_owned(),
-                    Arc::clone(&envelope),
-                    received + hold,
-                    permit,
-                    first,
-                ));
-                match task.await {
-                    Ok(report) => report,
-                    Err(join) => {
-                        tracing::error!(source = name, error = %join, "Publishing task failed; VOD sends the event again.");
-                        return Err(Refusal::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "internal",
-                            "publishing failed",
-                        ));
-                    }
-                }
-            } else {
-                drop(permit);
-                first
-            }
-        }
-    };
-    let metrics = &state.metrics;
-    metrics.record_delivery(name, &envelope, &report);
+}
 
+/// Publishes to every routed sink: once, or with `hold` again and again until a sink holds it
+/// or the hold passes. The permit is released when publishing ends.
+async fn deliver(
+    state: &Arc<AppState>,
+    name: &str,
+    push: &PushSettings,
+    envelope: &Arc<Envelope>,
+    received: Instant,
+    permit: OwnedSemaphorePermit,
+) -> Result<DeliveryReport, Refusal> {
+    let Some(hold) = push.hold else {
+        let report = deliver_once(state, name, envelope, received).await;
+        drop(permit);
+        return Ok(report);
+    };
+    // The first attempt inline, so the common case spawns nothing: VOD waits for it (if it
+    // hangs up meanwhile, that was its timeout, and it sends the event again).
+    let first = deliver_once(state, name, envelope, received).await;
+    if !matches!(first.outcome, Outcome::Retryable { .. }) {
+        drop(permit);
+        return Ok(first);
+    }
+    // Retries go on in their own task: when VOD hangs up after its timeout, the event is still
+    // stored if a sink comes back within the hold.
+    let task = tokio::spawn(deliver_holding(
+        Arc::clone(state),
+        name.to_owned(),
+        Arc::clone(envelope),
+        received + hold,
+        permit,
+        first,
+    ));
+    task.await.map_err(|join| {
+        tracing::error!(source = name, error = %join, "Publishing task failed; VOD sends the event again.");
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "internal",
+            "publishing failed",
+        )
+    })
+}
+
+/// The answer to VOD for a delivery, with its metrics, span status and log line.
+fn answer(
+    state: &AppState,
+    name: &str,
+    push: &PushSettings,
+    envelope: &Envelope,
+    report: &DeliveryReport,
+    received: Instant,
+    span: &tracing::Span,
+) -> Response {
+    let metrics = &state.metrics;
+    metrics.record_delivery(name, envelope, report);
     if report.outcome.is_handled() {
         telemetry::confirmed(span, report.outcome.as_str());
         metrics.confirmed.with_label_values(&[name]).inc();
@@ -281,7 +340,7 @@ async fn handle(
     } else {
         tracing::warn!(source = name, event_id = %envelope.id, event_type = %envelope.event_type, outcome = ?report.outcome, "Callback not acknowledged; VOD may retry.");
     }
-    Ok(outcome_response(&report.outcome, &envelope.id, retry_after))
+    outcome_response(&report.outcome, &envelope.id, state.server.retry_after_secs)
 }
 
 /// One delivery under the publish deadline.
