@@ -778,3 +778,90 @@ fn a_hold_shorter_than_vods_timeout_is_refused() {
     let error = vodbridge::config::Settings::from_config(config).expect_err("refused");
     assert!(error.to_string().contains("hold_ms"), "{error}");
 }
+
+/// The hold's schedule, computed from its rule: publish at once, then after pauses of 100 ms
+/// doubling to at most 1 s, while the next attempt still starts inside the hold. Returns the
+/// attempts' times from the callback's arrival.
+fn hold_schedule(hold: Duration) -> Vec<Duration> {
+    let (mut at, mut pause, mut times) = (Duration::ZERO, Duration::from_millis(100), Vec::new());
+    times.push(at);
+    while at + pause < hold {
+        at += pause;
+        times.push(at);
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+    times
+}
+
+/// A callback through the router (no socket), on tokio's paused clock: its answer and when,
+/// from the callback's arrival.
+async fn post_paused(router: axum::Router, body: Vec<u8>) -> (u16, Duration) {
+    use tower::ServiceExt as _;
+    let started = tokio::time::Instant::now();
+    let response = router
+        .oneshot(
+            axum::http::Request::post("/callback/default")
+                .body(axum::body::Body::from(body))
+                .expect("a request"),
+        )
+        .await
+        .expect("an answer");
+    (response.status().as_u16(), started.elapsed())
+}
+
+/// The hold and retry rules on the paused clock: a sink that keeps failing is published at
+/// exactly the hold's schedule (10 s by default) and the callback answered 503 only after the
+/// last attempt, well past VOD's 5 s timeout; a sink that recovers at 1.2 s is published once
+/// more at 1.5 s, and the callback answered 200 then.
+#[tokio::test(start_paused = true)]
+async fn the_hold_retries_on_its_schedule_and_answers_after_vods_timeout() {
+    let hold = Duration::from_secs(10);
+    let schedule = hold_schedule(hold);
+    let sink = Scripted::new("main", Behaviour::Fail);
+    let app =
+        vodbridge::App::build_with_sinks(settings(ONE_SINK), vec![sink.clone() as Arc<dyn Sink>])
+            .await
+            .expect("app builds");
+    let (status, after) = post_paused(app.router(), fixture("NewFileUpload")).await;
+    assert_eq!(status, 503, "never stored, so never 200");
+    assert_eq!(
+        after,
+        *schedule.last().expect("attempts"),
+        "answered right after the last attempt that fits in the hold"
+    );
+    assert!(
+        after > Duration::from_secs(5),
+        "after VOD's timeout: VOD sends it again"
+    );
+    assert_eq!(sink.received_count(), schedule.len(), "{schedule:?}");
+
+    let recovering = Scripted::new("main", Behaviour::Fail);
+    let app = vodbridge::App::build_with_sinks(
+        settings(ONE_SINK),
+        vec![recovering.clone() as Arc<dyn Sink>],
+    )
+    .await
+    .expect("app builds");
+    let recover = {
+        let sink = Arc::clone(&recovering);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            sink.set(Behaviour::Ack);
+        })
+    };
+    let (status, after) = post_paused(app.router(), fixture("NewFileUpload")).await;
+    recover.await.expect("recovered");
+    let first_after_recovery = *schedule
+        .iter()
+        .find(|t| **t >= Duration::from_millis(1200))
+        .expect("inside the hold");
+    assert_eq!((status, after), (200, first_after_recovery));
+    assert_eq!(recovering.acked_count(), 1);
+    assert_eq!(
+        recovering.received_count(),
+        schedule
+            .iter()
+            .filter(|t| **t <= first_after_recovery)
+            .count()
+    );
+}
