@@ -424,7 +424,7 @@ async fn read(settings: &Settings, from: &Location, target: &mut Redriver) -> Re
             _ => Err(wrong_kind(sink, "kafka")),
         },
         Location::Amqp { sink, queue } => match sink_config(settings, sink)? {
-            SinkConfig::Amqp(config) => vodbridge_amqp::redrive(config, queue, target)
+            SinkConfig::Amqp(config) => vodbridge_amqp::redrive(sink, config, queue, target)
                 .await
                 .map_err(|e| broker(sink, &e)),
             _ => Err(wrong_kind(sink, "amqp")),
@@ -435,7 +435,11 @@ async fn read(settings: &Settings, from: &Location, target: &mut Redriver) -> Re
             subject,
         } => match sink_config(settings, sink)? {
             SinkConfig::Nats(config) => {
-                vodbridge_nats::redrive(config, stream, subject.as_deref(), target)
+                let from = match subject {
+                    Some(subject) => format!("{stream}/{subject}"),
+                    None => stream.clone(),
+                };
+                vodbridge_nats::redrive(sink, config, &from, target)
                     .await
                     .map_err(|e| broker(sink, &e))
             }

@@ -17,24 +17,27 @@ use crate::{
     error::{Error, Result},
 };
 
-/// Offers every message `queue` holds when the redrive starts (counted then, so events the
+/// Offers every message `from` (a queue) holds when the redrive starts (counted then, so events the
 /// routes publish back into the same queue are not read again) to `target`, with
-/// `basic.get` and manual acknowledgements.
+/// `basic.get` and manual acknowledgements; connected with sink `name`'s settings.
 ///
 /// # Errors
 ///
 /// [`Error::Config`]/[`Error::File`] for the connection settings, [`Error::Broker`] when the
 /// broker cannot be reached, the queue does not exist, or an acknowledgement fails.
 pub async fn redrive(
+    name: &str,
     config: &AmqpSinkConfig,
-    queue: &str,
+    from: &str,
     target: &mut dyn RedriveTarget,
 ) -> Result<()> {
+    let queue = from;
     let validated = config.check()?;
     let broker = |e: lapin::Error| Error::Broker(e.to_string());
     let connection = Connection::connect_with_config(
         &validated.url,
-        ConnectionProperties::default(),
+        ConnectionProperties::default()
+            .with_connection_name(format!("vodbridge-{name}-redrive").into()),
         validated.tls,
         lapin::runtime::default_runtime().map_err(broker)?,
     )

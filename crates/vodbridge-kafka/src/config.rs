@@ -89,6 +89,13 @@ fn is_secret(key: &str) -> bool {
         || key.contains("token")
 }
 
+/// What [`KafkaSinkConfig::check`] found valid, ready to connect with (the same shape as the
+/// other broker crates' `Validated`).
+pub(crate) struct Validated {
+    /// librdkafka's configuration of the producer.
+    pub(crate) client: ClientConfig,
+}
+
 impl KafkaSinkConfig {
     /// Checks everything the sink's constructor checks, without connecting: brokers given,
     /// `message_timeout_ms` above 0, secret files readable, and every librdkafka property known
@@ -98,15 +105,18 @@ impl KafkaSinkConfig {
     ///
     /// [`Error::Config`], [`Error::File`] or [`Error::Producer`] naming the setting.
     pub fn validate(&self) -> Result<()> {
-        self.client_config("check")?
+        self.check("check")?
+            .client
             .create_native_config()
             .map(drop)
             .map_err(|e| Error::Producer(e.to_string()))
     }
 
-    /// The producer's librdkafka configuration: `acks=all`, `enable.idempotence=true`, the
-    /// configured `message.timeout.ms`, then the pass-through and secret properties.
-    pub(crate) fn client_config(&self, name: &str) -> Result<ClientConfig> {
+    /// The checked settings the sink and the redrive connect with: the producer's librdkafka
+    /// configuration (`acks=all`, `enable.idempotence=true`, the configured
+    /// `message.timeout.ms`, the connection defaults, then the pass-through and secret
+    /// properties) for client `vodbridge-{name}`.
+    pub(crate) fn check(&self, name: &str) -> Result<Validated> {
         if self.brokers.trim().is_empty() {
             return Err(Error::Config("brokers is empty".into()));
         }
@@ -138,7 +148,7 @@ impl KafkaSinkConfig {
             })?;
             client.set(key, value);
         }
-        Ok(client)
+        Ok(Validated { client })
     }
 }
 
@@ -168,13 +178,13 @@ mod tests {
 
     #[test]
     fn connection_defaults_give_way_to_properties() {
-        let client = config().client_config("t").expect("valid");
+        let client = config().check("t").expect("valid").client;
         assert_eq!(client.get("socket.timeout.ms"), Some("10000"));
         assert_eq!(client.get("socket.keepalive.enable"), Some("true"));
         let mut own = config();
         own.properties
             .insert("socket.timeout.ms".into(), "30000".into());
-        let client = own.client_config("t").expect("valid");
+        let client = own.check("t").expect("valid").client;
         assert_eq!(client.get("socket.timeout.ms"), Some("30000"));
         let mut bad = config();
         bad.stuck_timeout_ms = 5;

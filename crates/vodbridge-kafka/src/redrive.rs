@@ -40,8 +40,9 @@ struct Partition {
 /// Each partition's first offset to read, and where it stands.
 type Starts = HashMap<i32, (i64, Partition)>;
 
-/// Offers the messages of `topic` between the group's committed offset (else the start) and
-/// the high watermark when the redrive starts to `target`.
+/// Offers the messages of `from` (a topic) between the group's committed offset (else the
+/// start) and the high watermark when the redrive starts to `target`; connected with sink
+/// `name`'s settings.
 ///
 /// # Errors
 ///
@@ -50,11 +51,12 @@ type Starts = HashMap<i32, (i64, Partition)>;
 pub async fn redrive(
     name: &str,
     config: &KafkaSinkConfig,
-    topic: &str,
+    from: &str,
     target: &mut dyn RedriveTarget,
 ) -> Result<()> {
+    let topic = from;
     let broker = |e: &dyn std::fmt::Display| Error::Broker(e.to_string());
-    let mut client = config.client_config(name)?;
+    let mut client = config.check(name)?.client;
     // The producer's settings mean nothing to a consumer.
     client
         .remove("acks")

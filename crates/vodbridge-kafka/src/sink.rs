@@ -131,7 +131,7 @@ impl KafkaSink {
     ///
     /// A property librdkafka rejects, or an unreadable secret file.
     pub fn start(name: &str, config: KafkaSinkConfig, background: Background) -> Result<Self> {
-        let client = config.client_config(name)?;
+        let client = config.check(name)?.client;
         let context = SinkContext {
             name: name.into(),
             cause: Arc::default(),

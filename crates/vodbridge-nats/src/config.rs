@@ -131,7 +131,7 @@ const fn default_stall_timeout() -> u64 {
 }
 
 /// A checked configuration's connection inputs.
-pub(crate) struct Checked {
+pub(crate) struct Validated {
     /// The server addresses.
     pub(crate) addrs: Vec<async_nats::ServerAddr>,
     /// The token read from `token_file`.
@@ -151,7 +151,7 @@ impl NatsSinkConfig {
         self.check().map(drop)
     }
 
-    pub(crate) fn check(&self) -> Result<Checked> {
+    pub(crate) fn check(&self) -> Result<Validated> {
         if self.stream.is_empty() || self.stream.contains(['.', ' ', '*', '>']) {
             return Err(Error::Config(format!(
                 "stream name {:?} must be non-empty without . * > or spaces",
@@ -246,7 +246,7 @@ impl NatsSinkConfig {
         if addrs.is_empty() {
             return Err(Error::Config("url names no server".into()));
         }
-        Ok(Checked { addrs, token })
+        Ok(Validated { addrs, token })
     }
 }
 

@@ -37,20 +37,31 @@ fn consumer_name(subject: Option<&str>) -> String {
     }
 }
 
-/// Offers the messages of `stream` (those of `subject` only, when given) that no earlier
-/// redrive acknowledged to `target`, up to the stream's last message when it started.
+/// Offers the messages of `from`, `STREAM` or `STREAM/SUBJECT` (that subject's only; wildcards
+/// allowed), that no earlier redrive acknowledged to `target`, up to the stream's last message
+/// when it started; connected with sink `name`'s settings.
 ///
 /// # Errors
 ///
-/// [`Error::Config`]/[`Error::File`] for the connection settings, [`Error::Connect`] when the
-/// server cannot be reached, [`Error::Broker`] when the stream does not exist or reading fails.
+/// [`Error::Config`]/[`Error::File`] for the connection settings or an empty stream name,
+/// [`Error::Connect`] when the server cannot be reached, [`Error::Broker`] when the stream does
+/// not exist or reading fails.
 pub async fn redrive(
+    name: &str,
     config: &NatsSinkConfig,
-    stream: &str,
-    subject: Option<&str>,
+    from: &str,
     target: &mut dyn RedriveTarget,
 ) -> Result<()> {
-    let (addrs, options) = connect_options("redrive", config)?;
+    let (stream, subject) = match from.split_once('/') {
+        Some((stream, subject)) => (stream, Some(subject)),
+        None => (from, None),
+    };
+    if stream.is_empty() || subject.is_some_and(str::is_empty) {
+        return Err(Error::Config(format!(
+            "redrive from {from:?}: expected STREAM or STREAM/SUBJECT"
+        )));
+    }
+    let (addrs, options) = connect_options(&format!("{name}-redrive"), config)?;
     let client = options
         .connect(addrs)
         .await
@@ -61,12 +72,12 @@ pub async fn redrive(
         .get_stream(stream)
         .await
         .map_err(|e| Error::Broker(format!("stream {stream:?}: {e}")))?;
-    let name = consumer_name(subject);
+    let durable = consumer_name(subject);
     let mut consumer: jetstream::consumer::PullConsumer = stream_handle
         .get_or_create_consumer(
-            &name,
+            &durable,
             pull::Config {
-                durable_name: Some(name.clone()),
+                durable_name: Some(durable.clone()),
                 description: Some("vodbridge redrive: acknowledged = published again".into()),
                 filter_subject: subject.unwrap_or_default().to_owned(),
                 deliver_policy: DeliverPolicy::All,

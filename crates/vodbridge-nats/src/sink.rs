@@ -21,7 +21,7 @@ use vodbridge_core::{
 };
 
 use crate::{
-    config::{Checked, NatsSinkConfig, StorageKind},
+    config::{NatsSinkConfig, StorageKind, Validated},
     error::{classify, Error, Result},
 };
 
@@ -230,7 +230,7 @@ pub(crate) fn connect_options(
     name: &str,
     config: &NatsSinkConfig,
 ) -> Result<(Vec<async_nats::ServerAddr>, ConnectOptions)> {
-    let Checked { addrs, token } = config.check()?;
+    let Validated { addrs, token } = config.check()?;
     let mut options = ConnectOptions::new()
         .name(format!("vodbridge/{name}"))
         .connection_timeout(Duration::from_secs(5))
