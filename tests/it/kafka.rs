@@ -22,10 +22,15 @@ async fn create_topics(broker: &Tansu) {
         .set("bootstrap.servers", broker.bootstrap())
         .create()
         .expect("admin");
-    let topics = [
-        NewTopic::new("vod.events", 3, TopicReplication::Fixed(1)),
-        NewTopic::new("vod.deadletter", 1, TopicReplication::Fixed(1)),
-    ];
+    create(&admin, &[("vod.events", 3), ("vod.deadletter", 1)]).await;
+}
+
+/// Creates `topics` (name, partitions) through `admin`, each one replica.
+pub(crate) async fn create(admin: &AdminClient<DefaultClientContext>, topics: &[(&str, i32)]) {
+    let topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
     for result in admin
         .create_topics(&topics, &AdminOptions::new())
         .await
@@ -304,17 +309,11 @@ async fn sasl_over_tls_and_a_wrong_password() {
             .set("bootstrap.servers", broker.bootstrap())
             .create()
             .expect("admin");
-    let topics: Vec<NewTopic<'_>> = ["vod.scram256", "vod.scram512", "vod.wrong"]
-        .iter()
-        .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
-        .collect();
-    for result in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .expect("create_topics over SASL_SSL")
-    {
-        result.expect("created");
-    }
+    create(
+        &admin,
+        &[("vod.scram256", 1), ("vod.scram512", 1), ("vod.wrong", 1)],
+    )
+    .await;
     let secrets = tempfile::tempdir().expect("secrets");
     let secret = |name: &str, value: &str| {
         let path = secrets.path().join(name);

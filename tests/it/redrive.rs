@@ -352,7 +352,7 @@ async fn redrive_from_a_jetstream_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_from_a_kafka_topic() {
     use rdkafka::{
-        admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+        admin::AdminClient,
         client::DefaultClientContext,
         consumer::{BaseConsumer, Consumer},
         message::{Headers, Message as _},
@@ -364,17 +364,15 @@ async fn redrive_from_a_kafka_topic() {
         .create()
         .expect("admin");
     // One partition each: the redrive's commits are then in the order of the dead letters.
-    let topics: Vec<NewTopic<'_>> = ["vod.dead", "vod.NewFileUpload", "vod.FileDeleted"]
-        .iter()
-        .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
-        .collect();
-    for result in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .expect("create")
-    {
-        result.expect("created");
-    }
+    crate::kafka::create(
+        &admin,
+        &[
+            ("vod.dead", 1),
+            ("vod.NewFileUpload", 1),
+            ("vod.FileDeleted", 1),
+        ],
+    )
+    .await;
     let letters = dead_letters();
     let kafka_config = |brokers: &str| -> vodbridge_kafka::KafkaSinkConfig {
         sink_config(&format!(

@@ -164,8 +164,7 @@ impl Tansu {
 
     /// Starts a broker as managed Kafka is reached: TLS (a certificate from `pki`'s CA, for
     /// `localhost` and `127.0.0.1`) and SASL required, with `users` as its SCRAM credentials.
-    /// PLAIN is served too, but tansu 0.6 checks no PLAIN password (any is accepted): a
-    /// wrong-password test needs SCRAM.
+    /// tansu 0.6 serves SCRAM only: PLAIN and OAUTHBEARER are refused (`NoSharedMechanism`).
     ///
     /// tansu 0.6 takes `--cert`/`--key` but never wraps a connection in TLS, so the TLS endpoint
     /// is `stunnel` in front of it, and the broker advertises stunnel's port. The users are
@@ -177,18 +176,8 @@ impl Tansu {
     /// When `tansu` or `stunnel4` is missing, or a user cannot be created.
     #[must_use]
     pub fn start_secure(pki: &TestPki, users: &[ScramUser<'_>]) -> Self {
-        let dir = tempfile::tempdir().expect("a tansu directory");
-        let port = free_port();
-        let mut broker = Self {
-            port,
-            advertised: port,
-            child: None,
-            storage: "sqlite://tansu.db".to_owned(),
-            dir: Some(dir),
-            authentication: false,
-            tls: None,
-        };
-        broker.spawn();
+        let mut broker = Self::start_durable();
+        let port = broker.port;
         for user in users {
             let output = Command::new(tansu_binary())
                 .args([
