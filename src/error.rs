@@ -6,13 +6,23 @@ pub enum Error {
     /// The configuration is invalid; the message names the key.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// A sink could not be created.
-    #[error("sink {name}: {reason}")]
+    /// A broker sink could not be created, or its broker not read (redrive).
+    #[error("sink {name}: {source}")]
     Sink {
         /// Sink name.
         name: String,
-        /// What went wrong.
-        reason: String,
+        /// The broker crate's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A file sink's file cannot be opened for appending.
+    #[error("sink {name}: cannot open {}: {source}", path.display())]
+    SinkFile {
+        /// Sink name.
+        name: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
     },
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
@@ -26,8 +36,16 @@ pub enum Error {
     #[error("HTTP server: {0}")]
     Serve(#[source] std::io::Error),
     /// The push spool cannot be opened or written.
-    #[error("spool: {0}")]
-    Spool(String),
+    #[error("spool: {what} {}: {source}", path.display())]
+    Spool {
+        /// What failed (`cannot open`, `cannot write`, ...).
+        what: &'static str,
+        /// The spool's directory or database.
+        path: std::path::PathBuf,
+        /// The storage's error (the writer's, when a batch failed, is cloned to every waiter as
+        /// text).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Metrics registration failed (a bug: duplicate metric names).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

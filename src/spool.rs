@@ -99,8 +99,16 @@ fn decode(key: u64, record: &[u8]) -> std::result::Result<Spooled, String> {
     })
 }
 
-fn storage(what: &str, path: &Path, error: impl std::fmt::Display) -> Error {
-    Error::Spool(format!("{what} {}: {error}", path.display()))
+fn storage(
+    what: &'static str,
+    path: &Path,
+    error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::Spool {
+        what,
+        path: path.to_owned(),
+        source: error.into(),
+    }
 }
 
 /// The spool of this process.
@@ -197,7 +205,7 @@ impl Spool {
         op: Op,
         committed: oneshot::Receiver<std::result::Result<(), String>>,
     ) -> Result<()> {
-        let gone = || Error::Spool(format!("the writer of {} stopped", self.path.display()));
+        let gone = || storage("cannot write", &self.path, "the spool's writer stopped");
         let ops = self.ops.as_ref().ok_or_else(gone)?;
         ops.send(op).await.map_err(|_| gone())?;
         committed

@@ -323,16 +323,17 @@ impl LineSink {
     ///
     /// # Errors
     ///
-    /// [`Error::Sink`] when the file cannot be opened for appending.
+    /// [`Error::SinkFile`] when the file cannot be opened for appending.
     pub fn file(name: &str, config: &FileSinkConfig) -> Result<Self> {
         let path = &config.path;
         let opened = open_append(path).and_then(|file| {
             let size = file.metadata()?.len();
             Ok((file, size))
         });
-        let (file, size) = opened.map_err(|e| Error::Sink {
+        let (file, size) = opened.map_err(|source| Error::SinkFile {
             name: name.to_owned(),
-            reason: format!("{}: {e}", path.display()),
+            path: path.clone(),
+            source,
         })?;
         Ok(Self::start(
             name,

@@ -411,22 +411,22 @@ fn sink_config<'a>(settings: &'a Settings, name: &str) -> Result<&'a SinkConfig>
 }
 
 async fn read(settings: &Settings, from: &Location, target: &mut Redriver) -> Result<()> {
-    let broker = |name: &str, e: &dyn std::fmt::Display| Error::Sink {
+    let broker = |name: &str, source: Box<dyn std::error::Error + Send + Sync>| Error::Sink {
         name: name.to_owned(),
-        reason: format!("reading dead letters: {e}"),
+        source,
     };
     match from {
         Location::File(path) => read_files(path, target).await,
         Location::Kafka { sink, topic } => match sink_config(settings, sink)? {
             SinkConfig::Kafka(config) => vodbridge_kafka::redrive(sink, config, topic, target)
                 .await
-                .map_err(|e| broker(sink, &e)),
+                .map_err(|e| broker(sink, e.into())),
             _ => Err(wrong_kind(sink, "kafka")),
         },
         Location::Amqp { sink, queue } => match sink_config(settings, sink)? {
             SinkConfig::Amqp(config) => vodbridge_amqp::redrive(sink, config, queue, target)
                 .await
-                .map_err(|e| broker(sink, &e)),
+                .map_err(|e| broker(sink, e.into())),
             _ => Err(wrong_kind(sink, "amqp")),
         },
         Location::Nats {
@@ -441,7 +441,7 @@ async fn read(settings: &Settings, from: &Location, target: &mut Redriver) -> Re
                 };
                 vodbridge_nats::redrive(sink, config, &from, target)
                     .await
-                    .map_err(|e| broker(sink, &e))
+                    .map_err(|e| broker(sink, e.into()))
             }
             _ => Err(wrong_kind(sink, "nats")),
         },

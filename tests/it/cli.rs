@@ -344,3 +344,58 @@ fn check_config_and_run_refuse_the_same_files() {
         );
     }
 }
+
+/// A sink that cannot be opened stops the start with one line that names the sink, the file and
+/// the OS's reason, each once (the library errors carry their sources; `main` prints the chain
+/// without repeating a cause the line already says).
+#[test]
+fn a_file_sink_that_cannot_be_opened_is_named_once_on_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("vodbridge.toml");
+    // The sink's directory cannot be created: a regular file is in the way.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").expect("write");
+    let path = blocker.join("events.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            "[sinks.events]\ntype = \"file\"\npath = {:?}\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"events\" }}]\n",
+            path.display().to_string()
+        ),
+    )
+    .expect("write");
+    let mut child = Command::new(BIN)
+        .args(["run", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("vodbridge started with a sink it cannot open");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    let path = path.display().to_string();
+    assert!(line.contains("sink events: cannot open"), "{line}");
+    assert_eq!(line.matches(path.as_str()).count(), 1, "{line}");
+    assert_eq!(line.matches("(os error").count(), 1, "{line}");
+}

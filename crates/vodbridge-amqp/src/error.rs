@@ -23,8 +23,13 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Talking to the broker failed (reading dead letters for a redrive).
-    #[error("RabbitMQ: {0}")]
-    Broker(String),
+    #[error("RabbitMQ: {what}: {source}")]
+    Broker {
+        /// What was being done.
+        what: String,
+        /// lapin's error.
+        source: lapin::Error,
+    },
 }
 
 /// Result with the AMQP [`Error`] as the default error type.

@@ -33,17 +33,23 @@ pub async fn redrive(
 ) -> Result<()> {
     let queue = from;
     let validated = config.check()?;
-    let broker = |e: lapin::Error| Error::Broker(e.to_string());
+    let broker = |what: &str| {
+        let what = what.to_owned();
+        move |source| Error::Broker { what, source }
+    };
     let connection = Connection::connect_with_config(
         &validated.url,
         ConnectionProperties::default()
             .with_connection_name(format!("vodbridge-{name}-redrive").into()),
         validated.tls,
-        lapin::runtime::default_runtime().map_err(broker)?,
+        lapin::runtime::default_runtime().map_err(broker("starting lapin's runtime"))?,
     )
     .await
-    .map_err(broker)?;
-    let channel = connection.create_channel().await.map_err(broker)?;
+    .map_err(broker("connecting"))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(broker("opening a channel"))?;
     let declared = channel
         .queue_declare(
             queue.into(),
@@ -54,14 +60,14 @@ pub async fn redrive(
             FieldTable::default(),
         )
         .await
-        .map_err(|e| Error::Broker(format!("queue {queue:?}: {e}")))?;
+        .map_err(broker(&format!("queue {queue:?}")))?;
     let mut left = u64::from(declared.message_count());
     target.total(left);
     while left > 0 && !target.is_done() {
         let Some(message) = channel
             .basic_get(queue.into(), BasicGetOptions { no_ack: false })
             .await
-            .map_err(broker)?
+            .map_err(broker("reading a dead letter"))?
         else {
             break;
         };
@@ -71,7 +77,7 @@ pub async fn redrive(
             delivery
                 .ack(BasicAckOptions::default())
                 .await
-                .map_err(broker)?;
+                .map_err(broker("acknowledging a redriven dead letter"))?;
         }
     }
     // What was not acknowledged is requeued by the broker when the channel closes.

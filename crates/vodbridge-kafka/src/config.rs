@@ -109,7 +109,7 @@ impl KafkaSinkConfig {
             .client
             .create_native_config()
             .map(drop)
-            .map_err(|e| Error::Producer(e.to_string()))
+            .map_err(Error::Producer)
     }
 
     /// The checked settings the sink and the redrive connect with: the producer's librdkafka

@@ -19,11 +19,19 @@ pub enum Error {
         source: std::io::Error,
     },
     /// librdkafka refused the configuration.
-    #[error("cannot create the Kafka producer: {0}")]
-    Producer(String),
+    #[error("cannot create the Kafka client: {0}")]
+    Producer(#[source] KafkaError),
     /// Reading or committing dead letters for a redrive failed.
-    #[error("Kafka: {0}")]
-    Broker(String),
+    #[error("Kafka: {what}: {source}")]
+    Broker {
+        /// What was being done.
+        what: &'static str,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// The redrive's topic is not in the cluster's metadata.
+    #[error("Kafka: topic {0:?} does not exist")]
+    NoSuchTopic(String),
 }
 
 /// Result with the Kafka [`Error`] as the default error type.

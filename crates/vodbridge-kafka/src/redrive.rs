@@ -55,7 +55,7 @@ pub async fn redrive(
     target: &mut dyn RedriveTarget,
 ) -> Result<()> {
     let topic = from;
-    let broker = |e: &dyn std::fmt::Display| Error::Broker(e.to_string());
+    let broker = |what| move |source| Error::Broker { what, source };
     let mut client = config.check(name)?.client;
     // The producer's settings mean nothing to a consumer.
     client
@@ -66,16 +66,15 @@ pub async fn redrive(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest");
-    let consumer: StreamConsumer = client.create().map_err(|e| broker(&e))?;
+    let consumer: StreamConsumer = client.create().map_err(broker("creating the consumer"))?;
     let timeout = Duration::from_secs(10);
     // librdkafka's metadata and offset calls block: off the runtime's workers.
     let (consumer, partitions) = tokio::task::spawn_blocking({
         let topic = topic.to_owned();
         move || -> Result<(StreamConsumer, Starts)> {
-            let broker = |e: &dyn std::fmt::Display| Error::Broker(e.to_string());
             let metadata = consumer
                 .fetch_metadata(Some(&topic), timeout)
-                .map_err(|e| broker(&e))?;
+                .map_err(broker("reading the topic's metadata"))?;
             let ids: Vec<i32> = metadata
                 .topics()
                 .iter()
@@ -83,7 +82,7 @@ pub async fn redrive(
                 .flat_map(|t| t.partitions().iter().map(|p| p.id()))
                 .collect();
             if ids.is_empty() {
-                return Err(Error::Broker(format!("topic {topic:?} does not exist")));
+                return Err(Error::NoSuchTopic(topic));
             }
             let mut wanted = TopicPartitionList::new();
             for id in &ids {
@@ -91,12 +90,12 @@ pub async fn redrive(
             }
             let committed = consumer
                 .committed_offsets(wanted, timeout)
-                .map_err(|e| broker(&e))?;
+                .map_err(broker("reading the committed offsets"))?;
             let mut partitions = HashMap::new();
             for id in ids {
                 let (low, high) = consumer
                     .fetch_watermarks(&topic, id, timeout)
-                    .map_err(|e| broker(&e))?;
+                    .map_err(broker("reading the watermarks"))?;
                 let start = match committed.find_partition(&topic, id).map(|p| p.offset()) {
                     Some(Offset::Offset(at)) => at.max(low),
                     _ => low,
@@ -118,7 +117,8 @@ pub async fn redrive(
         }
     })
     .await
-    .map_err(|e| broker(&e))??;
+    // The blocking task is never cancelled; a panic in it is the caller's panic.
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
     let mut assignment = TopicPartitionList::new();
     let mut total = 0;
     for (id, (start, partition)) in &partitions {
@@ -126,13 +126,15 @@ pub async fn redrive(
         if !partition.done {
             assignment
                 .add_partition_offset(topic, *id, Offset::Offset(*start))
-                .map_err(|e| broker(&e))?;
+                .map_err(broker("assigning the partitions"))?;
         }
     }
     target.total(total);
     let mut partitions: HashMap<i32, Partition> =
         partitions.into_iter().map(|(id, (_, p))| (id, p)).collect();
-    consumer.assign(&assignment).map_err(|e| broker(&e))?;
+    consumer
+        .assign(&assignment)
+        .map_err(broker("assigning the partitions"))?;
     let mut since_commit = 0;
     while !target.is_done() && partitions.values().any(|p| !p.done) {
         let Ok(received) = tokio::time::timeout(IDLE, consumer.recv()).await else {
@@ -142,7 +144,7 @@ pub async fn redrive(
             );
             break;
         };
-        let message = received.map_err(|e| broker(&e))?;
+        let message = received.map_err(broker("reading a dead letter"))?;
         let Some(partition) = partitions.get_mut(&message.partition()) else {
             continue;
         };
@@ -178,7 +180,10 @@ fn commit(
         if let Some(at) = partition.commit {
             offsets
                 .add_partition_offset(topic, *id, Offset::Offset(at))
-                .map_err(|e| Error::Broker(e.to_string()))?;
+                .map_err(|source| Error::Broker {
+                    what: "listing the offsets to commit",
+                    source,
+                })?;
         }
     }
     if offsets.count() == 0 {
@@ -186,7 +191,10 @@ fn commit(
     }
     consumer
         .commit(&offsets, CommitMode::Sync)
-        .map_err(|e| Error::Broker(format!("committing the redrive's offsets: {e}")))
+        .map_err(|source| Error::Broker {
+            what: "committing the redrive's offsets",
+            source,
+        })
 }
 
 /// A message of the Kafka sink: binary mode (`ce_*` headers, value = `data`) or structured

@@ -138,7 +138,7 @@ impl KafkaSink {
         };
         let producer: FutureProducer<SinkContext> = client
             .create_with_context(context.clone())
-            .map_err(|e| Error::Producer(e.to_string()))?;
+            .map_err(Error::Producer)?;
         let state = Arc::new(State {
             name: name.to_owned(),
             producer: std::sync::RwLock::new(producer),

@@ -20,10 +20,29 @@ pub enum Error {
     },
     /// The client could not be created.
     #[error("NATS client: {0}")]
-    Connect(String),
+    Connect(#[source] async_nats::ConnectError),
     /// Reading or acknowledging dead letters for a redrive failed.
-    #[error("NATS JetStream: {0}")]
-    Broker(String),
+    #[error("NATS JetStream: {what}: {source}")]
+    Broker {
+        /// What was being done.
+        what: String,
+        /// The client's error (async-nats has one error type per operation).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// Wraps a JetStream client error with what was being done, for `map_err`.
+    pub(crate) fn broker<E>(what: impl Into<String>) -> impl FnOnce(E) -> Self
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let what = what.into();
+        move |source| Self::Broker {
+            what,
+            source: source.into(),
+        }
+    }
 }
 
 /// Result with the NATS [`Error`] as the default error type.

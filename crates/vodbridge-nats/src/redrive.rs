@@ -62,16 +62,12 @@ pub async fn redrive(
         )));
     }
     let (addrs, options) = connect_options(&format!("{name}-redrive"), config)?;
-    let client = options
-        .connect(addrs)
-        .await
-        .map_err(|e| Error::Connect(e.to_string()))?;
-    let broker = |e: &dyn std::fmt::Display| Error::Broker(e.to_string());
+    let client = options.connect(addrs).await.map_err(Error::Connect)?;
     let js = jetstream::new(client.clone());
     let mut stream_handle = js
         .get_stream(stream)
         .await
-        .map_err(|e| Error::Broker(format!("stream {stream:?}: {e}")))?;
+        .map_err(Error::broker(format!("stream {stream:?}")))?;
     let durable = consumer_name(subject);
     let mut consumer: jetstream::consumer::PullConsumer = stream_handle
         .get_or_create_consumer(
@@ -89,15 +85,18 @@ pub async fn redrive(
             },
         )
         .await
-        .map_err(|e| broker(&e))?;
-    let info = consumer.info().await.map_err(|e| broker(&e))?;
+        .map_err(Error::broker("creating the redrive's consumer"))?;
+    let info = consumer
+        .info()
+        .await
+        .map_err(Error::broker("reading the consumer's state"))?;
     target.total(info.num_pending + info.num_ack_pending as u64);
     // Only what the stream held when the redrive started: routes that publish back into the
     // same stream must not feed the redrive its own output.
     let last = stream_handle
         .info()
         .await
-        .map_err(|e| broker(&e))?
+        .map_err(Error::broker("reading the stream's state"))?
         .state
         .last_sequence;
     let mut left_in_place = Vec::new();
@@ -108,10 +107,10 @@ pub async fn redrive(
             .expires(Duration::from_secs(1))
             .messages()
             .await
-            .map_err(|e| broker(&e))?;
+            .map_err(Error::broker("fetching dead letters"))?;
         let mut got = 0;
         while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| broker(&e))?;
+            let message = message.map_err(Error::broker("reading a dead letter"))?;
             got += 1;
             let sequence = message.info().map_or(0, |i| i.stream_sequence);
             if sequence > last {
@@ -119,7 +118,10 @@ pub async fn redrive(
                 continue;
             }
             if target.offer(decode(&message)).await {
-                message.double_ack().await.map_err(|e| broker(&e))?;
+                message
+                    .double_ack()
+                    .await
+                    .map_err(Error::broker("acknowledging a redriven dead letter"))?;
             } else {
                 left_in_place.push(message);
             }
@@ -136,10 +138,13 @@ pub async fn redrive(
         message
             .ack_with(AckKind::Nak(None))
             .await
-            .map_err(|e| broker(&e))?;
+            .map_err(Error::broker("leaving a dead letter in place"))?;
     }
     // The negative acknowledgements are plain publishes: send them before the client goes.
-    client.flush().await.map_err(|e| broker(&e))?;
+    client
+        .flush()
+        .await
+        .map_err(Error::broker("flushing the acknowledgements"))?;
     Ok(())
 }
 

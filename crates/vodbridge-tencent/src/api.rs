@@ -237,7 +237,7 @@ impl VodClient {
         }
         serde_json::from_slice::<Answer>(&answer)
             .map(|a| a.response)
-            .map_err(|e| Error::Transport(format!("not a DescribeEventConfig answer: {e}")))
+            .map_err(|e| Error::transport(format!("not a DescribeEventConfig answer: {e}"), e))
     }
 
     /// `ModifyEventConfig` for the configured sub-application (the request's own `SubAppId`
@@ -292,14 +292,17 @@ impl VodClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| Error::Transport(describe(&e)))?;
+            .map_err(|e| Error::transport(describe(&e), e))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| Error::Transport(describe(&e)))?;
+            .map_err(|e| Error::transport(describe(&e), e))?;
         if status != reqwest::StatusCode::OK {
-            return Err(Error::Transport(format!("{action}: HTTP {status}")));
+            return Err(Error::Transport {
+                reason: format!("{action}: HTTP {status}"),
+                source: None,
+            });
         }
         Ok(bytes)
     }
@@ -315,7 +318,7 @@ struct ConfirmBody<'a> {
 
 fn parse_answer(answer: &Bytes) -> Result<Envelope<'_>> {
     let parsed: Envelope<'_> = serde_json::from_slice(answer)
-        .map_err(|e| Error::Transport(format!("not an API 3.0 answer: {e}")))?;
+        .map_err(|e| Error::transport(format!("not an API 3.0 answer: {e}"), e))?;
     if let Some(error) = &parsed.response.error {
         if !error.code.is_empty() {
             return Err(Error::Api(ApiError {
@@ -344,12 +347,19 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 impl Error {
+    fn transport(reason: String, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Transport {
+            reason,
+            source: Some(Box::new(source)),
+        }
+    }
+
     /// How a pull loop should react to this error.
     #[must_use]
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Api(api) => api.class(),
-            Self::Transport(_) => ErrorClass::Transient,
+            Self::Transport { .. } => ErrorClass::Transient,
             _ => ErrorClass::Fatal,
         }
     }
@@ -387,7 +397,11 @@ mod tests {
         ] {
             assert_eq!(api(code).class(), class, "{code}");
         }
-        assert_eq!(Error::Transport("x".into()).class(), ErrorClass::Transient);
+        let transport = Error::Transport {
+            reason: "x".into(),
+            source: None,
+        };
+        assert_eq!(transport.class(), ErrorClass::Transient);
     }
 
     #[test]
@@ -418,7 +432,7 @@ mod tests {
         }
         assert!(matches!(
             parse_answer(&Bytes::from_static(b"<html>")),
-            Err(Error::Transport(_))
+            Err(Error::Transport { .. })
         ));
     }
 

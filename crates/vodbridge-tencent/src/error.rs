@@ -51,8 +51,13 @@ pub enum Error {
     #[error("VOD API error {0}")]
     Api(ApiError),
     /// The call did not produce an API answer (network, timeout, HTTP status, garbage).
-    #[error("VOD API call failed: {0}")]
-    Transport(String),
+    #[error("VOD API call failed: {reason}")]
+    Transport {
+        /// What happened, short enough for a log line (`timed out`, `HTTP 502`, ...).
+        reason: String,
+        /// The HTTP client's or JSON reader's error, when there is one.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The client is misconfigured or misused.
     #[error("VOD API client: {0}")]
     Client(String),
