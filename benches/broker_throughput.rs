@@ -532,7 +532,7 @@ fn main() {
         // The queue every routing key reaches (mandatory publishes need one).
         for exchange in ["bench", "vod"] {
             runtime.block_on(support::declare_topic_queue(
-                &rabbit.url(),
+                &rabbit,
                 exchange,
                 &format!("{exchange}-all"),
             ));

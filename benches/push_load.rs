@@ -650,7 +650,7 @@ fn main() {
             "nats" => brokers.nats = Some(NatsServer::start()),
             "rabbitmq" => {
                 let rabbit = RabbitMq::start();
-                runtime.block_on(support::declare_topic_queue(&rabbit.url(), "vod", "load"));
+                runtime.block_on(support::declare_topic_queue(&rabbit, "vod", "load"));
                 brokers.rabbit = Some(rabbit);
             }
             "kafka" => {

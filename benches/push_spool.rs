@@ -203,11 +203,7 @@ fn main() {
     }
     if wanted("amqp") {
         let rabbit = RabbitMq::start();
-        runtime.block_on(support::declare_topic_queue(
-            &rabbit.url(),
-            "vod",
-            "vod-all",
-        ));
+        runtime.block_on(support::declare_topic_queue(&rabbit, "vod", "vod-all"));
         let sink = format!(
             "[sinks.rabbit]\ntype = \"amqp\"\nurl = \"{}\"\nexchange = \"vod\"\n[[routes]]\nevent_types = [\"*\"]\nsinks = [{{ sink = \"rabbit\", destination = \"vod.{{event_type}}\" }}]\n",
             rabbit.url()

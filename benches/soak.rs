@@ -117,7 +117,7 @@ fn main() {
         let nats = NatsServer::start();
         let rabbit_count = Arc::new(AtomicU64::new(0));
         // The queue must exist before the first mandatory publish.
-        support::declare_topic_queue(&rabbit.url(), "vod", "soak").await;
+        support::declare_topic_queue(&rabbit, "vod", "soak").await;
         tokio::spawn(count_rabbit(rabbit.url(), Arc::clone(&rabbit_count)));
 
         let mut config = vod_emulator::EmulatorConfig::new(ID, KEY);

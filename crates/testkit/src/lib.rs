@@ -1,15 +1,21 @@
 //! Test harness: real broker processes (NATS, RabbitMQ, tansu for Kafka) on free loopback ports,
 //! each with its own data directory, stopped when dropped; one module per process kind. A missing
-//! broker binary panics with the package to install, never skips.
+//! broker binary panics with the package to install, never skips. [`contract`] is the sink
+//! contract each broker crate runs against its broker.
 #![forbid(unsafe_code)]
 
 mod bridge;
+pub mod contract;
 mod nats;
 mod pki;
 mod process;
 mod proxy;
 mod rabbitmq;
+#[cfg(feature = "amqp")]
+pub mod rabbitmq_client;
 mod tansu;
+#[cfg(feature = "kafka")]
+pub mod tansu_client;
 
 pub use bridge::BridgeProcess;
 pub use nats::NatsServer;

@@ -1,18 +1,19 @@
 //! The AMQP sink against a real RabbitMQ: confirms before success, properties and headers,
-//! unroutable messages are failures, a broker stop with publishes in flight loses nothing.
+//! unroutable messages are failures, a broker stop with publishes in flight loses nothing, and
+//! the sink contract (`vodbridge_testkit::contract`).
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    options::{BasicAckOptions, BasicConsumeOptions},
     types::{AMQPValue, FieldTable},
-    Connection, ConnectionProperties,
+    Connection,
 };
 use vodbridge_amqp::{AmqpSink, AmqpSinkConfig, ExchangeType};
 use vodbridge_core::{Background, Envelope, EventId, FailureReason, Ingress, Message, Sink};
-use vodbridge_testkit::{RabbitMq, TestPki};
+use vodbridge_testkit::{contract, rabbitmq_client, RabbitMq, TestPki};
 
 fn envelope(n: u32) -> Arc<Envelope> {
     let data = format!(r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":"{n}"}}}}"#);
@@ -71,35 +72,11 @@ async fn healthy(sink: &AmqpSink, timeout: Duration) {
     }
 }
 
-/// A durable queue bound to `vod` with `pattern`.
-async fn queue(broker: &RabbitMq, name: &str, pattern: &str) -> lapin::Channel {
-    let connection = Connection::connect(&broker.url(), ConnectionProperties::default())
-        .await
-        .expect("connects");
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue");
-    channel
-        .queue_bind(
-            name.into(),
-            "vod".into(),
-            pattern.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
-    std::mem::forget(connection);
-    channel
+/// A durable queue bound to `vod` with `pattern`, and a channel to consume it on.
+async fn queue(broker: &RabbitMq, name: &str, pattern: &str) -> (Connection, lapin::Channel) {
+    let (connection, channel) = broker.channel().await;
+    rabbitmq_client::declare_queue(&channel, "vod", name, pattern, FieldTable::default()).await;
+    (connection, channel)
 }
 
 async fn drain(
@@ -145,7 +122,7 @@ async fn rabbitmq_end_to_end() {
     healthy(&sink, Duration::from_secs(20)).await;
 
     // 1. Acknowledged, persistent, with CloudEvents properties and headers.
-    let consumer = queue(&broker, "uploads", "vod.*.NewFileUpload").await;
+    let (_connection, consumer) = queue(&broker, "uploads", "vod.*.NewFileUpload").await;
     let msg = message(7, "vod.1.NewFileUpload");
     sink.publish(&msg).await.expect("confirmed");
     let delivered = drain(&consumer, "uploads", 1).await;
@@ -333,7 +310,7 @@ async fn interrupt_mid_stream(
             .expect("task");
     }
     assert!(retried > 0, "the broker went down while publishing");
-    let consumer = queue(broker, &queue_name, &routing_key).await;
+    let (_connection, consumer) = queue(broker, &queue_name, &routing_key).await;
     let expected: HashSet<String> = (base..base + 2000).map(|n| n.to_string()).collect();
     let (seen, deliveries) = drain_ids(&consumer, &queue_name, &expected).await;
     let missing: Vec<&String> = expected.difference(&seen).collect();
@@ -396,7 +373,7 @@ async fn amqps_with_a_private_ca_and_a_client_certificate() {
     // Trusting the CA and presenting a client certificate: connected, publishes confirmed.
     let sink = AmqpSink::start("amqps", tls(true, true), Background::default()).expect("sink");
     healthy(&sink, Duration::from_secs(20)).await;
-    let consumer = queue(&broker, "tls", "vod.#").await;
+    let (_connection, consumer) = queue(&broker, "tls", "vod.#").await;
     sink.publish(&message(1, "vod.1.NewFileUpload"))
         .await
         .expect("confirmed over TLS");
@@ -476,7 +453,7 @@ async fn returns_are_never_paired_with_another_publish() {
     let broker = RabbitMq::start();
     let sink = AmqpSink::start("amqp", config(&broker), Background::default()).expect("sink");
     healthy(&sink, Duration::from_secs(20)).await;
-    let consumer = queue(&broker, "paired", "paired.#").await;
+    let (_connection, consumer) = queue(&broker, "paired", "paired.#").await;
     let messages: Vec<Message> = (0..8_000u32)
         .map(|n| {
             message(
@@ -512,4 +489,66 @@ async fn returns_are_never_paired_with_another_publish() {
         .collect();
     assert_eq!(ids.len(), 4_000, "every routable message once in the queue");
     sink.close().await.expect("closes");
+}
+
+/// RabbitMQ under the sink contract: a durable queue bound to the routable key, read back with
+/// `basic.get` on a connection of its own (the broker restarts in the middle).
+struct ContractRabbitMq {
+    broker: RabbitMq,
+    /// Ids read (and acknowledged) so far: a queue hands each message out once.
+    seen: HashSet<String>,
+}
+
+impl contract::Broker for ContractRabbitMq {
+    type Sink = AmqpSink;
+
+    fn sink(&self) -> AmqpSink {
+        AmqpSink::start("amqp", config(&self.broker), Background::default()).expect("sink")
+    }
+
+    async fn prepare(&mut self) {
+        let key = self.routable();
+        self.broker
+            .declare_queue("vod", "contract", &key, FieldTable::default())
+            .await;
+    }
+
+    fn routable(&self) -> String {
+        "vod.contract.NewFileUpload".into()
+    }
+
+    fn unroutable(&self) -> String {
+        "nobody.listens.here".into()
+    }
+
+    fn too_large(&self) -> usize {
+        RabbitMq::MAX_MESSAGE_SIZE + 1024
+    }
+
+    async fn stored(&mut self) -> HashSet<String> {
+        for delivery in self.broker.take_all("contract").await {
+            if let Some(id) = delivery.properties.message_id() {
+                self.seen.insert(id.as_str().to_owned());
+            }
+        }
+        self.seen.clone()
+    }
+
+    fn stop(&mut self) {
+        self.broker.stop();
+    }
+
+    async fn restart(&mut self) {
+        self.broker.restart();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_contract() {
+    let mut broker = ContractRabbitMq {
+        broker: RabbitMq::start(),
+        seen: HashSet::new(),
+    };
+    let report = contract::run(&mut broker).await;
+    eprintln!("RabbitMQ under the sink contract: {report:?}");
 }

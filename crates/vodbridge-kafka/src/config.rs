@@ -16,6 +16,8 @@ pub struct KafkaSinkConfig {
     pub brokers: String,
     /// librdkafka `message.timeout.ms`: how long librdkafka keeps trying one message. Keep it
     /// inside the bridge's deadlines (push: `publish_timeout_ms`; pull: lifetime − margin).
+    /// Half of it is `topic.metadata.propagation.max.ms`: a topic the cluster does not have
+    /// fails as unroutable by then (retried, then dead-lettered), not as a timeout.
     #[serde(default = "default_message_timeout")]
     pub message_timeout_ms: u64,
     /// CloudEvents structured mode (the whole envelope as JSON value) instead of binary mode.
@@ -134,7 +136,15 @@ impl KafkaSinkConfig {
             .set("client.id", format!("vodbridge-{name}"))
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("message.timeout.ms", self.message_timeout_ms.to_string());
+            .set("message.timeout.ms", self.message_timeout_ms.to_string())
+            // A topic missing from the cluster's metadata fails its messages as unknown (the
+            // pipeline retries that as unroutable, then dead-letters) before they time out
+            // (retryable: held and retried as long as VOD resends). librdkafka's default, 30 s,
+            // is longer than the message timeout, so a missing topic looked like an outage.
+            .set(
+                "topic.metadata.propagation.max.ms",
+                (self.message_timeout_ms / 2).max(1).to_string(),
+            );
         for (key, value) in CONNECTION_DEFAULTS {
             client.set(key, value);
         }
@@ -186,6 +196,15 @@ mod tests {
             .insert("socket.timeout.ms".into(), "30000".into());
         let client = own.check("t").expect("valid").client;
         assert_eq!(client.get("socket.timeout.ms"), Some("30000"));
+        assert_eq!(
+            config()
+                .check("t")
+                .expect("valid")
+                .client
+                .get("topic.metadata.propagation.max.ms"),
+            Some("500"),
+            "a missing topic is unroutable before a message times out"
+        );
         let mut bad = config();
         bad.stuck_timeout_ms = 5;
         assert!(bad.validate().is_err());

@@ -1,12 +1,13 @@
 //! The NATS sink against a real `nats-server -js`: PubAck before success, headers and bytes,
-//! duplicates stored once, nothing lost across a crash-restart, unroutable subjects rejected.
+//! duplicates stored once, nothing lost across a crash-restart, unroutable subjects rejected,
+//! and the sink contract (`vodbridge_testkit::contract`).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use vodbridge_core::{Background, Envelope, EventId, FailureReason, Ingress, Message, Sink};
 use vodbridge_nats::{NatsSink, NatsSinkConfig, StorageKind};
-use vodbridge_testkit::{NatsServer, TestPki};
+use vodbridge_testkit::{contract, NatsServer, TestPki};
 
 fn envelope(n: u32) -> Arc<Envelope> {
     let data = format!(r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":"{n}"}}}}"#);
@@ -442,4 +443,61 @@ async fn close_stops_the_stream_checks_and_waits_for_them() {
         !sink.is_healthy(),
         "no stream check ran after close (it would have found the stream)"
     );
+}
+
+/// NATS JetStream under the sink contract: file storage, the sink creates the `VOD` stream.
+struct ContractNats(NatsServer);
+
+impl contract::Broker for ContractNats {
+    type Sink = NatsSink;
+
+    fn sink(&self) -> NatsSink {
+        NatsSink::start(
+            "nats",
+            config(&self.0, StorageKind::File),
+            Background::default(),
+        )
+        .expect("sink")
+    }
+
+    fn routable(&self) -> String {
+        "vod.1.NewFileUpload".into()
+    }
+
+    fn unroutable(&self) -> String {
+        "elsewhere.x".into()
+    }
+
+    fn too_large(&self) -> usize {
+        // nats-server's max_payload is 1 MiB by default.
+        1024 * 1024 + 1
+    }
+
+    async fn stored(&mut self) -> HashSet<String> {
+        let stream = stream(&self.0).await;
+        let state = stream.get_info().await.expect("info").state;
+        let mut ids = HashSet::new();
+        for sequence in state.first_sequence..=state.last_sequence {
+            if let Ok(message) = stream.get_raw_message(sequence).await {
+                if let Some(id) = message.headers.get("ce-id") {
+                    ids.insert(id.as_str().to_owned());
+                }
+            }
+        }
+        ids
+    }
+
+    fn stop(&mut self) {
+        self.0.stop();
+    }
+
+    async fn restart(&mut self) {
+        self.0.restart();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_contract() {
+    let report = contract::run(&mut ContractNats(NatsServer::start())).await;
+    eprintln!("NATS under the sink contract: {report:?}");
 }
