@@ -9,14 +9,17 @@ use std::{
 
 use futures_util::StreamExt;
 use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    options::{BasicAckOptions, BasicConsumeOptions},
     types::{AMQPValue, FieldTable},
     Connection, ConnectionProperties,
 };
 use vodbridge_core::{Envelope, Ingress};
-use vodbridge_testkit::RabbitMq;
+use vodbridge_testkit::{rabbitmq_client, RabbitMq};
 
-use crate::helpers::{emulator, fixture, metric, settings, wait_for, TestApp};
+use crate::helpers::{
+    amqp_consumer as consumer, amqp_decode as decode, emulator, fixture, metric, settings,
+    wait_for, TestApp,
+};
 
 fn config(broker: &RabbitMq, emulator: &str) -> String {
     format!(
@@ -27,7 +30,7 @@ publish_timeout_ms = 1500
 mode = "push"
 sub_app_id = 1500000001
 # These tests check that nothing is answered 200 while the broker is down, so fast; holding
-# for VOD is tested in push_outage.rs.
+# for VOD is tested in the reliability suite (push_outage.rs).
 on_sink_failure = "reject"
 [sources.app]
 mode = "pull"
@@ -59,100 +62,6 @@ sinks = [{{ sink = "rabbit", destination = "vod.{{sub_app_id}}.{{event_type}}" }
 "#,
         url = broker.url()
     )
-}
-
-/// A durable queue for every `vod.#` routing key.
-pub(crate) async fn consumer(broker: &RabbitMq) -> (Connection, lapin::Channel) {
-    let connection = Connection::connect(&broker.url(), ConnectionProperties::default())
-        .await
-        .expect("connects");
-    let channel = connection.create_channel().await.expect("channel");
-    bind_queue(&channel, "vod", "events", "vod.#").await;
-    (connection, channel)
-}
-
-/// A durable topic `exchange` and a durable `queue` bound to it by `key`.
-pub(crate) async fn bind_queue(channel: &lapin::Channel, exchange: &str, queue: &str, key: &str) {
-    channel
-        .exchange_declare(
-            exchange.into(),
-            lapin::ExchangeKind::Topic,
-            lapin::options::ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("exchange");
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue");
-    channel
-        .queue_bind(
-            queue.into(),
-            exchange.into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
-}
-
-/// Every message in the `events` queue, acknowledged, as envelopes.
-pub(crate) async fn drain(channel: &lapin::Channel) -> Vec<Envelope> {
-    let mut out = Vec::new();
-    while let Some(message) = channel
-        .basic_get("events".into(), lapin::options::BasicGetOptions::default())
-        .await
-        .expect("basic.get")
-    {
-        message
-            .delivery
-            .ack(BasicAckOptions::default())
-            .await
-            .expect("ack");
-        out.push(decode(&message.delivery));
-    }
-    out
-}
-
-/// The envelope of a binary-mode delivery.
-fn decode(delivery: &lapin::message::Delivery) -> Envelope {
-    let headers = delivery.properties.headers().clone().unwrap_or_default();
-    let header = |name: &str| match headers.inner().get(format!("cloudEvents_{name}").as_str()) {
-        Some(AMQPValue::LongString(s)) => {
-            Some(String::from_utf8_lossy(s.as_bytes()).into_owned().into())
-        }
-        _ => None,
-    };
-    let envelope =
-        Envelope::from_binary(header, delivery.data.clone().into()).expect("a CloudEvent");
-    // Every event carries its trace: the binding's cloudEvents_traceparent and W3C's own header
-    // agree.
-    let plain = match headers.inner().get("traceparent") {
-        Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        _ => None,
-    };
-    let traceparent = envelope
-        .traceparent
-        .expect("cloudEvents_traceparent")
-        .to_string();
-    assert_eq!(
-        plain.as_deref(),
-        Some(traceparent.as_str()),
-        "traceparent header"
-    );
-    envelope
 }
 
 async fn receive(channel: &lapin::Channel, count: usize) -> Vec<(String, Envelope)> {
@@ -244,24 +153,14 @@ async fn bridge_into_rabbitmq() {
                 .await
                 .expect("connects");
             let channel = connection.create_channel().await.expect("channel");
-            channel
-                .queue_declare(
-                    "late".into(),
-                    QueueDeclareOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("queue");
-            channel
-                .queue_bind(
-                    "late".into(),
-                    "vod".into(),
-                    "late.#".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind");
+            rabbitmq_client::declare_queue(
+                &channel,
+                "vod",
+                "late",
+                "late.#",
+                FieldTable::default(),
+            )
+            .await;
             (connection, channel)
         })
     };

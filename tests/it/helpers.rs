@@ -1,4 +1,5 @@
-//! Shared test helpers: start the real app on port 0, scripted sinks, fixture bodies.
+//! Shared test helpers of the `it` and `reliability` suites: start the real app on port 0,
+//! scripted sinks, fixture bodies, the emulator, readers of JetStream and RabbitMQ.
 
 use std::{
     net::SocketAddr,
@@ -8,6 +9,7 @@ use std::{
     },
 };
 
+use lapin::types::{AMQPValue, FieldTable};
 use tokio::{
     sync::{oneshot, Notify},
     task::JoinHandle,
@@ -17,6 +19,7 @@ use vodbridge::{
     App,
 };
 use vodbridge_core::{FailureReason, Message, PublishFuture, Sink, SinkError};
+use vodbridge_testkit::{rabbitmq_client, RabbitMq};
 
 /// A sample body from vod-api.md, by fixture name.
 pub(crate) fn fixture(name: &str) -> Vec<u8> {
@@ -353,4 +356,51 @@ pub(crate) async fn jetstream_envelopes(url: &str, stream: &str) -> Vec<vodbridg
         );
     }
     out
+}
+
+/// A durable queue `events` for every `vod.#` routing key of the `vod` exchange, and the
+/// channel to read it on.
+pub(crate) async fn amqp_consumer(broker: &RabbitMq) -> (lapin::Connection, lapin::Channel) {
+    let (connection, channel) = broker.channel().await;
+    rabbitmq_client::declare_queue(&channel, "vod", "events", "vod.#", FieldTable::default()).await;
+    (connection, channel)
+}
+
+/// Every message in the `events` queue, acknowledged, as envelopes.
+pub(crate) async fn amqp_drain(channel: &lapin::Channel) -> Vec<vodbridge_core::Envelope> {
+    rabbitmq_client::take_all(channel, "events")
+        .await
+        .iter()
+        .map(amqp_decode)
+        .collect()
+}
+
+/// The envelope of a binary-mode delivery; its W3C `traceparent` header must agree with the
+/// binding's `cloudEvents_traceparent`.
+pub(crate) fn amqp_decode(delivery: &lapin::message::Delivery) -> vodbridge_core::Envelope {
+    let headers = delivery.properties.headers().clone().unwrap_or_default();
+    let header = |name: &str| match headers.inner().get(format!("cloudEvents_{name}").as_str()) {
+        Some(AMQPValue::LongString(s)) => {
+            Some(String::from_utf8_lossy(s.as_bytes()).into_owned().into())
+        }
+        _ => None,
+    };
+    let envelope = vodbridge_core::Envelope::from_binary(header, delivery.data.clone().into())
+        .expect("a CloudEvent");
+    // Every event carries its trace: the binding's cloudEvents_traceparent and W3C's own header
+    // agree.
+    let plain = match headers.inner().get("traceparent") {
+        Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    };
+    let traceparent = envelope
+        .traceparent
+        .expect("cloudEvents_traceparent")
+        .to_string();
+    assert_eq!(
+        plain.as_deref(),
+        Some(traceparent.as_str()),
+        "traceparent header"
+    );
+    envelope
 }

@@ -5,8 +5,6 @@
 use std::time::Duration;
 
 use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
     message::{Headers, Message as _, OwnedMessage},
     ClientConfig, Offset, TopicPartitionList,
@@ -18,26 +16,9 @@ use vodbridge_testkit::{ScramUser, Tansu, TestPki};
 use crate::helpers::{emulator, fixture, settings, wait_for, TestApp};
 
 async fn create_topics(broker: &Tansu) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .expect("admin");
-    create(&admin, &[("vod.events", 3), ("vod.deadletter", 1)]).await;
-}
-
-/// Creates `topics` (name, partitions) through `admin`, each one replica.
-pub(crate) async fn create(admin: &AdminClient<DefaultClientContext>, topics: &[(&str, i32)]) {
-    let topics: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
-        .collect();
-    for result in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .expect("create_topics")
-    {
-        result.expect("created");
-    }
+    broker
+        .create_topics(&[("vod.events", 3), ("vod.deadletter", 1)])
+        .await;
 }
 
 fn consume(broker: &Tansu, topic: &str, partitions: i32, expected: usize) -> Vec<OwnedMessage> {
@@ -127,7 +108,7 @@ publish_timeout_ms = 2500
 mode = "push"
 sub_app_id = 1500000001
 # These tests check that nothing is answered 200 while the broker is down, so fast; holding
-# for VOD is tested in push_outage.rs.
+# for VOD is tested in the reliability suite (push_outage.rs).
 on_sink_failure = "reject"
 [sources.app]
 mode = "pull"
@@ -304,16 +285,12 @@ async fn sasl_over_tls_and_a_wrong_password() {
             },
         ],
     );
-    let admin: AdminClient<DefaultClientContext> =
-        secure(&pki, "SCRAM-SHA-512", "bridge512", "pw-512")
-            .set("bootstrap.servers", broker.bootstrap())
-            .create()
-            .expect("admin");
-    create(
-        &admin,
-        &[("vod.scram256", 1), ("vod.scram512", 1), ("vod.wrong", 1)],
-    )
-    .await;
+    broker
+        .create_topics_as(
+            secure(&pki, "SCRAM-SHA-512", "bridge512", "pw-512"),
+            &[("vod.scram256", 1), ("vod.scram512", 1), ("vod.wrong", 1)],
+        )
+        .await;
     let secrets = tempfile::tempdir().expect("secrets");
     let secret = |name: &str, value: &str| {
         let path = secrets.path().join(name);
@@ -460,8 +437,12 @@ sinks = [{routes}]
         !metrics.contains("not-the-password"),
         "no secret in metrics"
     );
-    let (low, high) = admin
-        .inner()
+    let reader: BaseConsumer = secure(&pki, "SCRAM-SHA-512", "bridge512", "pw-512")
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "vodbridge-it")
+        .create()
+        .expect("a reader");
+    let (low, high) = reader
         .fetch_watermarks("vod.wrong", 0, Duration::from_secs(10))
         .expect("watermarks");
     assert_eq!(high - low, 0, "nothing reached the broker");

@@ -13,8 +13,6 @@ mod kafka;
 mod nats;
 mod pull;
 mod push;
-mod push_outage;
 mod redrive;
-mod spool;
 mod tracing;
 mod vod_config;

@@ -17,7 +17,7 @@ publish_timeout_ms = 1500
 mode = "push"
 sub_app_id = 1500000001
 # These tests check that nothing is answered 200 while the broker is down, so fast; holding
-# for VOD is tested in push_outage.rs.
+# for VOD is tested in the reliability suite (push_outage.rs).
 on_sink_failure = "reject"
 [sources.app]
 mode = "pull"

@@ -249,8 +249,15 @@ path = "/dev/full"
 async fn redrive_from_a_rabbitmq_queue() {
     let rabbit = RabbitMq::start();
     // The redrive's destination (`events`, bound to `vod.#`) and the dead letters' queue.
-    let (_connection, channel) = crate::amqp::consumer(&rabbit).await;
-    crate::amqp::bind_queue(&channel, "dlx", "dead", "dead").await;
+    let (_connection, channel) = crate::helpers::amqp_consumer(&rabbit).await;
+    vodbridge_testkit::rabbitmq_client::declare_queue(
+        &channel,
+        "dlx",
+        "dead",
+        "dead",
+        lapin::types::FieldTable::default(),
+    )
+    .await;
     let letters = dead_letters();
     let amqp = |exchange: &str| -> vodbridge_amqp::AmqpSinkConfig {
         sink_config(&format!(
@@ -282,7 +289,7 @@ async fn redrive_from_a_rabbitmq_queue() {
         &letters,
         2,
         || async {
-            crate::amqp::drain(&channel)
+            crate::helpers::amqp_drain(&channel)
                 .await
                 .into_iter()
                 .map(|e| e.id.to_string())
@@ -352,27 +359,19 @@ async fn redrive_from_a_jetstream_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_from_a_kafka_topic() {
     use rdkafka::{
-        admin::AdminClient,
-        client::DefaultClientContext,
         consumer::{BaseConsumer, Consumer},
         message::{Headers, Message as _},
         ClientConfig, Offset, TopicPartitionList,
     };
     let broker = Tansu::start();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .expect("admin");
     // One partition each: the redrive's commits are then in the order of the dead letters.
-    crate::kafka::create(
-        &admin,
-        &[
+    broker
+        .create_topics(&[
             ("vod.dead", 1),
             ("vod.NewFileUpload", 1),
             ("vod.FileDeleted", 1),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let letters = dead_letters();
     let kafka_config = |brokers: &str| -> vodbridge_kafka::KafkaSinkConfig {
         sink_config(&format!(

@@ -8,22 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::{
-    options::{BasicAckOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable},
-    Connection, ConnectionProperties,
-};
-use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
-    consumer::{BaseConsumer, Consumer},
-    message::{Headers, Message as _},
-    ClientConfig, Offset, TopicPartitionList,
-};
+use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{json, Value};
 use vod_emulator::RunningEmulator;
 use vodbridge_core::Envelope;
-use vodbridge_testkit::{BridgeProcess, NatsServer, RabbitMq, Tansu};
+use vodbridge_testkit::{tansu_client, BridgeProcess, NatsServer, RabbitMq, Tansu};
 
 /// The SecretId and SecretKey the emulator checks.
 pub(crate) const ID: &str = "AKIDRELIABILITY";
@@ -220,142 +209,45 @@ impl Held {
 
 /// Kafka (tansu) with the `vod.events` topic (3 partitions).
 pub(crate) async fn kafka_topic(broker: &Tansu) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .expect("admin");
-    let topics = [NewTopic::new("vod.events", 3, TopicReplication::Fixed(1))];
-    for result in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .expect("create_topics")
-    {
-        result.expect("created");
-    }
+    broker.create_topics(&[("vod.events", 3)]).await;
 }
 
-/// Every message of `vod.events`, read from the beginning, one partition at a time, until the
-/// partition's high watermark is passed and nothing more arrives for 2 s (tansu reports
-/// watermarks that can trail its last batches, so they are only a lower bound).
+/// Every message of `vod.events` (subjects), read from the beginning until each partition's
+/// high watermark is passed and nothing more arrives for 2 s.
 pub(crate) async fn kafka_held(broker: &Tansu) -> Held {
-    let bootstrap = broker.bootstrap();
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        for partition in 0..3 {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("group.id", "reliability")
-                .set("enable.auto.commit", "false")
-                .create()
-                .expect("consumer");
-            let (low, high) = consumer
-                .fetch_watermarks("vod.events", partition, Duration::from_secs(10))
-                .expect("watermarks");
-            let mut assignment = TopicPartitionList::new();
-            assignment
-                .add_partition_offset("vod.events", partition, Offset::Beginning)
-                .expect("offset");
-            consumer.assign(&assignment).expect("assign");
-            let (started, mut last, mut read) = (Instant::now(), Instant::now(), 0);
-            while read < high - low || last.elapsed() < Duration::from_secs(2) {
-                assert!(
-                    started.elapsed() < Duration::from_secs(90),
-                    "kafka partition {partition}: read {read} of at least {}",
-                    high - low
-                );
-                let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-                    continue;
-                };
-                let message = message.expect("message");
-                (last, read) = (Instant::now(), read + 1);
-                let subject = message.headers().and_then(|h| {
-                    h.iter()
-                        .find(|x| x.key == "ce_subject")
-                        .and_then(|x| x.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                });
-                out.push(subject.unwrap_or_default());
-            }
-        }
-        Held(out)
-    })
-    .await
-    .expect("kafka reader")
+    let messages = broker
+        .read_all("vod.events", 3, Duration::from_secs(2))
+        .await;
+    Held(
+        messages
+            .iter()
+            .map(|m| tansu_client::header(m, "ce_subject").unwrap_or_default())
+            .collect(),
+    )
 }
 
-/// RabbitMQ with a topic exchange `vod` and a durable queue `events` bound to `vod.#`.
+/// RabbitMQ with a topic exchange `vod` and a durable queue bound to `vod.#`.
 pub(crate) async fn rabbit_queue(broker: &RabbitMq, queue: &str, arguments: FieldTable) {
-    let connection = Connection::connect(&broker.url(), ConnectionProperties::default())
-        .await
-        .expect("connects");
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .exchange_declare(
-            "vod".into(),
-            lapin::ExchangeKind::Topic,
-            lapin::options::ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("exchange");
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            arguments,
-        )
-        .await
-        .expect("queue");
-    channel
-        .queue_bind(
-            queue.into(),
-            "vod".into(),
-            "vod.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
-    let _ = connection.close(200, "declared".into()).await;
+    broker.declare_queue("vod", queue, "vod.#", arguments).await;
 }
 
-/// Takes every message out of `queue` (acknowledging each).
+/// Takes every message out of `queue` (acknowledging each); their subjects.
 pub(crate) async fn rabbit_held(broker: &RabbitMq, queue: &str) -> Held {
-    let connection = Connection::connect(&broker.url(), ConnectionProperties::default())
-        .await
-        .expect("connects");
-    let channel = connection.create_channel().await.expect("channel");
-    let mut out = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.into(), BasicGetOptions::default())
-        .await
-        .expect("basic.get")
-    {
-        message
-            .delivery
-            .ack(BasicAckOptions::default())
-            .await
-            .expect("ack");
-        let headers = message
-            .delivery
-            .properties
-            .headers()
-            .clone()
-            .unwrap_or_default();
-        let subject = match headers.inner().get("cloudEvents_subject") {
-            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-            _ => String::new(),
-        };
-        out.push(subject);
-    }
-    let _ = connection.close(200, "drained".into()).await;
-    Held(out)
+    let deliveries = broker.take_all(queue).await;
+    Held(
+        deliveries
+            .iter()
+            .map(|delivery| {
+                let headers = delivery.properties.headers().clone().unwrap_or_default();
+                match headers.inner().get("cloudEvents_subject") {
+                    Some(AMQPValue::LongString(s)) => {
+                        String::from_utf8_lossy(s.as_bytes()).into_owned()
+                    }
+                    _ => String::new(),
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Every message of the JetStream stream `VOD`.

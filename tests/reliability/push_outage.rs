@@ -162,7 +162,7 @@ async fn a_nats_outage_inside_vods_retry_window_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rabbitmq_outage_inside_vods_retry_window_loses_nothing() {
     let mut broker = RabbitMq::start();
-    let (_connection, channel) = crate::amqp::consumer(&broker).await;
+    let (_connection, channel) = crate::helpers::amqp_consumer(&broker).await;
     let sink = format!(
         r#"
 [sinks.broker]
@@ -191,8 +191,8 @@ max_reconnect_backoff_ms = 300
         "VOD took no event as delivered without a 200: {seen:?}"
     );
     drop(channel);
-    let (_connection, channel) = crate::amqp::consumer(&broker).await;
-    let stored: HashSet<String> = crate::amqp::drain(&channel)
+    let (_connection, channel) = crate::helpers::amqp_consumer(&broker).await;
+    let stored: HashSet<String> = crate::helpers::amqp_drain(&channel)
         .await
         .into_iter()
         .filter_map(|envelope| envelope.subject)
