@@ -47,9 +47,7 @@ async fn push(
     count: usize,
     rate: f64,
 ) -> HashMap<u64, String> {
-    let (file_ids, bodies): (Vec<String>, Vec<Value>) = (0..count).map(|i| event(run, i)).unzip();
-    let keys = emu.emulator.push(url, bodies, rate);
-    keys.into_iter().zip(file_ids).collect()
+    crate::support::push_events(emu, url, (0..count).map(|i| event(run, i)), rate)
 }
 
 /// Waits until VOD is done with every pushed event, then reads the ledger.

@@ -71,9 +71,19 @@ pub(crate) async fn push(
     count: usize,
     rate: f64,
 ) -> HashMap<u64, String> {
-    let (file_ids, bodies): (Vec<String>, Vec<Value>) = (0..count).map(|i| event(run, i)).unzip();
+    push_events(emu, url, (0..count).map(|i| event(run, i)), rate)
+}
+
+/// [`push`] with the scenario's own `(FileId, body)` events.
+pub(crate) fn push_events(
+    emu: &RunningEmulator,
+    url: &str,
+    events: impl IntoIterator<Item = (String, Value)>,
+    rate: f64,
+) -> HashMap<u64, String> {
+    let (file_ids, bodies): (Vec<String>, Vec<Value>) = events.into_iter().unzip();
     let keys = emu.emulator.push(url, bodies, rate);
-    assert_eq!(keys.len(), count);
+    assert_eq!(keys.len(), file_ids.len());
     keys.into_iter().zip(file_ids).collect()
 }
 

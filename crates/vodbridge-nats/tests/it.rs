@@ -5,34 +5,13 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use vodbridge_core::{Background, Envelope, EventId, FailureReason, Ingress, Message, Sink};
+use vodbridge_core::{Background, Envelope, FailureReason, Message, Sink};
 use vodbridge_nats::{NatsSink, NatsSinkConfig, StorageKind};
 use vodbridge_testkit::{contract, NatsServer, TestPki};
 
-fn envelope(n: u32) -> Arc<Envelope> {
-    let data = format!(r#"{{"EventType":"NewFileUpload","FileUploadEvent":{{"FileId":"{n}"}}}}"#);
-    Arc::new(Envelope {
-        id: EventId::derive("/tencentcloud/vod/1", data.as_bytes()),
-        source: "/tencentcloud/vod/1".into(),
-        ty: "com.tencentcloud.vod.NewFileUpload".into(),
-        subject: Some(n.to_string()),
-        time: time::OffsetDateTime::UNIX_EPOCH,
-        data: Bytes::from(data),
-        event_type: "NewFileUpload".into(),
-        sub_app_id: Some(1),
-        ingress: Ingress::Pull,
-        task_id: None,
-        partition_key: n.to_string(),
-        traceparent: None,
-    })
-}
-
+/// A NewFileUpload of video `n` to `subject`: the contract's message.
 fn message(n: u32, subject: &str) -> Message {
-    Message {
-        envelope: envelope(n),
-        destination: subject.to_owned(),
-        dead_letter: None,
-    }
+    contract::message(n.into(), subject, None)
 }
 
 fn config(server: &NatsServer, storage: StorageKind) -> NatsSinkConfig {
