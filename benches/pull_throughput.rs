@@ -9,8 +9,12 @@
 //!    20 ms of latency): 1, 2 and 4 `vodbridge` processes × 4 loops and 1 × 16 on one account,
 //!    against the account's bound of 100 × 16 = 1,600 events/s, with the throttled answers and
 //!    the events handed out again, repeated `RUNS` times.
+//! 3. **The shared delivery record's cost** at VOD's limits: 2 processes × 4 loops with the
+//!    record in a real `redis-server` beside the same fleet without it, runs alternating, with
+//!    the p99 time one batch's read and write of the record took (the bridges' own histogram).
 //!
-//! `cargo bench --bench pull_throughput` (env `EVENTS`, `LOOPS`, `LIMITED_EVENTS`, `RUNS`).
+//! `cargo bench --bench pull_throughput` (env `EVENTS`, `LOOPS`, `LIMITED_EVENTS`, `RUNS`,
+//! `RECORD_RUNS`).
 #![allow(missing_docs)]
 
 /// The allocator the `vodbridge` binary ships with, so the bench measures what runs.
@@ -34,7 +38,7 @@ use vodbridge_tencent::{
     api::{ClientConfig, VodClient},
     tc3::Credentials,
 };
-use vodbridge_testkit::{free_port, BridgeProcess};
+use vodbridge_testkit::{free_port, BridgeProcess, RedisServer};
 
 mod support;
 
@@ -183,6 +187,17 @@ struct Limited {
 /// `processes` bridge binaries × `loops` on one account at VOD's limits; the events are
 /// enqueued once every process listens, and the clock runs until VOD saw every one confirmed.
 async fn replicas(events: usize, processes: usize, loops: usize) -> Limited {
+    replicas_with(events, processes, loops, "").await.0
+}
+
+/// [`replicas`] with `extra` TOML in every bridge's configuration; also returns each bridge's
+/// `/metrics` text, read once every event was confirmed.
+async fn replicas_with(
+    events: usize,
+    processes: usize,
+    loops: usize,
+    extra: &str,
+) -> (Limited, Vec<String>) {
     let emu = emulator(0, 20, Limits::VOD, Duration::from_secs(5)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let bridges: Vec<BridgeProcess> = (0..processes)
@@ -193,7 +208,11 @@ async fn replicas(events: usize, processes: usize, loops: usize) -> Limited {
                 &source_toml(&emu.endpoint(), loops, 100),
                 &dir.path().join(format!("events-{i}.jsonl")),
             );
-            BridgeProcess::start(env!("CARGO_BIN_EXE_vodbridge"), &toml, port)
+            BridgeProcess::start(
+                env!("CARGO_BIN_EXE_vodbridge"),
+                &format!("{toml}{extra}"),
+                port,
+            )
         })
         .collect();
     // Let every loop reach its first (empty) long poll.
@@ -207,14 +226,61 @@ async fn replicas(events: usize, processes: usize, loops: usize) -> Limited {
     wait_confirmed(&emu, events as u64).await;
     let elapsed = started.elapsed();
     let stats = emu.emulator.stats();
+    let mut metrics = Vec::new();
+    for bridge in &bridges {
+        let text = reqwest::get(format!("{}/metrics", bridge.url()))
+            .await
+            .expect("metrics");
+        metrics.push(text.text().await.expect("metrics text"));
+    }
     drop(bridges);
-    Limited {
+    let limited = Limited {
         events_per_sec: events as f64 / elapsed.as_secs_f64(),
         steady_per_sec: (events as f64 * 0.65) / (nine_tenths - quarter).as_secs_f64(),
         throttled_pulls: stats.throttled_pulls,
         throttled_confirms: stats.throttled_confirms,
         handed_out_again: stats.redeliveries,
+    };
+    (limited, metrics)
+}
+
+/// The p99 of `vodbridge_shared_record_round_trip_seconds{op}` over every bridge's buckets: the
+/// upper bound of the bucket the 99th percentile falls in (and the count of round trips).
+fn record_p99(metrics: &[String], op: &str) -> (f64, f64) {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let prefix = "vodbridge_shared_record_round_trip_seconds_bucket{";
+    for line in metrics.iter().flat_map(|text| text.lines()) {
+        let Some(rest) = line.strip_prefix(prefix) else {
+            continue;
+        };
+        if !rest.contains(&format!("op=\"{op}\"")) {
+            continue;
+        }
+        let Some(le) = rest.split("le=\"").nth(1).and_then(|r| r.split('"').next()) else {
+            continue;
+        };
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::NAN)
+        };
+        let count: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0.0);
+        match buckets.iter_mut().find(|(b, _)| *b == bound) {
+            Some((_, total)) => *total += count,
+            None => buckets.push((bound, count)),
+        }
     }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |(_, c)| *c);
+    let p99 = buckets
+        .iter()
+        .find(|(_, c)| *c >= total * 0.99)
+        .map_or(f64::NAN, |(b, _)| *b);
+    (p99, total)
 }
 
 fn main() {
@@ -265,4 +331,33 @@ fn main() {
         let max = shares.iter().copied().fold(0.0, f64::max);
         println!("| {processes} × {loops} | spread | | | {min:.3}–{max:.3} | | | |");
     }
+
+    let runs = support::env_usize("RECORD_RUNS", 3);
+    let redis = RedisServer::start();
+    println!("\nThe shared delivery record (redis-server, loopback) at VOD's limits, 2 processes × 4 loops, {events} events, runs alternating:\n");
+    println!("| run | steady events/s without | steady events/s with | with ÷ without | handed out again (with) | record reads | p99 read per batch | record writes | p99 write per batch |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for run in 1..=runs {
+        let without = runtime.block_on(replicas(events, 2, 4));
+        // A key prefix of its own per run: nothing recorded in an earlier run is recalled.
+        let record = format!(
+            "[delivery]\nshared_record = {:?}\nshared_record_name = \"bench{run}\"\n",
+            redis.url()
+        );
+        let (with, metrics) = runtime.block_on(replicas_with(events, 2, 4, &record));
+        let ratio = with.steady_per_sec / without.steady_per_sec;
+        ratios.push(ratio);
+        let (read_p99, reads) = record_p99(&metrics, "read");
+        let (write_p99, writes) = record_p99(&metrics, "write");
+        println!(
+            "| {run} | {:.0} | {:.0} | {ratio:.3} | {} | {reads:.0} | ≤ {:.1} ms | {writes:.0} | ≤ {:.1} ms |",
+            without.steady_per_sec,
+            with.steady_per_sec,
+            with.handed_out_again,
+            read_p99 * 1000.0,
+            write_p99 * 1000.0
+        );
+    }
+    println!("| median | | | {:.3} | | | | | |", support::median(ratios));
 }

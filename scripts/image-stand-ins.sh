@@ -15,10 +15,11 @@
 # And, for the compose stack test (tests/image), one image in place of the stack's third-party
 # services, which cannot be pulled here:
 #
-#   vodbridge-stand-in/services:bookworm   Debian bookworm with rabbitmq-server (management
+#   vodbridge-stand-in/services:bookworm-2 Debian bookworm with rabbitmq-server (management
 #                                          plugin on, guest allowed from other hosts, as in the
-#                                          official image), nats-server, prometheus, curl, and
-#                                          this machine's tansu (the Kafka stand-in)
+#                                          official image), nats-server, redis-server (Valkey's
+#                                          stand-in), prometheus, curl, and this machine's tansu
+#                                          (the Kafka stand-in)
 #
 # Starts dockerd (--iptables=false) when no engine answers. Root filesystems are cached in
 # $VODBRIDGE_IMAGE_CACHE (default ~/.cache/vodbridge/images); an image already in Docker is kept.
@@ -29,7 +30,7 @@ cache="${VODBRIDGE_IMAGE_CACHE:-$HOME/.cache/vodbridge/images}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 build_image="rust:1.95-bookworm"
 runtime_image="gcr.io/distroless/cc-debian12:nonroot"
-services_image="vodbridge-stand-in/services:bookworm"
+services_image="vodbridge-stand-in/services:bookworm-2"
 log() { printf '==> %s\n' "$*" >&2; }
 
 ensure_docker() {
@@ -123,14 +124,14 @@ build_stand_in() {
 
 services_stand_in() {
   docker image inspect "$services_image" >/dev/null 2>&1 && return
-  local root="$cache/services-bookworm" tansu
+  local root="$cache/services-bookworm-2" tansu
   tansu="$(command -v tansu || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu")"
   [ -x "$tansu" ] || { log "tansu is missing (cargo install tansu --features dynostore,libsql --locked)"; exit 1; }
   if [ ! -f "$root/.complete" ]; then
     log "debootstrap bookworm for $services_image (a few minutes, once)"
     rm -rf "$root"
     debootstrap --variant=minbase \
-      --include=ca-certificates,curl,rabbitmq-server,nats-server,prometheus \
+      --include=ca-certificates,curl,rabbitmq-server,nats-server,redis-server,prometheus \
       bookworm "$root" "$mirror" >/dev/null
     rm -rf "$root/var/cache/apt/archives"/*.deb "$root/usr/share/doc" "$root/usr/share/man"
     # What the official rabbitmq:*-management image sets: the management plugin (it loads the

@@ -126,6 +126,20 @@ def main():
             f"exit 0: {'yes' if g['exit_code_zero'] else 'NO'} after {g['exit_seconds']} s; "
             f"{g['spooled_at_signal']:.0f} spooled at the signal",
         ))
+    f = load("fleet-shared-record")
+    fleet = ("nats", "rabbitmq", "kafka")
+    for name, label in [("shared", "shared record in Redis"), ("plain", "no shared record (same run)")]:
+        g, b = f[name], f[name]["brokers"]
+        out.append(row(
+            f"fleet: {f['replicas']} replicas, ConfirmEvents failing 40 s (handles live 30 s), then a "
+            f"rolling restart; pull → NATS + RabbitMQ + Kafka; {label}",
+            f["sent_per_fleet"], g["confirmed"],
+            " / ".join(f"{b[k]['messages']}" for k in fleet),
+            " / ".join(f"{b[k]['extra_copies_per_event']:.3f} per event" for k in fleet),
+            sum(b[k]["lost"] for k in fleet),
+            f"{g['handed_out']} hand-outs, {g['redeliveries']} redeliveries; every SIGTERM exit 0: "
+            f"{'yes' if f['sigterm_exit_zero'] else 'NO'}; {f['seconds']} s",
+        ))
     print("\n".join(out))
 
 

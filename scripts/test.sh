@@ -13,9 +13,11 @@ command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v make >/dev/null 2>&1 || need_apt+=(make)   # librdkafka's build: make, CMake,
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake) # OpenSSL's headers
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
-# Real brokers for the sink tests (the harness starts them on free ports).
+# Real brokers and stores for the tests (the harness starts them on free ports).
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
+# Redis, the store of the shared delivery record's tests (NATS KV uses nats-server).
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # A throw-away CA for the TLS tests (NATS, RabbitMQ, Kafka), and stunnel, the TLS endpoint in
 # front of tansu (which serves SASL but no TLS of its own).
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)

@@ -11,12 +11,13 @@ use std::{
 use axum::Router;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use vodbridge_core::{Background, Pipeline, Sink};
+use vodbridge_core::{Background, Pipeline, SharedRecord, Sink};
 use vodbridge_tencent::governor::Governor;
 
 use crate::{
     config::{Settings, SourceKind},
     error::{Error, Result},
+    record::StoreRecord,
     server, sinks,
     sources::{forward, pull::PullSource},
     spool::Spool,
@@ -71,10 +72,20 @@ impl App {
                 None => built.push(sinks::build(name, config, sink_tasks.child())?),
             }
         }
-        let pipeline = Pipeline::new(built, settings.routes.clone(), settings.dead_letter.clone())
-            .map_err(|e| Error::Config(e.to_string()))?
-            .with_unroutable_retry(settings.unroutable_retry)
-            .with_sink_record(settings.sink_record_capacity);
+        let metrics = Metrics::new()?;
+        let mut pipeline =
+            Pipeline::new(built, settings.routes.clone(), settings.dead_letter.clone())
+                .map_err(|e| Error::Config(e.to_string()))?
+                .with_unroutable_retry(settings.unroutable_retry)
+                .with_sink_record(settings.sink_record_capacity);
+        let shared_record = settings
+            .shared_record
+            .as_ref()
+            .map(|shared| StoreRecord::open(shared, metrics.record.clone()).map(Arc::new))
+            .transpose()?;
+        if let Some(shared) = &shared_record {
+            pipeline = pipeline.with_shared_record(Arc::clone(shared) as Arc<dyn SharedRecord>);
+        }
         let mut pull_sources = Vec::new();
         // One governor per VOD account: its API budget is shared by every source using it.
         let mut governors: BTreeMap<String, Arc<Governor>> = BTreeMap::new();
@@ -115,7 +126,8 @@ impl App {
             pipeline,
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),
             draining: false.into(),
-            metrics: Metrics::new()?,
+            metrics,
+            shared_record,
             publish_timeout: settings.publish_timeout(),
             sources: settings.sources,
             server: settings.server,

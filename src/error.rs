@@ -46,6 +46,17 @@ pub enum Error {
         /// text).
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The shared delivery record's store did not answer in time.
+    #[error("shared delivery record: {0}")]
+    Record(String),
+    /// The shared delivery record's store failed, with its client's error.
+    #[error("shared delivery record: {what}: {source}")]
+    RecordStore {
+        /// What was being done (`reading`, `writing`, `connecting to nats://…`).
+        what: String,
+        /// The store client's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Metrics registration failed (a bug: duplicate metric names).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -13,6 +13,10 @@
 //!   30 s handle lifetime, and a confirmer calls `ConfirmEvents` for acknowledged events only.
 //! - `/metrics`, `/healthz`, `/readyz`: Prometheus text, liveness, readiness.
 //!
+//! With `[delivery] shared_record`, the record of what each broker already acknowledged lives
+//! in Redis/Valkey or NATS KV (`record`), read before each batch and written after each ack, so
+//! a redelivery to another replica skips what is already held.
+//!
 //! On shutdown, [`App::run_until`] turns readiness false, stops accepting, lets in-flight
 //! callbacks finish within the drain timeout, then flushes and closes the sinks.
 #![forbid(unsafe_code)]
@@ -20,6 +24,7 @@
 mod app;
 pub mod config;
 mod error;
+mod record;
 mod server;
 pub mod sinks;
 mod sources;
@@ -31,5 +36,6 @@ mod vod_check;
 
 pub use app::{App, Progress};
 pub use error::{Error, Result};
+pub use record::check as check_shared_record;
 pub use sources::push::{EVENT_ID_HEADER, TOKEN_HEADER};
 pub use tools::{asyncapi, demo};

@@ -58,10 +58,14 @@ enum Command {
         #[arg(long, short, env = "VODBRIDGE_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Validate a configuration file and print the effective routes; starts nothing.
+    /// Validate a configuration file and print the effective routes; starts nothing. With a
+    /// shared delivery record, also checks that its store answers (unless `--offline`).
     CheckConfig {
         /// TOML configuration file.
         file: PathBuf,
+        /// Validate only: do not reach the shared delivery record's store.
+        #[arg(long)]
+        offline: bool,
     },
     /// Put dead-lettered events back through the current routes (never to the dead-letter
     /// destination again: what fails again is left where it was). Prints a summary.
@@ -144,7 +148,7 @@ fn main() -> ExitCode {
         listen: None,
     }) {
         Command::Run { config, listen } => run(config, listen),
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file, offline } => check_config(&file, offline),
         Command::Asyncapi { config } => asyncapi(config.as_deref()),
         Command::Vod { command } => vod(command),
         Command::Redrive(args) => redrive(args),
@@ -187,10 +191,20 @@ fn chain(error: &anyhow::Error) -> String {
     line
 }
 
-fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+fn check_config(file: &std::path::Path, offline: bool) -> anyhow::Result<()> {
     let settings = Settings::from_config(Config::load(Some(file))?)?;
     println!("{}: valid", file.display());
     print!("{}", settings.describe());
+    if let Some(shared) = settings.shared_record.as_ref().filter(|_| !offline) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        runtime
+            .block_on(vodbridge::check_shared_record(shared))
+            .with_context(|| format!("{} is not reachable", shared.display_url()))?;
+        println!("shared delivery record: {} reachable", shared.display_url());
+    }
     Ok(())
 }
 

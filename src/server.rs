@@ -64,9 +64,16 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let reason = state.not_ready_because();
     state.metrics.refresh(&state.pipeline, reason.is_none());
+    let degraded = state
+        .degraded_because()
+        .map_or_else(String::new, |why| format!("{why}\n"));
     match reason {
-        None => (StatusCode::OK, "ready\n").into_response(),
-        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+        None => (StatusCode::OK, format!("ready\n{degraded}")).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{reason}\n{degraded}"),
+        )
+            .into_response(),
     }
 }
 

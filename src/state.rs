@@ -13,6 +13,7 @@ use vodbridge_tencent::governor::Governor;
 
 use crate::{
     config::{ServerConfig, Source},
+    record::StoreRecord,
     spool::Spool,
     telemetry::Metrics,
     vod_check::SourceCheck,
@@ -42,12 +43,20 @@ pub(crate) struct AppState {
     pub(crate) spool: Option<Arc<Spool>>,
     /// Each checkable source's check of VOD's event configuration (readiness).
     pub(crate) vod_checks: Vec<Arc<SourceCheck>>,
+    /// The shared delivery record, when configured (its state shows on `/readyz`).
+    pub(crate) shared_record: Option<Arc<StoreRecord>>,
 }
 
 impl AppState {
     /// Ready: not draining, every sink healthy, no pull source in auth failure.
     pub(crate) fn is_ready(&self) -> bool {
         self.not_ready_because().is_none()
+    }
+
+    /// What `/readyz` adds below its answer without making the bridge unready: a shared
+    /// delivery record that is unreachable (the bridge publishes without it).
+    pub(crate) fn degraded_because(&self) -> Option<String> {
+        self.shared_record.as_ref().and_then(|r| r.down_because())
     }
 
     /// Why the bridge is not ready, if it is not.

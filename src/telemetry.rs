@@ -112,6 +112,85 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// `vodbridge_build_info{version}`: always 1.
     pub build_info: IntGaugeVec,
+    /// The shared delivery record's families (`vodbridge_shared_record_*`).
+    pub record: RecordMetrics,
+}
+
+/// The shared delivery record's metric families; empty unless `delivery.shared_record` is set.
+#[derive(Clone)]
+pub struct RecordMetrics {
+    /// `vodbridge_shared_record_lookups_total{result}`: keys read before publishing, by
+    /// `hit` (publish skipped), `miss`, `error` (the store failed or was slow: published anyway).
+    pub lookups: IntCounterVec,
+    /// `vodbridge_shared_record_writes_total{result}`: acknowledged publishes recorded, by `ok`,
+    /// `error` (the write failed: a redelivery may publish again) and `dropped` (the write queue
+    /// was full).
+    pub writes: IntCounterVec,
+    /// `vodbridge_shared_record_errors_total{op}`: round trips (`read`, `write`) that failed or
+    /// timed out.
+    pub errors: IntCounterVec,
+    /// `vodbridge_shared_record_round_trip_seconds{op}`: one batch's read or write.
+    pub round_trip: HistogramVec,
+    /// `vodbridge_shared_record_up{store}`: 1 while the store answered its last round trip.
+    pub up: IntGaugeVec,
+}
+
+impl RecordMetrics {
+    /// Registers the families in `registry`; returns them with their names.
+    fn register(registry: &Registry) -> Result<(Self, Vec<String>)> {
+        let counter = |name: &str, help: &str, label: &str| -> Result<IntCounterVec> {
+            let c = IntCounterVec::new(Opts::new(format!("vodbridge_{name}"), help), &[label])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let round_trip = HistogramVec::new(
+            HistogramOpts::new(
+                "vodbridge_shared_record_round_trip_seconds",
+                "One batch's read or write of the shared delivery record.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["op"],
+        )?;
+        registry.register(Box::new(round_trip.clone()))?;
+        let up = IntGaugeVec::new(
+            Opts::new(
+                "vodbridge_shared_record_up",
+                "1 while the shared delivery record's store answered its last round trip.",
+            ),
+            &["store"],
+        )?;
+        registry.register(Box::new(up.clone()))?;
+        let metrics = Self {
+            lookups: counter(
+                "shared_record_lookups_total",
+                "Keys read from the shared delivery record before publishing, by result (hit: publish skipped).",
+                "result",
+            )?,
+            writes: counter(
+                "shared_record_writes_total",
+                "Acknowledged publishes written to the shared delivery record, by result.",
+                "result",
+            )?,
+            errors: counter(
+                "shared_record_errors_total",
+                "Round trips to the shared delivery record that failed or timed out (published without it).",
+                "op",
+            )?,
+            round_trip,
+            up,
+        };
+        let names = [
+            "lookups_total",
+            "writes_total",
+            "errors_total",
+            "round_trip_seconds",
+            "up",
+        ]
+        .iter()
+        .map(|n| format!("vodbridge_shared_record_{n}"))
+        .collect();
+        Ok((metrics, names))
+    }
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -168,7 +247,10 @@ impl Metrics {
         names
             .borrow_mut()
             .push("vodbridge_spool_oldest_age_seconds".to_owned());
+        let (record, record_names) = RecordMetrics::register(&registry)?;
+        names.borrow_mut().extend(record_names);
         let mut metrics = Self {
+            record,
             registry: registry.clone(),
             names: Vec::new(),
             events_received: counter(

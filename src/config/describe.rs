@@ -180,6 +180,7 @@ impl Settings {
             self.unroutable_retry.retries,
             self.unroutable_retry.backoff.as_millis()
         );
+        let _ = writeln!(out, "delivery record: {}", self.describe_record());
         let _ = writeln!(out, "effective routes by event type:");
         let mut types: Vec<&str> = catalog::known_event_types().collect();
         types.push("(any other type)");
@@ -210,6 +211,30 @@ impl Settings {
             );
         }
         out
+    }
+
+    /// The delivery record line: this process's record, and the shared one if configured.
+    fn describe_record(&self) -> String {
+        let local = if self.sink_record_capacity == 0 {
+            "none in this process".to_owned()
+        } else {
+            format!("{} publishes in this process", self.sink_record_capacity)
+        };
+        match &self.shared_record {
+            None => format!("{local}; not shared (each replica keeps its own)"),
+            Some(shared) => format!(
+                "{local}, shared through {} {} ({} {:?}), kept {} s, {} ms per round trip, publishing without it when unreachable",
+                shared.kind.as_str(),
+                shared.display_url(),
+                match shared.kind {
+                    crate::config::StoreKind::Redis => "key prefix",
+                    crate::config::StoreKind::Nats => "KV bucket",
+                },
+                shared.name,
+                shared.ttl.as_secs(),
+                shared.timeout.as_millis()
+            ),
+        }
     }
 }
 

@@ -3,9 +3,11 @@
 
 mod describe;
 mod raw;
+mod record;
 mod settings;
 
 pub use raw::*;
+pub use record::{SharedRecordSettings, StoreKind};
 pub use settings::*;
 
 /// Prefix of environment variables that override config keys; `__` separates levels, e.g.

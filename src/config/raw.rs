@@ -70,7 +70,7 @@ impl Default for SpoolConfig {
 }
 
 /// How publishes are tried.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     /// Times an `unroutable` answer (no queue bound, no stream for the subject) is tried again
@@ -85,6 +85,49 @@ pub struct DeliveryConfig {
     /// for the events that arrive during the longest sink outage to cover (100,000: a minute
     /// at 1,600 events/s).
     pub sink_record_capacity: usize,
+    /// The delivery record shared by every replica: `redis://[:password@]host:6379[/db]`
+    /// (`rediss://` for TLS; Redis or Valkey, not Redis Cluster) or `nats://[user:pass@]host:4222`
+    /// (`tls://` for TLS; a JetStream KV bucket). Read before each batch is published, written
+    /// only after a broker acknowledged: a redelivery that reaches another replica, or this one
+    /// after a restart, is not published again where a broker already holds it. Unset: each
+    /// process keeps its own record (`sink_record_capacity`). Prefer `shared_record_file` when
+    /// the URL carries a password.
+    pub shared_record: Option<String>,
+    /// A file holding the `shared_record` URL (a mounted Secret).
+    pub shared_record_file: Option<PathBuf>,
+    /// The Redis key prefix (`{name}:{event id}.{target}`) or the NATS KV bucket's name.
+    pub shared_record_name: String,
+    /// How long a record is kept (Redis `EX`, the bucket's `max_age`). VOD keeps an unconfirmed
+    /// event 4 days, so shorter lets a late redelivery be published again (60 s at least).
+    pub shared_record_ttl_secs: u64,
+    /// Each round trip to the store (a batch's read, a batch's write) at most; past it the bridge
+    /// publishes without the record (fail open) and counts it (10 to 5,000 ms).
+    pub shared_record_timeout_ms: u64,
+    /// PEM file of the CA that signed the store's certificate (`rediss://`, `tls://`); the
+    /// system's roots without it.
+    pub shared_record_ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for DeliveryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryConfig")
+            .field("unroutable_retries", &self.unroutable_retries)
+            .field("unroutable_backoff_ms", &self.unroutable_backoff_ms)
+            .field("sink_record_capacity", &self.sink_record_capacity)
+            .field(
+                "shared_record",
+                &self
+                    .shared_record
+                    .as_deref()
+                    .map(vodbridge_core::redact_url),
+            )
+            .field("shared_record_file", &self.shared_record_file)
+            .field("shared_record_name", &self.shared_record_name)
+            .field("shared_record_ttl_secs", &self.shared_record_ttl_secs)
+            .field("shared_record_timeout_ms", &self.shared_record_timeout_ms)
+            .field("shared_record_ca_file", &self.shared_record_ca_file)
+            .finish()
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -94,6 +137,12 @@ impl Default for DeliveryConfig {
             unroutable_retries: policy.retries,
             unroutable_backoff_ms: u64::try_from(policy.backoff.as_millis()).unwrap_or(200),
             sink_record_capacity: 100_000,
+            shared_record: None,
+            shared_record_file: None,
+            shared_record_name: "vodbridge-delivery".to_owned(),
+            shared_record_ttl_secs: 4 * 24 * 3600,
+            shared_record_timeout_ms: 250,
+            shared_record_ca_file: None,
         }
     }
 }

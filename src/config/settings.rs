@@ -50,6 +50,8 @@ pub struct Settings {
     /// Acknowledged publishes remembered per (event, sink, destination)
     /// (`delivery.sink_record_capacity`).
     pub sink_record_capacity: usize,
+    /// The delivery record the fleet shares, when configured (`delivery.shared_record`).
+    pub shared_record: Option<super::SharedRecordSettings>,
     /// The push spool, when configured.
     pub spool: Option<SpoolSettings>,
 }
@@ -288,6 +290,7 @@ impl Settings {
                 "delivery.sink_record_capacity must be at most 10000000 (about 600 MB)".into(),
             ));
         }
+        let shared_record = super::record::shared_record(&config.delivery)?;
         if let Some(otlp) = &config.telemetry.otlp {
             validate_otlp(otlp)?;
         }
@@ -300,6 +303,7 @@ impl Settings {
             dead_letter,
             unroutable_retry,
             sink_record_capacity: config.delivery.sink_record_capacity,
+            shared_record,
             spool,
         })
     }

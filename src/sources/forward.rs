@@ -71,6 +71,21 @@ pub(crate) async fn run_forwarder(
 /// Delivers one round; returns the records every routed sink acknowledged (or that a rule or
 /// the dead letter handled).
 async fn forward<'a>(state: &AppState, batch: &'a [Spooled]) -> Vec<&'a Spooled> {
+    // One read of the shared record per source in the batch (usually one).
+    let mut sources: Vec<&str> = batch.iter().map(|s| s.source.as_str()).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    for source in sources {
+        let envelopes: Vec<&vodbridge_core::Envelope> = batch
+            .iter()
+            .filter(|s| s.source == source)
+            .map(|s| s.envelope.as_ref())
+            .collect();
+        state
+            .pipeline
+            .recall(&envelopes, RouteContext { source })
+            .await;
+    }
     let mut groups: Vec<Vec<&Spooled>> = Vec::new();
     let mut group_of: HashMap<&str, usize> = HashMap::new();
     for spooled in batch {

@@ -287,6 +287,11 @@ async fn deliver(
     received: Instant,
     permit: OwnedSemaphorePermit,
 ) -> Result<DeliveryReport, Refusal> {
+    // What another replica's broker already holds (the shared record), skipped below.
+    state
+        .pipeline
+        .recall(&[envelope.as_ref()], RouteContext { source: name })
+        .await;
     let Some(hold) = push.hold else {
         let report = deliver_once(state, name, envelope, received).await;
         drop(permit);

@@ -286,6 +286,29 @@ async fn the_compose_stack_runs_end_to_end() {
         "the same events in all three"
     );
 
+    // The bridge recorded every acknowledged publish in the stack's Valkey.
+    let metrics = reqwest::get(format!("http://{}/metrics", stack.at(14, 8080)))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let sample = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+    };
+    assert_eq!(
+        sample(r#"vodbridge_shared_record_up{store="redis"}"#),
+        Some(1.0)
+    );
+    assert!(
+        sample(r#"vodbridge_shared_record_writes_total{result="ok"}"#)
+            .is_some_and(|w| w >= (3 * GENERATED) as f64),
+        "three publishes recorded per event: {:?}",
+        sample(r#"vodbridge_shared_record_writes_total{result="ok"}"#)
+    );
+
     // Prometheus scrapes the bridge and has the shipped rules loaded.
     let prometheus = format!("http://{}", stack.at(15, 9090));
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -399,3 +399,56 @@ fn a_file_sink_that_cannot_be_opened_is_named_once_on_one_line() {
     assert_eq!(line.matches(path.as_str()).count(), 1, "{line}");
     assert_eq!(line.matches("(os error").count(), 1, "{line}");
 }
+
+#[test]
+fn check_config_reaches_the_shared_record_and_keeps_its_password_out() {
+    let redis = vodbridge_testkit::RedisServer::start_with_password("Hunter2secret");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bridge.toml");
+    let write = |url: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[delivery]\nshared_record = {url:?}\n[sinks.events]\ntype = \"file\"\npath = \"/tmp/never-opened-by-check-config.jsonl\"\n"
+            ),
+        )
+        .expect("write");
+    };
+    write(&redis.url());
+    let out = Command::new(BIN)
+        .args(["check-config", &config.display().to_string()])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("shared through redis redis://:***@127.0.0.1")
+            && stdout.contains("shared delivery record: redis://:***@127.0.0.1")
+            && stdout.contains("reachable"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Hunter2secret"), "{stdout}");
+
+    // A wrong password and a store that is not there fail the check, naming the store.
+    for url in [
+        format!("redis://:wrong-password@127.0.0.1:{}", redis.port),
+        format!("redis://127.0.0.1:{}", vodbridge_testkit::free_port()),
+    ] {
+        write(&url);
+        let out = Command::new(BIN)
+            .args(["check-config", &config.display().to_string()])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}: {stderr}");
+        assert!(
+            stderr.contains("is not reachable") && stderr.contains("127.0.0.1"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("wrong-password"), "{stderr}");
+    }
+}

@@ -257,6 +257,33 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
             && manifests.contains("runAsNonRoot: true")
     );
 
+    // The shared delivery record's URL and CA come from the mounted Secret, never the values.
+    let by_reference =
+        std::fs::read_to_string(out.path().join("existing-secret.yaml")).expect("manifests");
+    for (name, value) in [
+        (
+            "VODBRIDGE_DELIVERY__SHARED_RECORD_FILE",
+            "/etc/vodbridge/secrets/shared-record-url",
+        ),
+        (
+            "VODBRIDGE_DELIVERY__SHARED_RECORD_CA_FILE",
+            "/etc/vodbridge/secrets/shared-record-ca.pem",
+        ),
+        ("VODBRIDGE_DELIVERY__SHARED_RECORD_TTL_SECS", "345600"),
+    ] {
+        let lines: Vec<&str> = by_reference.lines().map(str::trim).collect();
+        let set = lines.windows(2).any(|pair| {
+            pair[0] == format!("- name: {name}")
+                && [format!("value: {value}"), format!("value: '{value}'")]
+                    .contains(&pair[1].to_owned())
+        });
+        assert!(set, "{name} = {value}: {by_reference}");
+    }
+    assert!(
+        !manifests.contains("SHARED_RECORD"),
+        "off unless configured"
+    );
+
     // The ConfigMap's config passes `vodbridge check-config` (secret files faked).
     let secrets = tempfile::tempdir().expect("tempdir");
     for file in ["secret-id", "secret-key", "sign-key"] {
@@ -348,7 +375,8 @@ fn compose_stack_validates_and_its_configs_pass_their_checks() {
         );
     }
     let check = Command::new(env!("CARGO_BIN_EXE_vodbridge"))
-        .args(["check-config", "deploy/compose/vodbridge.toml"])
+        // Offline: the stack's Valkey is not running here.
+        .args(["check-config", "--offline", "deploy/compose/vodbridge.toml"])
         .current_dir(ROOT)
         .output()
         .expect("runs");

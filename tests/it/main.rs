@@ -14,5 +14,6 @@ mod nats;
 mod pull;
 mod push;
 mod redrive;
+mod shared_record;
 mod tracing;
 mod vod_config;

@@ -8,6 +8,7 @@
 //! `cargo test --test reliability -- --nocapture` (it is part of the README's test command).
 
 mod crash;
+mod fleet;
 // The in-process app, the emulator and the broker readers the `it` suite uses, for the scenarios
 // that run the bridge in process (push outages, the spool).
 #[path = "../it/helpers.rs"]

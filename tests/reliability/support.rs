@@ -225,9 +225,12 @@ pub(crate) async fn kafka_topic(broker: &Tansu) {
 /// Every message of `vod.events` (subjects), read from the beginning until each partition's
 /// high watermark is passed and nothing more arrives for 2 s.
 pub(crate) async fn kafka_held(broker: &Tansu) -> Held {
-    let messages = broker
-        .read_all("vod.events", 3, Duration::from_secs(2))
-        .await;
+    kafka_held_in(broker, "vod.events").await
+}
+
+/// [`kafka_held`] of another 3-partition `topic`.
+pub(crate) async fn kafka_held_in(broker: &Tansu, topic: &str) -> Held {
+    let messages = broker.read_all(topic, 3, Duration::from_secs(2)).await;
     Held(
         messages
             .iter()
@@ -262,8 +265,13 @@ pub(crate) async fn rabbit_held(broker: &RabbitMq, queue: &str) -> Held {
 
 /// Every message of the JetStream stream `VOD`.
 pub(crate) async fn nats_held(broker: &NatsServer) -> Held {
+    nats_held_in(broker, "VOD").await
+}
+
+/// [`nats_held`] of another `stream`.
+pub(crate) async fn nats_held_in(broker: &NatsServer, stream: &str) -> Held {
     let client = async_nats::connect(broker.url()).await.expect("connects");
-    let Ok(stream) = async_nats::jetstream::new(client).get_stream("VOD").await else {
+    let Ok(stream) = async_nats::jetstream::new(client).get_stream(stream).await else {
         return Held::default();
     };
     let info = stream.get_info().await.expect("info").state;

@@ -1,4 +1,4 @@
-//! Test harness: real broker processes (NATS, RabbitMQ, tansu for Kafka) on free loopback ports,
+//! Test harness: real broker and store processes (NATS, RabbitMQ, tansu for Kafka, Redis) on free loopback ports,
 //! each with its own data directory, stopped when dropped; one module per process kind. A missing
 //! broker binary panics with the package to install, never skips. [`contract`] is the sink
 //! contract each broker crate runs against its broker.
@@ -13,6 +13,7 @@ mod proxy;
 mod rabbitmq;
 #[cfg(feature = "amqp")]
 pub mod rabbitmq_client;
+mod redis;
 mod tansu;
 #[cfg(feature = "kafka")]
 pub mod tansu_client;
@@ -23,4 +24,5 @@ pub use pki::TestPki;
 pub use process::free_port;
 pub use proxy::SilentProxy;
 pub use rabbitmq::RabbitMq;
+pub use redis::RedisServer;
 pub use tansu::{ScramUser, Tansu};

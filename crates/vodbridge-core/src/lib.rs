@@ -39,6 +39,7 @@ mod redact;
 mod redrive;
 mod route;
 mod secret;
+mod shared_record;
 mod sink;
 mod sink_record;
 mod stall;
@@ -58,6 +59,7 @@ pub use route::{
     RouteContext, RouteTable, Target, Template,
 };
 pub use secret::{inline_or_file, read_secret_file};
+pub use shared_record::{RecordKey, SharedRecord};
 pub use sink::{Message, PublishFuture, Sink};
 pub use sink_record::SinkRecord;
 pub use stall::{Pending, StallWatch};

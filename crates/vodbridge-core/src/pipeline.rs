@@ -20,6 +20,7 @@ use crate::{
     failure::{FailureReason, SinkError},
     outcome::Outcome,
     route::{Resolution, RouteAction, RouteContext, RouteTable, Target},
+    shared_record::{RecordKey, SharedRecord},
     sink::{Message, Sink},
     sink_record::SinkRecord,
 };
@@ -34,6 +35,9 @@ pub struct Pipeline {
     /// Publishes acknowledged recently, per sink and destination: not repeated when the event
     /// comes back because another sink failed.
     record: SinkRecord,
+    /// The record the fleet shares (Redis/Valkey, NATS KV): read by [`Pipeline::recall`] into
+    /// `record`, written after each acknowledgement. `None`: this process's record only.
+    shared: Option<Arc<dyn SharedRecord>>,
     /// The routing table, first match wins.
     routes: RouteTable,
     /// Where permanently rejected (and unroutable) events go; `None` leaves them unacknowledged.
@@ -143,6 +147,7 @@ impl Pipeline {
         Ok(Self {
             sinks,
             record: SinkRecord::new(0),
+            shared: None,
             routes,
             dead_letter,
             unroutable: UnroutableRetry::default(),
@@ -163,6 +168,62 @@ impl Pipeline {
     #[must_use]
     pub const fn sink_record(&self) -> &SinkRecord {
         &self.record
+    }
+
+    /// Shares the record of acknowledged publishes with the fleet through `shared`: every
+    /// acknowledged publish is also remembered there (written behind, after the ack), and
+    /// [`Pipeline::recall`] reads it before a batch is delivered. The local record (see
+    /// [`Pipeline::with_sink_record`]) holds what was recalled, so it needs a capacity of at
+    /// least a few batches.
+    #[must_use]
+    pub fn with_shared_record(mut self, shared: Arc<dyn SharedRecord>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Reads the shared record (one round trip) for every target the envelopes route to that
+    /// the local record does not know, and copies what some bridge recorded into the local
+    /// record, so [`Pipeline::deliver`] skips those publishes. Returns how many targets were
+    /// recalled. Without a shared record (or with nothing to ask) it returns 0 at once; a store
+    /// that is down or slow answers nothing and costs at most its timeout.
+    pub async fn recall(&self, envelopes: &[&Envelope], context: RouteContext<'_>) -> usize {
+        let Some(shared) = &self.shared else {
+            return 0;
+        };
+        if self.record.capacity() == 0 {
+            return 0;
+        }
+        let mut keys = Vec::new();
+        for envelope in envelopes {
+            let Resolution::Publish(_, targets) = self.routes.resolve(&envelope.event_type) else {
+                continue;
+            };
+            for target in targets {
+                let destination = destination(target, envelope, &context);
+                if !self
+                    .record
+                    .contains(&envelope.id, &target.sink, &destination)
+                {
+                    keys.push(RecordKey {
+                        id: envelope.id.clone(),
+                        sink: target.sink.clone(),
+                        destination,
+                    });
+                }
+            }
+        }
+        if keys.is_empty() {
+            return 0;
+        }
+        let known = shared.recall(&keys).await;
+        let mut recalled = 0;
+        for (key, known) in keys.iter().zip(known) {
+            if known {
+                self.record.insert(&key.id, &key.sink, &key.destination);
+                recalled += 1;
+            }
+        }
+        recalled
     }
 
     /// Replaces the [`UnroutableRetry`] policy (default: two retries, 200 ms then 400 ms).
@@ -240,6 +301,7 @@ impl Pipeline {
             let sink = self.sinks.get(&target.sink).cloned();
             let policy = self.unroutable;
             let record = &self.record;
+            let shared = self.shared.as_deref();
             async move {
                 let Some((sink, on_wire)) = sink else {
                     unreachable!("route targets are validated in Pipeline::new")
@@ -259,6 +321,13 @@ impl Pipeline {
                 let attempt = publish(sink, &on_wire, message, deadline, false, policy).await;
                 if attempt.result.is_ok() {
                     record.insert(&envelope.id, attempt.sink.name(), &attempt.destination);
+                    if let Some(shared) = shared {
+                        shared.remember(RecordKey {
+                            id: envelope.id.clone(),
+                            sink: attempt.sink.name().to_owned(),
+                            destination: attempt.destination.clone(),
+                        });
+                    }
                 }
                 attempt
             }
@@ -349,8 +418,14 @@ impl Pipeline {
     /// Closes every sink at once (flushes buffers, releases connections), each within `within`,
     /// and says how each ended: a close still running then (a flush to a broker that does
     /// not answer, a connection whose close is never acknowledged) is abandoned as a timeout.
+    /// The shared record's last writes are flushed at the same time, within the same limit.
     pub async fn close(&self, within: Duration) -> Vec<SinkClosed> {
-        join_all(self.sinks.iter().map(|(name, (sink, on_wire))| async move {
+        let flush = async {
+            if let Some(shared) = &self.shared {
+                shared.flush(within).await;
+            }
+        };
+        let close = join_all(self.sinks.iter().map(|(name, (sink, on_wire))| async move {
             let abandoned = on_wire.load(Ordering::Relaxed);
             let result = match tokio::time::timeout(within, sink.close()).await {
                 Ok(result) => result,
@@ -364,8 +439,9 @@ impl Pipeline {
                 abandoned,
                 result,
             }
-        }))
-        .await
+        }));
+        let ((), closed) = futures_util::future::join(flush, close).await;
+        closed
     }
 }
 
@@ -658,6 +734,114 @@ mod tests {
         let plain = pipeline(vec![healthy.clone()], vec![route("*", &["a"])], None);
         plain.deliver(Arc::new(sample()), ctx(), soon()).await;
         assert_eq!(healthy.seen().len(), 2);
+    }
+
+    /// A shared record in memory: what was remembered, what was asked, and whether it answers.
+    #[derive(Default)]
+    struct Store {
+        keys: Mutex<std::collections::HashSet<String>>,
+        asked: AtomicUsize,
+        flushed: AtomicUsize,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl SharedRecord for Store {
+        fn recall<'a>(
+            &'a self,
+            keys: &'a [RecordKey],
+        ) -> futures_util::future::BoxFuture<'a, Vec<bool>> {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            let known = self.keys.lock().map(|k| k.clone()).unwrap_or_default();
+            let down = self.down.load(Ordering::Relaxed);
+            Box::pin(async move {
+                keys.iter()
+                    .map(|k| !down && known.contains(&k.store_key()))
+                    .collect()
+            })
+        }
+        fn remember(&self, key: RecordKey) {
+            if let Ok(mut keys) = self.keys.lock() {
+                keys.insert(key.store_key());
+            }
+        }
+        fn flush(&self, _within: Duration) -> futures_util::future::BoxFuture<'_, ()> {
+            self.flushed.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async {})
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_record_lets_another_replica_skip_what_one_acknowledged() {
+        let store = Arc::new(Store::default());
+        let healthy = Scripted::new("a", || Ok(()));
+        let down = Arc::new(AtomicUsize::new(1));
+        let failing = Scripted::new("b", {
+            let down = Arc::clone(&down);
+            move || {
+                if down.load(Ordering::Relaxed) > 0 {
+                    Err(SinkError::retryable(FailureReason::Timeout, "silent"))
+                } else {
+                    Ok(())
+                }
+            }
+        });
+        let replica = || {
+            pipeline(
+                vec![healthy.clone(), failing.clone()],
+                vec![route("*", &["a", "b"])],
+                None,
+            )
+            .with_sink_record(100)
+            .with_shared_record(store.clone())
+        };
+        let (first, second) = (replica(), replica());
+        let event = Arc::new(sample());
+        // The first replica: a acknowledges, b fails. Only a's publish is remembered.
+        assert_eq!(first.recall(&[&event], ctx()).await, 0);
+        let report = first.deliver(Arc::clone(&event), ctx(), soon()).await;
+        assert!(!report.outcome.is_handled());
+        assert_eq!(store.keys.lock().expect("lock").len(), 1, "only the ack");
+        // VOD hands it to the second replica, b is back: a is recalled and skipped.
+        down.store(0, Ordering::Relaxed);
+        assert_eq!(second.recall(&[&event], ctx()).await, 1);
+        let report = second.deliver(Arc::clone(&event), ctx(), soon()).await;
+        assert_eq!(report.outcome, Outcome::Delivered);
+        assert_eq!((healthy.seen().len(), failing.seen().len()), (1, 2));
+        // Both are recorded now: a third replica publishes nothing, and asks once per batch.
+        let third = replica();
+        let asked = store.asked.load(Ordering::Relaxed);
+        assert_eq!(third.recall(&[&event, &event], ctx()).await, 4);
+        assert_eq!(store.asked.load(Ordering::Relaxed), asked + 1);
+        let report = third.deliver(Arc::clone(&event), ctx(), soon()).await;
+        assert!(report.attempts.iter().all(|a| a.skipped));
+        // What the local record knows is not asked again.
+        assert_eq!(third.recall(&[&event], ctx()).await, 0);
+        assert_eq!(store.asked.load(Ordering::Relaxed), asked + 1);
+        third.close(Duration::from_secs(1)).await;
+        assert_eq!(store.flushed.load(Ordering::Relaxed), 1, "close flushes");
+    }
+
+    #[tokio::test]
+    async fn a_shared_record_that_is_down_costs_a_publish_not_an_event() {
+        let store = Arc::new(Store::default());
+        let a = Scripted::new("a", || Ok(()));
+        let replica = || {
+            pipeline(vec![a.clone()], vec![route("*", &["a"])], None)
+                .with_sink_record(100)
+                .with_shared_record(store.clone())
+        };
+        let event = Arc::new(sample());
+        replica().deliver(Arc::clone(&event), ctx(), soon()).await;
+        store.down.store(true, Ordering::Relaxed);
+        let other = replica();
+        assert_eq!(other.recall(&[&event], ctx()).await, 0);
+        let report = other.deliver(Arc::clone(&event), ctx(), soon()).await;
+        assert_eq!(report.outcome, Outcome::Delivered);
+        assert_eq!(
+            a.seen().len(),
+            2,
+            "published again: a duplicate, never a loss"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -55,6 +55,23 @@ pub(super) async fn process_batch(
     let deadline = valid_until - source.settings.confirm_margin;
     let sorted = classify(source, state, &events, OffsetDateTime::now_utc());
     source.governor.settled(sorted.unusable);
+    // One read of the shared record for the whole batch: what another replica's brokers
+    // already acknowledged is skipped by the deliveries below.
+    let envelopes: Vec<&Envelope> = sorted
+        .groups
+        .iter()
+        .flatten()
+        .map(|pulled| pulled.envelope.as_ref())
+        .collect();
+    state
+        .pipeline
+        .recall(
+            &envelopes,
+            RouteContext {
+                source: &source.name,
+            },
+        )
+        .await;
     for handle in sorted.duplicates {
         source
             .confirm_later(confirms, handle, valid_until, tracing::Span::none())
