@@ -75,7 +75,7 @@ impl App {
         let metrics = Metrics::new()?;
         let mut pipeline =
             Pipeline::new(built, settings.routes.clone(), settings.dead_letter.clone())
-                .map_err(|e| Error::Config(e.to_string()))?
+                .map_err(Error::Pipeline)?
                 .with_unroutable_retry(settings.unroutable_retry)
                 .with_sink_record(settings.sink_record_capacity);
         let shared_record = settings

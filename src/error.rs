@@ -57,6 +57,39 @@ pub enum Error {
         /// The store client's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A VOD API call failed (network, VOD's own error, credentials): `vodbridge vod` reports
+    /// it with the source and the call.
+    #[error("sources.{source_name}: {call}: {source}")]
+    VodApi {
+        /// The configured source.
+        source_name: String,
+        /// The API action (`DescribeEventConfig`, `ModifyEventConfig`).
+        call: &'static str,
+        /// The client's error.
+        source: vodbridge_tencent::Error,
+    },
+    /// VOD's event configuration still differs after `ModifyEventConfig`.
+    #[error("sources.{source_name}: VOD still differs after ModifyEventConfig: {differences}")]
+    VodStillDiffers {
+        /// The configured source.
+        source_name: String,
+        /// What differs, comma-separated.
+        differences: String,
+    },
+    /// The OpenTelemetry exporter could not be built.
+    #[error("telemetry.otlp: {what}: {source}")]
+    Otlp {
+        /// What was being built.
+        what: &'static str,
+        /// The client's or SDK's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The routes and sinks do not make a pipeline (a route naming a sink that is not built).
+    #[error("routes: {0}")]
+    Pipeline(#[source] vodbridge_core::Error),
+    /// The built-in VOD emulator (`demo`) could not start.
+    #[error("the built-in VOD emulator: {0}")]
+    Emulator(#[source] vod_emulator::Error),
     /// Metrics registration failed (a bug: duplicate metric names).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -18,102 +18,171 @@ use crate::{
     error::{Error, Result},
 };
 
-/// Every metric the service exports, registered in its own registry (one per app, so tests
-/// running several apps in one process do not mix their numbers).
-pub struct Metrics {
-    registry: Registry,
-    /// Names of every registered family, for checks against dashboards and alert rules.
-    names: Vec<String>,
+/// Declares [`Metrics`] from one table: each family's field (with its doc), its kind, its name
+/// without the `vodbridge_` prefix, its help and labels (and buckets). `Metrics::new` registers
+/// them all, in the table's order.
+macro_rules! metric_families {
+    ($(
+        $(#[doc = $doc:literal])*
+        $field:ident: $kind:ident($name:literal, $help:literal $(, $labels:expr)? $(, $buckets:ident)?);
+    )*) => {
+        /// Every metric the service exports, registered in its own registry (one per app, so
+        /// tests running several apps in one process do not mix their numbers).
+        pub struct Metrics {
+            registry: Registry,
+            /// Names of every registered family, for checks against dashboards and alert rules.
+            names: Vec<String>,
+            $( $(#[doc = $doc])* pub $field: metric_families!(@type $kind), )*
+            /// The shared delivery record's families (`vodbridge_shared_record_*`).
+            pub record: RecordMetrics,
+        }
+
+        impl Metrics {
+            /// Creates and registers every family.
+            ///
+            /// # Errors
+            ///
+            /// Only on a duplicate registration, which would be a bug.
+            pub fn new() -> Result<Self> {
+                let registry = Registry::new();
+                let mut names = Vec::new();
+                $(
+                    let $field = metric_families!(
+                        @make $kind, concat!("vodbridge_", $name), $help $(, $labels)? $(, $buckets)?
+                    )?;
+                    registry.register(Box::new($field.clone()))?;
+                    names.push(concat!("vodbridge_", $name).to_owned());
+                )*
+                let (record, record_names) = RecordMetrics::register(&registry)?;
+                names.extend(record_names);
+                let metrics = Self { registry, names, $($field,)* record };
+                metrics
+                    .build_info
+                    .with_label_values(&[env!("CARGO_PKG_VERSION")])
+                    .set(1);
+                Ok(metrics)
+            }
+        }
+    };
+    (@type counter) => { IntCounterVec };
+    (@type counter_f) => { CounterVec };
+    (@type histogram) => { HistogramVec };
+    (@type gauge) => { IntGaugeVec };
+    (@type gauge_f) => { GaugeVec };
+    (@type plain) => { IntGauge };
+    (@type plain_f) => { prometheus::Gauge };
+    (@make counter, $name:expr, $help:literal, $labels:expr) => {
+        IntCounterVec::new(Opts::new($name, $help), $labels)
+    };
+    (@make counter_f, $name:expr, $help:literal, $labels:expr) => {
+        CounterVec::new(Opts::new($name, $help), $labels)
+    };
+    (@make histogram, $name:expr, $help:literal, $labels:expr, $buckets:ident) => {
+        HistogramVec::new(HistogramOpts::new($name, $help).buckets($buckets.to_vec()), $labels)
+    };
+    (@make gauge, $name:expr, $help:literal, $labels:expr) => {
+        IntGaugeVec::new(Opts::new($name, $help), $labels)
+    };
+    (@make gauge_f, $name:expr, $help:literal, $labels:expr) => {
+        GaugeVec::new(Opts::new($name, $help), $labels)
+    };
+    (@make plain, $name:expr, $help:literal) => {
+        IntGauge::new($name, $help)
+    };
+    (@make plain_f, $name:expr, $help:literal) => {
+        prometheus::Gauge::new($name, $help)
+    };
+}
+
+metric_families! {
     /// `vodbridge_events_received_total{source, ingress, event_type}`.
-    pub events_received: IntCounterVec,
+    events_received: counter("events_received_total", "Events received, by source, ingress and VOD event type (unknown types as `other`).", &["source", "ingress", "event_type"]);
     /// `vodbridge_events_total{source, outcome}`: the merged outcome of each event.
-    pub events_outcome: IntCounterVec,
+    events_outcome: counter("events_total", "Events by merged delivery outcome.", &["source", "outcome"]);
     /// `vodbridge_published_total{sink}`: acknowledged publishes.
-    pub published: IntCounterVec,
+    published: counter("published_total", "Publishes acknowledged by the sink.", &["sink"]);
     /// `vodbridge_publish_failures_total{sink, reason}`.
-    pub publish_failures: IntCounterVec,
+    publish_failures: counter("publish_failures_total", "Publishes that failed.", &["sink", "reason"]);
     /// `vodbridge_unroutable_retries_total{sink}`: `unroutable` answers tried again (a consumer's
     /// queue or stream is missing, maybe only for a moment).
-    pub unroutable_retries: IntCounterVec,
+    unroutable_retries: counter("unroutable_retries_total", "Unroutable answers tried again before counting as permanent.", &["sink"]);
     /// `vodbridge_publish_duration_seconds{sink}`: publish to ack (or failure).
-    pub publish_duration: HistogramVec,
+    publish_duration: histogram("publish_duration_seconds", "Time from publish to the sink's answer.", &["sink"], LATENCY_BUCKETS);
     /// `vodbridge_confirmed_total{source}`: events confirmed to VOD (pull) or answered 200 (push).
-    pub confirmed: IntCounterVec,
+    confirmed: counter("confirmed_total", "Events acknowledged to VOD (ConfirmEvents, or HTTP 200 on push).", &["source"]);
     /// `vodbridge_confirm_failures_total{source, reason}`.
-    pub confirm_failures: IntCounterVec,
+    confirm_failures: counter("confirm_failures_total", "Failed acknowledgements to VOD.", &["source", "reason"]);
     /// `vodbridge_pull_requests_total{source, result}`.
-    pub pull_requests: IntCounterVec,
+    pull_requests: counter("pull_requests_total", "PullEvents calls by result.", &["source", "result"]);
     /// `vodbridge_pull_backoff_seconds_total{source, reason}`: time pull loops spent backing off.
-    pub pull_backoff: CounterVec,
+    pull_backoff: counter_f("pull_backoff_seconds_total", "Seconds pull loops spent backing off, by reason.", &["source", "reason"]);
     /// `vodbridge_pull_batch_size{source}`.
-    pub pull_batch_size: HistogramVec,
+    pull_batch_size: histogram("pull_batch_size", "Events per PullEvents answer.", &["source"], BATCH_BUCKETS);
     /// `vodbridge_confirm_batch_size{source}`: handles per successful `ConfirmEvents` call (16
     /// is a full call; the account's budget carries 16 × its confirm rate events a second).
-    pub confirm_batch_size: HistogramVec,
+    confirm_batch_size: histogram("confirm_batch_size", "Handles per successful ConfirmEvents call.", &["source"], BATCH_BUCKETS);
     /// `vodbridge_vod_api_rate{account, action}`: the calls per second the account's governor
     /// currently allows (the ceiling, cut on throttling, climbing back).
-    pub vod_api_rate: GaugeVec,
+    vod_api_rate: gauge_f("vod_api_rate", "Calls per second the VOD account's request governor currently allows, by action.", &["account", "action"]);
     /// `vodbridge_vod_api_throttled_total{account, action}`: `RequestLimitExceeded` answers.
-    pub vod_api_throttled: IntCounterVec,
+    vod_api_throttled: counter("vod_api_throttled_total", "RequestLimitExceeded answers from VOD, by account and action.", &["account", "action"]);
     /// `vodbridge_event_age_at_ack_seconds{source, ingress}`: event time to acknowledgement.
-    pub event_age_at_ack: HistogramVec,
+    event_age_at_ack: histogram("event_age_at_ack_seconds", "Time from the event's own time to its acknowledgement.", &["source", "ingress"], AGE_BUCKETS);
     /// `vodbridge_pull_full_total{source}`: `PullEvents` answers that came back full (16
     /// events): VOD held more. Its rate is the backlog signal the bridge measures itself, with
     /// no lag (the chart's KEDA ScaledObject scales on it).
-    pub pull_full: IntCounterVec,
+    pull_full: counter("pull_full_total", "PullEvents answers that came back full (16 events): VOD held more.", &["source"]);
     /// `vodbridge_vod_backlog{source}`: events waiting in VOD's queue (`DescribeEventsState`,
     /// approximate, about 3 minutes behind).
-    pub vod_backlog: IntGaugeVec,
+    vod_backlog: gauge("vod_backlog", "Events waiting in VOD's reliable-callback queue (DescribeEventsState, approximate, about 3 minutes behind).", &["source"]);
     /// `vodbridge_vod_config_mismatch{source, what}`: 1 while VOD's event configuration of the
     /// source's sub-application differs from what the source needs (`what`: `mode`,
     /// `notification_url`, an event switch, or `check_failed` when it cannot be read).
-    pub vod_config_mismatch: IntGaugeVec,
+    vod_config_mismatch: gauge("vod_config_mismatch", "1 while VOD's event configuration (mode, NotificationUrl, event switches) differs from what the source needs.", &["source", "what"]);
     /// `vodbridge_in_flight{ingress}`: events between receipt and outcome.
-    pub in_flight: IntGaugeVec,
+    in_flight: gauge("in_flight", "Events received and not yet answered.", &["ingress"]);
     /// `vodbridge_dead_lettered_total{reason}`.
-    pub dead_lettered: IntCounterVec,
+    dead_lettered: counter("dead_lettered_total", "Events sent to the dead-letter destination.", &["reason"]);
     /// `vodbridge_duplicates_suppressed_total{source}`.
-    pub duplicates_suppressed: IntCounterVec,
+    duplicates_suppressed: counter("duplicates_suppressed_total", "Redelivered events confirmed without publishing again.", &["source"]);
     /// `vodbridge_spool_bytes`: logical bytes of the events in the push spool.
-    pub spool_bytes: IntGauge,
+    spool_bytes: plain("spool_bytes", "Logical bytes of the events in the push spool.");
     /// `vodbridge_spool_capacity_bytes`: the spool's byte limit (`spool.max_bytes`).
-    pub spool_capacity_bytes: IntGauge,
+    spool_capacity_bytes: plain("spool_capacity_bytes", "Byte limit of the push spool.");
     /// `vodbridge_spool_events`: events in the push spool, not yet forwarded.
-    pub spool_events: IntGauge,
+    spool_events: plain("spool_events", "Events in the push spool, not yet forwarded.");
     /// `vodbridge_spool_oldest_age_seconds`: age of the oldest spooled event.
-    pub spool_oldest_age: prometheus::Gauge,
+    spool_oldest_age: plain_f("spool_oldest_age_seconds", "Age of the oldest event in the push spool (0 when empty).");
     /// `vodbridge_spool_full_total{source}`: callbacks held because the spool was full.
-    pub spool_full: IntCounterVec,
+    spool_full: counter("spool_full_total", "Callbacks held instead of spooled because the spool was full.", &["source"]);
     /// `vodbridge_http_connections`: open HTTP connections (`server.max_connections` caps it).
-    pub http_connections: IntGauge,
+    http_connections: plain("http_connections", "Open HTTP connections.");
     /// `vodbridge_http_connections_closed_total{reason}`: connections closed by the edge limits
     /// or errors: `header_timeout` (no complete request head in time, idle keep-alive
     /// included), `incomplete`, `error`.
-    pub http_connections_closed: IntCounterVec,
+    http_connections_closed: counter("http_connections_closed_total", "HTTP connections closed by the edge limits or errors, by reason.", &["reason"]);
     /// `vodbridge_callback_body_timeouts_total{source}`: callbacks whose body did not arrive in
     /// `server.body_timeout_ms` (answered 408).
-    pub body_timeouts: IntCounterVec,
+    body_timeouts: counter("callback_body_timeouts_total", "Callbacks whose body did not arrive in time (answered 408).", &["source"]);
     /// `vodbridge_push_retries_total{source}`: publishes of held callbacks tried again.
-    pub push_retries: IntCounterVec,
+    push_retries: counter("push_retries_total", "Publishes of held callbacks tried again while their sinks could not acknowledge.", &["source"]);
     /// `vodbridge_callback_rejected_total{source, status}`: callbacks refused before publishing.
-    pub callback_rejected: IntCounterVec,
+    callback_rejected: counter("callback_rejected_total", "Callbacks refused before publishing, by HTTP status.", &["source", "status"]);
     /// `vodbridge_sink_up{sink, kind}`: 1 while the sink can publish.
-    pub sink_up: IntGaugeVec,
+    sink_up: gauge("sink_up", "1 while the sink can publish.", &["sink", "kind"]);
     /// `vodbridge_sink_reconnects_total{sink, kind}`: connections (Kafka: producers) the sink
     /// replaced after a loss, a stall or a stuck error.
-    pub sink_reconnects: IntCounterVec,
+    sink_reconnects: counter("sink_reconnects_total", "Broker connections (Kafka: producers) a sink replaced after a loss, a stall or a stuck error.", &["sink", "kind"]);
     /// `vodbridge_sink_in_flight{sink}`: publishes waiting for the sink's acknowledgement.
-    pub sink_in_flight: IntGaugeVec,
+    sink_in_flight: gauge("sink_in_flight", "Publishes waiting for the sink's acknowledgement.", &["sink"]);
     /// `vodbridge_sink_publishes_skipped_total{sink}`: publishes not repeated because the sink
     /// already acknowledged the event at that destination (it came back because another sink
     /// failed; `delivery.sink_record_capacity`).
-    pub sink_skipped: IntCounterVec,
+    sink_skipped: counter("sink_publishes_skipped_total", "Publishes not repeated because the sink already acknowledged the event at that destination.", &["sink"]);
     /// `vodbridge_ready`: 1 while `/readyz` answers 200.
-    pub ready: IntGauge,
+    ready: plain("ready", "1 while the bridge reports ready.");
     /// `vodbridge_build_info{version}`: always 1.
-    pub build_info: IntGaugeVec,
-    /// The shared delivery record's families (`vodbridge_shared_record_*`).
-    pub record: RecordMetrics,
+    build_info: gauge("build_info", "Build information; always 1.", &["version"]);
 }
 
 /// The shared delivery record's metric families; empty unless `delivery.shared_record` is set.
@@ -202,202 +271,6 @@ const AGE_BUCKETS: &[f64] = &[
 const BATCH_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0];
 
 impl Metrics {
-    /// Creates and registers every family.
-    ///
-    /// # Errors
-    ///
-    /// Only on a duplicate registration, which would be a bug.
-    pub fn new() -> Result<Self> {
-        let registry = Registry::new();
-        let names = std::cell::RefCell::new(Vec::new());
-        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec> {
-            let c = IntCounterVec::new(Opts::new(format!("vodbridge_{name}"), help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            names.borrow_mut().push(format!("vodbridge_{name}"));
-            Ok(c)
-        };
-        let histogram =
-            |name: &str, help: &str, labels: &[&str], buckets: &[f64]| -> Result<HistogramVec> {
-                let opts =
-                    HistogramOpts::new(format!("vodbridge_{name}"), help).buckets(buckets.to_vec());
-                let h = HistogramVec::new(opts, labels)?;
-                registry.register(Box::new(h.clone()))?;
-                names.borrow_mut().push(format!("vodbridge_{name}"));
-                Ok(h)
-            };
-        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec> {
-            let g = IntGaugeVec::new(Opts::new(format!("vodbridge_{name}"), help), labels)?;
-            registry.register(Box::new(g.clone()))?;
-            names.borrow_mut().push(format!("vodbridge_{name}"));
-            Ok(g)
-        };
-        let ready = IntGauge::new("vodbridge_ready", "1 while the bridge reports ready.")?;
-        registry.register(Box::new(ready.clone()))?;
-        let plain_gauge = |name: &str, help: &str| -> Result<IntGauge> {
-            let g = IntGauge::new(format!("vodbridge_{name}"), help)?;
-            registry.register(Box::new(g.clone()))?;
-            names.borrow_mut().push(format!("vodbridge_{name}"));
-            Ok(g)
-        };
-        let spool_oldest_age = prometheus::Gauge::new(
-            "vodbridge_spool_oldest_age_seconds",
-            "Age of the oldest event in the push spool (0 when empty).",
-        )?;
-        registry.register(Box::new(spool_oldest_age.clone()))?;
-        names
-            .borrow_mut()
-            .push("vodbridge_spool_oldest_age_seconds".to_owned());
-        let (record, record_names) = RecordMetrics::register(&registry)?;
-        names.borrow_mut().extend(record_names);
-        let mut metrics = Self {
-            record,
-            registry: registry.clone(),
-            names: Vec::new(),
-            events_received: counter(
-                "events_received_total",
-                "Events received, by source, ingress and VOD event type (unknown types as `other`).",
-                &["source", "ingress", "event_type"],
-            )?,
-            events_outcome: counter("events_total", "Events by merged delivery outcome.", &["source", "outcome"])?,
-            published: counter("published_total", "Publishes acknowledged by the sink.", &["sink"])?,
-            publish_failures: counter("publish_failures_total", "Publishes that failed.", &["sink", "reason"])?,
-            unroutable_retries: counter(
-                "unroutable_retries_total",
-                "Unroutable answers tried again before counting as permanent.",
-                &["sink"],
-            )?,
-            publish_duration: histogram(
-                "publish_duration_seconds",
-                "Time from publish to the sink's answer.",
-                &["sink"],
-                LATENCY_BUCKETS,
-            )?,
-            confirmed: counter(
-                "confirmed_total",
-                "Events acknowledged to VOD (ConfirmEvents, or HTTP 200 on push).",
-                &["source"],
-            )?,
-            confirm_failures: counter("confirm_failures_total", "Failed acknowledgements to VOD.", &["source", "reason"])?,
-            pull_requests: counter("pull_requests_total", "PullEvents calls by result.", &["source", "result"])?,
-            pull_backoff: {
-                let c = CounterVec::new(
-                    Opts::new("vodbridge_pull_backoff_seconds_total", "Seconds pull loops spent backing off, by reason."),
-                    &["source", "reason"],
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                names.borrow_mut().push("vodbridge_pull_backoff_seconds_total".to_owned());
-                c
-            },
-            pull_batch_size: histogram("pull_batch_size", "Events per PullEvents answer.", &["source"], BATCH_BUCKETS)?,
-            confirm_batch_size: histogram(
-                "confirm_batch_size",
-                "Handles per successful ConfirmEvents call.",
-                &["source"],
-                BATCH_BUCKETS,
-            )?,
-            vod_api_rate: {
-                let g = GaugeVec::new(
-                    Opts::new(
-                        "vodbridge_vod_api_rate",
-                        "Calls per second the VOD account's request governor currently allows, by action.",
-                    ),
-                    &["account", "action"],
-                )?;
-                registry.register(Box::new(g.clone()))?;
-                names.borrow_mut().push("vodbridge_vod_api_rate".to_owned());
-                g
-            },
-            vod_api_throttled: counter(
-                "vod_api_throttled_total",
-                "RequestLimitExceeded answers from VOD, by account and action.",
-                &["account", "action"],
-            )?,
-            event_age_at_ack: histogram(
-                "event_age_at_ack_seconds",
-                "Time from the event's own time to its acknowledgement.",
-                &["source", "ingress"],
-                AGE_BUCKETS,
-            )?,
-            in_flight: gauge("in_flight", "Events received and not yet answered.", &["ingress"])?,
-            vod_backlog: gauge(
-                "vod_backlog",
-                "Events waiting in VOD's reliable-callback queue (DescribeEventsState, approximate, about 3 minutes behind).",
-                &["source"],
-            )?,
-            pull_full: counter(
-                "pull_full_total",
-                "PullEvents answers that came back full (16 events): VOD held more.",
-                &["source"],
-            )?,
-            vod_config_mismatch: gauge(
-                "vod_config_mismatch",
-                "1 while VOD's event configuration (mode, NotificationUrl, event switches) differs from what the source needs.",
-                &["source", "what"],
-            )?,
-            dead_lettered: counter("dead_lettered_total", "Events sent to the dead-letter destination.", &["reason"])?,
-            duplicates_suppressed: counter(
-                "duplicates_suppressed_total",
-                "Redelivered events confirmed without publishing again.",
-                &["source"],
-            )?,
-            spool_bytes: plain_gauge("spool_bytes", "Logical bytes of the events in the push spool.")?,
-            spool_capacity_bytes: plain_gauge("spool_capacity_bytes", "Byte limit of the push spool.")?,
-            spool_events: plain_gauge("spool_events", "Events in the push spool, not yet forwarded.")?,
-            spool_oldest_age,
-            spool_full: counter(
-                "spool_full_total",
-                "Callbacks held instead of spooled because the spool was full.",
-                &["source"],
-            )?,
-            http_connections: plain_gauge("http_connections", "Open HTTP connections.")?,
-            http_connections_closed: counter(
-                "http_connections_closed_total",
-                "HTTP connections closed by the edge limits or errors, by reason.",
-                &["reason"],
-            )?,
-            body_timeouts: counter(
-                "callback_body_timeouts_total",
-                "Callbacks whose body did not arrive in time (answered 408).",
-                &["source"],
-            )?,
-            push_retries: counter(
-                "push_retries_total",
-                "Publishes of held callbacks tried again while their sinks could not acknowledge.",
-                &["source"],
-            )?,
-            callback_rejected: counter(
-                "callback_rejected_total",
-                "Callbacks refused before publishing, by HTTP status.",
-                &["source", "status"],
-            )?,
-            sink_up: gauge("sink_up", "1 while the sink can publish.", &["sink", "kind"])?,
-            sink_reconnects: counter(
-                "sink_reconnects_total",
-                "Broker connections (Kafka: producers) a sink replaced after a loss, a stall or a stuck error.",
-                &["sink", "kind"],
-            )?,
-            sink_in_flight: gauge(
-                "sink_in_flight",
-                "Publishes waiting for the sink's acknowledgement.",
-                &["sink"],
-            )?,
-            sink_skipped: counter(
-                "sink_publishes_skipped_total",
-                "Publishes not repeated because the sink already acknowledged the event at that destination.",
-                &["sink"],
-            )?,
-            ready,
-            build_info: gauge("build_info", "Build information; always 1.", &["version"])?,
-        };
-        metrics.names = names.into_inner();
-        metrics.names.push("vodbridge_ready".to_owned());
-        metrics
-            .build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        Ok(metrics)
-    }
-
     /// The name of every metric family (histograms without their `_bucket`/`_sum`/`_count`
     /// suffixes).
     #[must_use]
@@ -560,7 +433,7 @@ impl Drop for TelemetryGuard {
 ///
 /// # Errors
 ///
-/// [`Error::Config`] when the OTLP exporter cannot be built from the configuration.
+/// [`Error::Otlp`] when the OTLP exporter cannot be built.
 pub fn init_logging(config: &TelemetryConfig) -> Result<TelemetryGuard> {
     use tracing_subscriber::{filter, layer::SubscriberExt, util::SubscriberInitExt, Layer};
 
@@ -624,7 +497,10 @@ fn otlp_provider(otlp: &OtlpConfig) -> Result<opentelemetry_sdk::trace::SdkTrace
     let client = reqwest::blocking::Client::builder()
         .timeout(timeout)
         .build()
-        .map_err(|e| Error::Config(format!("telemetry.otlp: cannot build the HTTP client: {e}")))?;
+        .map_err(|e| Error::Otlp {
+            what: "cannot build the HTTP client",
+            source: Box::new(e),
+        })?;
     let endpoint = format!("{}/v1/traces", otlp.endpoint.trim().trim_end_matches('/'));
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
@@ -633,7 +509,10 @@ fn otlp_provider(otlp: &OtlpConfig) -> Result<opentelemetry_sdk::trace::SdkTrace
         .with_endpoint(endpoint)
         .with_timeout(timeout)
         .build()
-        .map_err(|e| Error::Config(format!("telemetry.otlp: {e}")))?;
+        .map_err(|e| Error::Otlp {
+            what: "cannot build the span exporter",
+            source: Box::new(e),
+        })?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(otlp.service_name.clone())
         .with_attribute(opentelemetry::KeyValue::new(

@@ -16,6 +16,16 @@ impl Settings {
         use std::fmt::Write;
         let mut out = String::new();
         let _ = writeln!(out, "listen: {}", self.server.listen);
+        self.describe_sources(&mut out);
+        self.describe_sinks(&mut out);
+        self.describe_traces(&mut out);
+        self.describe_routes(&mut out);
+        out
+    }
+
+    /// Each source: how it receives events, and what it expects of VOD's configuration.
+    fn describe_sources(&self, out: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(out, "sources:");
         for source in self.sources.values() {
             match &source.kind {
@@ -83,6 +93,11 @@ impl Settings {
                 }
             }
         }
+    }
+
+    /// Each sink, and the push spool.
+    fn describe_sinks(&self, out: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(out, "sinks:");
         for (name, sink) in &self.sinks {
             let detail = match sink {
@@ -138,6 +153,11 @@ impl Settings {
                 spool.max_bytes
             );
         }
+    }
+
+    /// Where traces go.
+    fn describe_traces(&self, out: &mut String) {
+        use std::fmt::Write;
         match &self.telemetry.otlp {
             Some(otlp) => {
                 let _ = writeln!(
@@ -155,6 +175,11 @@ impl Settings {
                 );
             }
         }
+    }
+
+    /// The routes, the dead letter, the delivery record, and the route of every event type.
+    fn describe_routes(&self, out: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(out, "routes (first match wins):");
         for (i, route) in self.routes.routes().iter().enumerate() {
             let patterns: Vec<String> = route.patterns.iter().map(ToString::to_string).collect();
@@ -210,7 +235,6 @@ impl Settings {
                 "warning: some event types match no route; add a `*` route"
             );
         }
-        out
     }
 
     /// The delivery record line: this process's record, and the shared one if configured.

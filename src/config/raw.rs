@@ -287,32 +287,22 @@ pub enum SourceConfig {
 }
 
 /// A pull (reliable callback) source.
+///
+/// Its VOD API access (`endpoint`, `region`, `secret_id`, …) and its check of VOD's event
+/// configuration (`event_switches`, `vod_check`, …) are keys of the source itself, declared once
+/// in [`VodAccessConfig`] and [`VodCheckConfig`] and flattened in. serde refuses
+/// `deny_unknown_fields` together with `flatten`, so the keys no field takes are collected in
+/// `unknown` and refused by validation instead.
 #[derive(Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct PullSourceConfig {
-    /// VOD API endpoint: `https://vod.tencentcloudapi.com`, `https://vod.intl.tencentcloudapi.com`,
-    /// or an emulator URL.
-    pub endpoint: String,
-    /// `X-TC-Region`; optional for VOD.
-    pub region: Option<String>,
+    /// Where and as whom the source calls VOD's API.
+    #[serde(flatten)]
+    pub access: VodAccessConfig,
     /// The VOD sub-application to pull (required for accounts opened since 2023-12-25).
     pub sub_app_id: Option<u64>,
     /// CloudEvents `source`; default `/tencentcloud/vod/{sub_app_id}` (or `/tencentcloud/vod/{name}`).
     pub cloudevents_source: Option<String>,
-    /// API SecretId.
-    pub secret_id: Option<String>,
-    /// File holding the SecretId.
-    pub secret_id_file: Option<PathBuf>,
-    /// API SecretKey.
-    #[serde(skip_serializing)]
-    pub secret_key: Option<SecretString>,
-    /// File holding the SecretKey.
-    pub secret_key_file: Option<PathBuf>,
-    /// Session token of temporary credentials (`X-TC-Token`).
-    #[serde(skip_serializing)]
-    pub token: Option<SecretString>,
-    /// File holding the session token.
-    pub token_file: Option<PathBuf>,
     /// Concurrent pull loops (each holds at most 16 events).
     pub loops: usize,
     /// How long a pulled event's handle can be confirmed (VOD: 30 s; lower it for an emulator).
@@ -339,32 +329,20 @@ pub struct PullSourceConfig {
     /// Longest wait for more acknowledged handles, so that a `ConfirmEvents` call carries 16;
     /// never past a handle's deadline (0 confirms at once).
     pub confirm_linger_ms: u64,
-    /// The event switches this source needs on in VOD: `upload_media_complete`
-    /// (NewFileUpload), `delete_media_complete` (FileDeleted), `persistence_complete`
-    /// (PersistenceComplete). VOD starts with all of them off. Default: upload and delete.
-    pub event_switches: Vec<EventSwitch>,
-    /// What a mismatch of the sub-application's event configuration (`DescribeEventConfig`,
-    /// checked at start and every `vod_check_interval_secs`) does: `readiness` (the default: a
-    /// wrong mode or URL fails `/readyz` with the reason, a switch that is off is a warning),
-    /// `report` (logs and `vodbridge_vod_config_mismatch` only), `off` (no check).
-    pub vod_check: VodCheckPolicy,
-    /// Seconds between checks after the one at start (at least 1).
-    pub vod_check_interval_secs: u64,
+    /// What the source expects of its sub-application's event configuration in VOD.
+    #[serde(flatten)]
+    pub check: VodCheckConfig,
+    /// Keys no field takes (refused by validation, naming them).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, figment::value::Value>,
 }
 
 impl Default for PullSourceConfig {
     fn default() -> Self {
         Self {
-            endpoint: vodbridge_tencent::api::DEFAULT_ENDPOINT.to_owned(),
-            region: None,
+            access: VodAccessConfig::default(),
             sub_app_id: None,
             cloudevents_source: None,
-            secret_id: None,
-            secret_id_file: None,
-            secret_key: None,
-            secret_key_file: None,
-            token: None,
-            token_file: None,
             loops: 2,
             handle_lifetime_ms: 30_000,
             confirm_margin_ms: 5_000,
@@ -374,9 +352,8 @@ impl Default for PullSourceConfig {
             pull_requests_per_sec: 100,
             confirm_requests_per_sec: 100,
             confirm_linger_ms: 50,
-            event_switches: default_event_switches(),
-            vod_check: VodCheckPolicy::Readiness,
-            vod_check_interval_secs: 300,
+            check: VodCheckConfig::default(),
+            unknown: BTreeMap::new(),
         }
     }
 }
@@ -384,12 +361,8 @@ impl Default for PullSourceConfig {
 impl fmt::Debug for PullSourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PullSourceConfig")
-            .field("endpoint", &self.endpoint)
+            .field("access", &self.access)
             .field("sub_app_id", &self.sub_app_id)
-            .field(
-                "secret_key",
-                &self.secret_key.as_ref().map(|_| "<redacted>"),
-            )
             .field("loops", &self.loops)
             .field("api_account", &self.api_account)
             .field("pull_requests_per_sec", &self.pull_requests_per_sec)
@@ -398,9 +371,10 @@ impl fmt::Debug for PullSourceConfig {
     }
 }
 
-/// A push (normal callback) source.
+/// A push (normal callback) source. Its check of VOD's event configuration is flattened in
+/// from [`VodCheckConfig`]; unknown keys are refused by validation (see [`PullSourceConfig`]).
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct PushSourceConfig {
     /// The VOD sub-application whose `NotificationUrl` points here (a normal callback does not
     /// say which sub-application sent it).
@@ -424,6 +398,19 @@ pub struct PushSourceConfig {
     /// Credentials for VOD's API, optional: with them the source checks (and `vodbridge vod
     /// configure` sets) its sub-application's event configuration.
     pub vod: Option<VodAccessConfig>,
+    /// What the source expects of its sub-application's event configuration in VOD.
+    #[serde(flatten)]
+    pub check: VodCheckConfig,
+    /// Keys no field takes (refused by validation, naming them).
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, figment::value::Value>,
+}
+
+/// What a source expects of its sub-application's event configuration in VOD, and what a
+/// mismatch does: keys of a pull or push source.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VodCheckConfig {
     /// The event switches this source needs on in VOD: `upload_media_complete`
     /// (NewFileUpload), `delete_media_complete` (FileDeleted), `persistence_complete`
     /// (PersistenceComplete). VOD starts with all of them off. Default: upload and delete.
@@ -437,6 +424,16 @@ pub struct PushSourceConfig {
     pub vod_check_interval_secs: u64,
 }
 
+impl Default for VodCheckConfig {
+    fn default() -> Self {
+        Self {
+            event_switches: default_event_switches(),
+            vod_check: VodCheckPolicy::Readiness,
+            vod_check_interval_secs: 300,
+        }
+    }
+}
+
 impl Default for PushSourceConfig {
     fn default() -> Self {
         Self {
@@ -447,9 +444,8 @@ impl Default for PushSourceConfig {
             hold_ms: 10_000,
             spool: None,
             vod: None,
-            event_switches: default_event_switches(),
-            vod_check: VodCheckPolicy::Readiness,
-            vod_check_interval_secs: 300,
+            check: VodCheckConfig::default(),
+            unknown: BTreeMap::new(),
         }
     }
 }

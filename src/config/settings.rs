@@ -24,9 +24,9 @@ use vodbridge_tencent::{
 };
 
 use super::raw::{
-    Config, DeliveryConfig, OtlpConfig, PushSourceConfig, RouteConfig, ServerConfig, SinkConfig,
-    SinkFailureAnswer, SourceConfig, SpoolConfig, StdoutSinkConfig, TargetConfig, TelemetryConfig,
-    VodAccessConfig, VodCheckPolicy,
+    Config, DeliveryConfig, OtlpConfig, PullSourceConfig, PushSourceConfig, RouteConfig,
+    ServerConfig, SinkConfig, SinkFailureAnswer, SourceConfig, SpoolConfig, StdoutSinkConfig,
+    TargetConfig, TelemetryConfig, VodAccessConfig, VodCheckConfig, VodCheckPolicy,
 };
 use crate::error::{Error, Result};
 
@@ -556,10 +556,15 @@ fn vod_check(
     public_base_url: Option<&str>,
 ) -> Result<Option<VodCheck>> {
     let key = format!("sources.{name}");
-    let (policy, interval, switches) = match source {
-        SourceConfig::Pull(p) => (p.vod_check, p.vod_check_interval_secs, &p.event_switches),
-        SourceConfig::Push(p) => (p.vod_check, p.vod_check_interval_secs, &p.event_switches),
+    let VodCheckConfig {
+        event_switches: switches,
+        vod_check: policy,
+        vod_check_interval_secs: interval,
+    } = match source {
+        SourceConfig::Pull(p) => &p.check,
+        SourceConfig::Push(p) => &p.check,
     };
+    let (policy, interval) = (*policy, *interval);
     if interval == 0 {
         return Err(Error::Config(format!(
             "{key}.vod_check_interval_secs must be at least 1"
@@ -660,6 +665,19 @@ fn vod_client(
     Ok(client)
 }
 
+/// Refuses the keys of `key`'s table that no setting takes (serde's `deny_unknown_fields` does
+/// not work with the flattened access and check keys).
+fn refuse_unknown(key: &str, unknown: &BTreeMap<String, figment::value::Value>) -> Result<()> {
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = unknown.keys().map(|k| format!("`{k}`")).collect();
+    Err(Error::Config(format!(
+        "{key}: unknown key {}; see config/vodbridge.example.toml for a source's keys",
+        names.join(", ")
+    )))
+}
+
 fn validate_name(section: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -677,162 +695,166 @@ fn validate_name(section: &str, name: &str) -> Result<()> {
 
 fn build_source(name: &str, source: &SourceConfig, spool_configured: bool) -> Result<Source> {
     match source {
-        SourceConfig::Pull(pull) => {
-            let key = format!("sources.{name}");
-            let client = vod_client(
-                &key,
-                &VodAccessConfig {
-                    endpoint: pull.endpoint.clone(),
-                    region: pull.region.clone(),
-                    secret_id: pull.secret_id.clone(),
-                    secret_id_file: pull.secret_id_file.clone(),
-                    secret_key: pull.secret_key.clone(),
-                    secret_key_file: pull.secret_key_file.clone(),
-                    token: pull.token.clone(),
-                    token_file: pull.token_file.clone(),
-                },
-                pull.sub_app_id,
-            )?;
-            let secret_id = client.credentials.secret_id.clone();
-            if !(1..=64).contains(&pull.loops) {
-                return Err(Error::Config(format!("{key}.loops must be 1 to 64")));
-            }
-            if pull.max_backoff_ms < 100 {
-                return Err(Error::Config(format!(
-                    "{key}.max_backoff_ms must be at least 100"
-                )));
-            }
-            if pull.confirm_margin_ms >= pull.handle_lifetime_ms {
-                return Err(Error::Config(format!(
-                    "{key}.confirm_margin_ms must be below handle_lifetime_ms"
-                )));
-            }
-            let per_sec = |k: &str, v: u32| -> Result<f64> {
-                if (1..=100_000).contains(&v) {
-                    Ok(f64::from(v))
-                } else {
-                    Err(Error::Config(format!("{key}.{k} must be 1 to 100000")))
-                }
-            };
-            if pull.confirm_linger_ms > 1_000 {
-                return Err(Error::Config(format!(
-                    "{key}.confirm_linger_ms must be 0 to 1000"
-                )));
-            }
-            if let Some(account) = &pull.api_account {
-                validate_name(&format!("{key}.api_account"), account)?;
-            }
-            let account = ApiAccount {
-                key: pull
-                    .api_account
-                    .as_ref()
-                    .map_or_else(|| format!("secret-id:{secret_id}"), |a| format!("name:{a}")),
-                label: pull.api_account.clone().unwrap_or_else(|| name.to_owned()),
-                budget: GovernorConfig {
-                    pull_per_sec: per_sec("pull_requests_per_sec", pull.pull_requests_per_sec)?,
-                    confirm_per_sec: per_sec(
-                        "confirm_requests_per_sec",
-                        pull.confirm_requests_per_sec,
-                    )?,
-                    ..GovernorConfig::default()
-                },
-            };
-            let cloudevents_source = pull
-                .cloudevents_source
-                .clone()
-                .unwrap_or_else(|| Normalizer::default_source(pull.sub_app_id, name));
-            Ok(Source {
-                name: name.to_owned(),
-                normalizer: Normalizer::new(cloudevents_source, pull.sub_app_id, Ingress::Pull),
-                vod: None,
-                kind: SourceKind::Pull(Box::new(PullSettings {
-                    client,
-                    loops: pull.loops,
-                    handle_lifetime: Duration::from_millis(pull.handle_lifetime_ms),
-                    confirm_margin: Duration::from_millis(pull.confirm_margin_ms),
-                    dedupe_capacity: pull.dedupe_capacity,
-                    max_backoff: Duration::from_millis(pull.max_backoff_ms),
-                    account,
-                    confirm_linger: Duration::from_millis(pull.confirm_linger_ms),
-                })),
-            })
+        SourceConfig::Pull(pull) => build_pull_source(name, pull),
+        SourceConfig::Push(push) => build_push_source(name, push, spool_configured),
+    }
+}
+
+/// A pull source: its VOD client, loops, handle lifetime and margins, its account's budget.
+fn build_pull_source(name: &str, pull: &PullSourceConfig) -> Result<Source> {
+    let key = format!("sources.{name}");
+    refuse_unknown(&key, &pull.unknown)?;
+    let client = vod_client(&key, &pull.access, pull.sub_app_id)?;
+    let secret_id = client.credentials.secret_id.clone();
+    if !(1..=64).contains(&pull.loops) {
+        return Err(Error::Config(format!("{key}.loops must be 1 to 64")));
+    }
+    if pull.max_backoff_ms < 100 {
+        return Err(Error::Config(format!(
+            "{key}.max_backoff_ms must be at least 100"
+        )));
+    }
+    if pull.confirm_margin_ms >= pull.handle_lifetime_ms {
+        return Err(Error::Config(format!(
+            "{key}.confirm_margin_ms must be below handle_lifetime_ms"
+        )));
+    }
+    if pull.confirm_linger_ms > 1_000 {
+        return Err(Error::Config(format!(
+            "{key}.confirm_linger_ms must be 0 to 1000"
+        )));
+    }
+    let account = pull_account(&key, name, pull, &secret_id)?;
+    let cloudevents_source = pull
+        .cloudevents_source
+        .clone()
+        .unwrap_or_else(|| Normalizer::default_source(pull.sub_app_id, name));
+    Ok(Source {
+        name: name.to_owned(),
+        normalizer: Normalizer::new(cloudevents_source, pull.sub_app_id, Ingress::Pull),
+        vod: None,
+        kind: SourceKind::Pull(Box::new(PullSettings {
+            client,
+            loops: pull.loops,
+            handle_lifetime: Duration::from_millis(pull.handle_lifetime_ms),
+            confirm_margin: Duration::from_millis(pull.confirm_margin_ms),
+            dedupe_capacity: pull.dedupe_capacity,
+            max_backoff: Duration::from_millis(pull.max_backoff_ms),
+            account,
+            confirm_linger: Duration::from_millis(pull.confirm_linger_ms),
+        })),
+    })
+}
+
+/// The VOD account a pull source spends the budget of (see `api_account`), and that budget.
+fn pull_account(
+    key: &str,
+    name: &str,
+    pull: &PullSourceConfig,
+    secret_id: &str,
+) -> Result<ApiAccount> {
+    let per_sec = |k: &str, v: u32| -> Result<f64> {
+        if (1..=100_000).contains(&v) {
+            Ok(f64::from(v))
+        } else {
+            Err(Error::Config(format!("{key}.{k} must be 1 to 100000")))
         }
-        SourceConfig::Push(push) => {
-            let key = format!("sources.{name}.auth");
-            let auth = &push.auth;
-            if auth.trust_forwarded_for {
-                return Err(Error::Config(format!(
-                    "{key}.trust_forwarded_for is replaced by trusted_proxies: it took the first \
-                     X-Forwarded-For entry, which the client controls behind a proxy that appends \
-                     ($proxy_add_x_forwarded_for). List your proxies' networks instead, e.g. \
-                     trusted_proxies = [\"10.0.0.0/8\"]: the client is then the rightmost entry \
-                     that is not one of them"
-                )));
-            }
-            let sign_key = secret(
-                &format!("{key}.sign_key"),
-                auth.sign_key.as_ref(),
-                auth.sign_key_file.as_deref(),
-            )?;
-            if let Some(k) = &sign_key {
-                if k.len() > 32 || !k.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    return Err(Error::Config(format!(
-                        "{key}.sign_key: VOD SignKeys are 1 to 32 letters and digits"
-                    )));
-                }
-            }
-            let token = secret(
-                &format!("{key}.token"),
-                auth.token.as_ref(),
-                auth.token_file.as_deref(),
-            )?;
-            let hold = match push.on_sink_failure {
-                SinkFailureAnswer::Reject => None,
-                SinkFailureAnswer::Hold => {
-                    let hold = Duration::from_millis(push.hold_ms);
-                    if hold < VOD_CALLBACK_TIMEOUT + Duration::from_secs(1)
-                        || push.hold_ms > 120_000
-                    {
-                        return Err(Error::Config(format!(
-                            "sources.{name}.hold_ms must be 6000 to 120000: VOD resends a callback only \
-                             when it gets no answer within 5 s, so a held callback must outlast that"
-                        )));
-                    }
-                    Some(hold)
-                }
-            };
-            let spool = match push.spool {
-                None => spool_configured,
-                Some(false) => false,
-                Some(true) if spool_configured => true,
-                Some(true) => {
-                    return Err(Error::Config(format!(
-                        "sources.{name}.spool = true needs [spool] path"
-                    )))
-                }
-            };
-            let cloudevents_source = push
-                .cloudevents_source
-                .clone()
-                .unwrap_or_else(|| Normalizer::default_source(push.sub_app_id, name));
-            Ok(Source {
-                name: name.to_owned(),
-                normalizer: Normalizer::new(cloudevents_source, push.sub_app_id, Ingress::Push),
-                vod: None,
-                kind: SourceKind::Push(PushSettings {
-                    auth: CallbackAuth {
-                        sign_key: sign_key.map(SignKey::new),
-                        sign_skew_secs: auth.sign_skew_secs.unwrap_or(DEFAULT_SIGN_SKEW_SECS),
-                        token: token.map(SecretString::from),
-                        allowed_ips: auth.allowed_ips.clone(),
-                        trusted_proxies: auth.trusted_proxies.clone(),
-                    },
-                    hold,
-                    spool,
-                }),
-            })
+    };
+    if let Some(account) = &pull.api_account {
+        validate_name(&format!("{key}.api_account"), account)?;
+    }
+    Ok(ApiAccount {
+        key: pull
+            .api_account
+            .as_ref()
+            .map_or_else(|| format!("secret-id:{secret_id}"), |a| format!("name:{a}")),
+        label: pull.api_account.clone().unwrap_or_else(|| name.to_owned()),
+        budget: GovernorConfig {
+            pull_per_sec: per_sec("pull_requests_per_sec", pull.pull_requests_per_sec)?,
+            confirm_per_sec: per_sec("confirm_requests_per_sec", pull.confirm_requests_per_sec)?,
+            ..GovernorConfig::default()
+        },
+    })
+}
+
+/// A push source: its callback authentication, what it answers while the sinks fail, the spool.
+fn build_push_source(
+    name: &str,
+    push: &PushSourceConfig,
+    spool_configured: bool,
+) -> Result<Source> {
+    refuse_unknown(&format!("sources.{name}"), &push.unknown)?;
+    let key = format!("sources.{name}.auth");
+    let auth = &push.auth;
+    if auth.trust_forwarded_for {
+        return Err(Error::Config(format!(
+            "{key}.trust_forwarded_for is replaced by trusted_proxies: it took the first \
+             X-Forwarded-For entry, which the client controls behind a proxy that appends \
+             ($proxy_add_x_forwarded_for). List your proxies' networks instead, e.g. \
+             trusted_proxies = [\"10.0.0.0/8\"]: the client is then the rightmost entry \
+             that is not one of them"
+        )));
+    }
+    let sign_key = secret(
+        &format!("{key}.sign_key"),
+        auth.sign_key.as_ref(),
+        auth.sign_key_file.as_deref(),
+    )?;
+    if let Some(k) = &sign_key {
+        if k.len() > 32 || !k.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Error::Config(format!(
+                "{key}.sign_key: VOD SignKeys are 1 to 32 letters and digits"
+            )));
         }
     }
+    let token = secret(
+        &format!("{key}.token"),
+        auth.token.as_ref(),
+        auth.token_file.as_deref(),
+    )?;
+    let hold = match push.on_sink_failure {
+        SinkFailureAnswer::Reject => None,
+        SinkFailureAnswer::Hold => {
+            let hold = Duration::from_millis(push.hold_ms);
+            if hold < VOD_CALLBACK_TIMEOUT + Duration::from_secs(1) || push.hold_ms > 120_000 {
+                return Err(Error::Config(format!(
+                    "sources.{name}.hold_ms must be 6000 to 120000: VOD resends a callback only \
+                     when it gets no answer within 5 s, so a held callback must outlast that"
+                )));
+            }
+            Some(hold)
+        }
+    };
+    let spool = match push.spool {
+        None => spool_configured,
+        Some(false) => false,
+        Some(true) if spool_configured => true,
+        Some(true) => {
+            return Err(Error::Config(format!(
+                "sources.{name}.spool = true needs [spool] path"
+            )))
+        }
+    };
+    let cloudevents_source = push
+        .cloudevents_source
+        .clone()
+        .unwrap_or_else(|| Normalizer::default_source(push.sub_app_id, name));
+    Ok(Source {
+        name: name.to_owned(),
+        normalizer: Normalizer::new(cloudevents_source, push.sub_app_id, Ingress::Push),
+        vod: None,
+        kind: SourceKind::Push(PushSettings {
+            auth: CallbackAuth {
+                sign_key: sign_key.map(SignKey::new),
+                sign_skew_secs: auth.sign_skew_secs.unwrap_or(DEFAULT_SIGN_SKEW_SECS),
+                token: token.map(SecretString::from),
+                allowed_ips: auth.allowed_ips.clone(),
+                trusted_proxies: auth.trusted_proxies.clone(),
+            },
+            hold,
+            spool,
+        }),
+    })
 }
 
 /// Gives the pull sources of one account one label, and refuses different budgets for it.

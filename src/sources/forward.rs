@@ -1,14 +1,17 @@
 //! The spool's forwarder: delivers spooled push events through the routes, per FileId in
 //! order, and removes each from the spool only after every routed sink acknowledged it.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use futures_util::future::join_all;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vodbridge_core::{Ingress, RouteContext};
 
 use crate::{
+    sources::{
+        backoff::{pause, Backoff},
+        ordered::in_order,
+    },
     spool::{Spool, Spooled},
     state::AppState,
     telemetry::InFlight,
@@ -26,7 +29,7 @@ pub(crate) async fn run_forwarder(
     state: Arc<AppState>,
     cancel: CancellationToken,
 ) {
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     while !cancel.is_cancelled() {
         let read = {
             let spool = Arc::clone(&spool);
@@ -57,13 +60,11 @@ pub(crate) async fn run_forwarder(
             tracing::error!(error = %error, "Removing forwarded events from the spool failed; they will be forwarded again.");
         }
         if moved == 0 {
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = cancel.cancelled() => break,
+            if !pause(backoff.next(Duration::ZERO), &cancel).await {
+                break;
             }
-            pause = (pause * 2).min(Duration::from_secs(5));
         } else {
-            pause = Duration::from_millis(100);
+            backoff.reset();
         }
     }
 }
@@ -86,50 +87,38 @@ async fn forward<'a>(state: &AppState, batch: &'a [Spooled]) -> Vec<&'a Spooled>
             .recall(&envelopes, RouteContext { source })
             .await;
     }
-    let mut groups: Vec<Vec<&Spooled>> = Vec::new();
-    let mut group_of: HashMap<&str, usize> = HashMap::new();
-    for spooled in batch {
-        let index = *group_of
-            .entry(spooled.envelope.partition_key.as_str())
-            .or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
-        groups[index].push(spooled);
-    }
     let in_flight = state
         .metrics
         .in_flight
         .with_label_values(&[Ingress::Push.as_str()]);
-    let done = join_all(groups.into_iter().map(|group| {
-        let in_flight = in_flight.clone();
-        async move {
-            let mut done = Vec::with_capacity(group.len());
-            for spooled in group {
-                let guard = InFlight::enter(&in_flight);
-                let report = state
-                    .pipeline
-                    .deliver(
-                        Arc::clone(&spooled.envelope),
-                        RouteContext {
-                            source: &spooled.source,
-                        },
-                        Instant::now() + state.publish_timeout,
-                    )
-                    .await;
-                drop(guard);
-                state
-                    .metrics
-                    .record_delivery(&spooled.source, &spooled.envelope, &report);
-                if !report.outcome.is_handled() {
-                    tracing::debug!(source = %spooled.source, event_id = %spooled.envelope.id, outcome = ?report.outcome, "Spooled event not acknowledged; it stays spooled.");
-                    break;
-                }
-                done.push(spooled);
+    let in_flight = &in_flight;
+    in_order(
+        batch.iter().collect(),
+        |spooled| spooled.envelope.partition_key.as_str(),
+        |spooled| async move {
+            let guard = InFlight::enter(in_flight);
+            let report = state
+                .pipeline
+                .deliver(
+                    Arc::clone(&spooled.envelope),
+                    RouteContext {
+                        source: &spooled.source,
+                    },
+                    Instant::now() + state.publish_timeout,
+                )
+                .await;
+            drop(guard);
+            state
+                .metrics
+                .record_delivery(&spooled.source, &spooled.envelope, &report);
+            if report.outcome.is_handled() {
+                Some(spooled)
+            } else {
+                tracing::debug!(source = %spooled.source, event_id = %spooled.envelope.id, outcome = ?report.outcome, "Spooled event not acknowledged; it stays spooled.");
+                None
             }
-            done
-        }
-    }))
-    .await;
-    done.into_iter().flatten().collect()
+        },
+    )
+    .await
+    .done
 }

@@ -31,6 +31,7 @@ use vodbridge_tencent::RawEvent;
 
 use crate::{
     config::{CallbackAuth, PushSettings, SourceKind},
+    sources::backoff::Backoff,
     state::AppState,
     telemetry::{self, event_type_label, InFlight},
 };
@@ -382,16 +383,17 @@ async fn deliver_holding(
     permit: OwnedSemaphorePermit,
     first: DeliveryReport,
 ) -> DeliveryReport {
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     let mut last = first;
-    while matches!(last.outcome, Outcome::Retryable { .. }) && Instant::now() + pause < hold_until {
+    while matches!(last.outcome, Outcome::Retryable { .. })
+        && Instant::now() + backoff.peek() < hold_until
+    {
         state
             .metrics
             .push_retries
             .with_label_values(&[name.as_str()])
             .inc();
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
+        tokio::time::sleep(backoff.next(Duration::ZERO)).await;
         last = deliver_once(&state, &name, &envelope, Instant::now()).await;
     }
     drop(permit);

@@ -14,6 +14,7 @@ use vodbridge_tencent::event_config::EventSwitch;
 use crate::{
     config::{
         Config, FileSinkConfig, FsyncPolicy, PullSourceConfig, Settings, SinkConfig, SourceConfig,
+        VodAccessConfig, VodCheckConfig,
     },
     error::{Error, Result},
     App,
@@ -54,19 +55,25 @@ pub async fn run(
     let running = emulator
         .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .map_err(Error::Emulator)?;
 
     let mut config = Config::default();
     config.server.listen = options.listen;
     config.sources.insert(
         "demo".to_owned(),
         SourceConfig::Pull(PullSourceConfig {
-            endpoint: running.endpoint(),
+            access: VodAccessConfig {
+                endpoint: running.endpoint(),
+                secret_id: Some(SECRET_ID.to_owned()),
+                secret_key: Some(SECRET_KEY.to_owned().into()),
+                ..VodAccessConfig::default()
+            },
             sub_app_id: Some(SUB_APP_ID),
-            secret_id: Some(SECRET_ID.to_owned()),
-            secret_key: Some(SECRET_KEY.to_owned().into()),
             // The demo generates every event type, so it needs every switch on.
-            event_switches: EventSwitch::ALL.to_vec(),
+            check: VodCheckConfig {
+                event_switches: EventSwitch::ALL.to_vec(),
+                ..VodCheckConfig::default()
+            },
             ..PullSourceConfig::default()
         }),
     );

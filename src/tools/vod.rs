@@ -198,8 +198,9 @@ fn describe_change(change: &ModifyEventConfig, actual: &EventConfig) -> String {
 ///
 /// # Errors
 ///
-/// [`Error::Config`] for an unknown or uncheckable `only`; [`Error::Config`] carrying VOD's
-/// answer when a call fails.
+/// [`Error::Config`] for an unknown or uncheckable `only`; [`Error::VodApi`] with VOD's answer
+/// (or the network's) when a call fails; [`Error::VodStillDiffers`] when VOD did not take the
+/// change.
 pub async fn configure(
     settings: &Settings,
     only: Option<&str>,
@@ -229,7 +230,7 @@ pub async fn configure(
             .map_err(|e| Error::Config(format!("sources.{name}: {e}")))?;
         let actual = paced(|| client.describe_event_config())
             .await
-            .map_err(|e| Error::Config(format!("sources.{name}: DescribeEventConfig: {e}")))?;
+            .map_err(vod_error(name, "DescribeEventConfig"))?;
         let change = desired_change(&check.wanted(), &actual);
         let header = format!("{name} (sub_app_id {})", sub_app(check));
         if change.is_empty() {
@@ -253,22 +254,32 @@ pub async fn configure(
         }
         paced(|| client.modify_event_config(&change))
             .await
-            .map_err(|e| Error::Config(format!("sources.{name}: ModifyEventConfig: {e}")))?;
+            .map_err(vod_error(name, "ModifyEventConfig"))?;
         let after = paced(|| client.describe_event_config())
             .await
-            .map_err(|e| Error::Config(format!("sources.{name}: DescribeEventConfig: {e}")))?;
+            .map_err(vod_error(name, "DescribeEventConfig"))?;
         let left = compare(&check.wanted(), &after);
         if left.is_empty() {
             let _ = writeln!(done.report, "  done");
         } else {
-            return Err(Error::Config(format!(
-                "sources.{name}: VOD still differs after ModifyEventConfig: {}",
-                left.iter().map(|m| m.what).collect::<Vec<_>>().join(", ")
-            )));
+            return Err(Error::VodStillDiffers {
+                source_name: name.to_owned(),
+                differences: left.iter().map(|m| m.what).collect::<Vec<_>>().join(", "),
+            });
         }
     }
     if dry_run {
         let _ = writeln!(done.report, "(dry run: nothing was changed)");
     }
     Ok(done)
+}
+
+/// Wraps a failed call of `source`'s client as [`Error::VodApi`].
+fn vod_error(source: &str, call: &'static str) -> impl FnOnce(vodbridge_tencent::Error) -> Error {
+    let source_name = source.to_owned();
+    move |error| Error::VodApi {
+        source_name,
+        call,
+        source: error,
+    }
 }

@@ -233,3 +233,33 @@ fn readme_managed_kafka_examples_are_valid() {
     Settings::from_config(config)
         .unwrap_or_else(|e| panic!("the README's Kafka examples: {e}\n{toml}"));
 }
+
+/// A source's VOD access and check keys are declared once and flattened into pull and push
+/// sources; a key no setting takes is still refused, by name.
+#[test]
+fn source_keys_are_flattened_and_unknown_ones_refused() {
+    let parse = |text: &str| Settings::from_config(Config::from_toml(text)?);
+    let pull = "[sources.app]\nmode = \"pull\"\nsub_app_id = 1\nsecret_id = \"AKIDFLAT\"\nsecret_key = \"k\"\nendpoint = \"http://127.0.0.1:9\"\nevent_switches = [\"persistence_complete\"]\nvod_check_interval_secs = 7\n";
+    let settings = parse(pull).expect("flattened keys are read");
+    let described = settings.describe();
+    assert!(
+        described.contains("pull from http://127.0.0.1:9")
+            && described.contains("secret_id=AKIDFL"),
+        "{described}"
+    );
+    assert!(
+        described.contains("checked every 7 s") && described.contains("persistence_complete"),
+        "{described}"
+    );
+    for (table, extra) in [
+        (pull, "secret_idd = \"typo\"\n"),
+        ("[sources.cb]\nmode = \"push\"\n", "vod_check_every = 5\n"),
+    ] {
+        let error = parse(&format!("{table}{extra}")).expect_err("an unknown key");
+        let key = extra.split(' ').next().unwrap_or_default();
+        assert!(
+            error.to_string().contains(&format!("unknown key `{key}`")),
+            "{extra}: {error}"
+        );
+    }
+}

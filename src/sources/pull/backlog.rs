@@ -4,9 +4,9 @@ use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
+use crate::{sources::backoff::pause, state::AppState};
 
-use super::{backoff::pause, PullSource};
+use super::source::PullSource;
 
 /// How often the VOD backlog gauge is refreshed (DescribeEventsState allows 20 calls/s).
 pub(super) const BACKLOG_INTERVAL: Duration = Duration::from_secs(15);
@@ -20,9 +20,7 @@ pub(crate) async fn run_backlog_probe(
     state: Arc<AppState>,
     cancel: CancellationToken,
 ) {
-    let Some(client) = source.client.clone() else {
-        return;
-    };
+    let client = source.client.clone();
     let gauge = state
         .metrics
         .vod_backlog

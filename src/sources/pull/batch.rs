@@ -1,67 +1,72 @@
 //! One pulled batch: classify each event (new, redelivered, invalid), dead-letter the invalid,
-//! deliver the rest grouped by FileId under the batch's deadline, hand the acknowledged to the
-//! confirmers.
+//! deliver the rest in order per FileId under the batch's deadline, hand the acknowledged to
+//! the confirmers. Every other event's lease is dropped, which settles it.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::future::join_all;
 use time::OffsetDateTime;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 use tracing::Instrument;
 use vodbridge_core::{Envelope, FailureReason, Ingress, RouteContext, TRACE_TARGET};
 use vodbridge_tencent::RawEvent;
 
 use crate::{
+    sources::ordered::in_order,
     state::AppState,
     telemetry::{self, event_type_label, InFlight},
 };
 
-use super::{Confirm, PullSource};
+use super::{
+    queue::{Confirms, Pulled, Slot},
+    source::PullSource,
+};
 
-/// One pulled event ready to publish.
-pub(super) struct Pulled {
-    handle: String,
+/// One pulled event ready to publish: its lease on VOD's queue and its envelope.
+pub(super) struct Event {
+    pulled: Pulled,
     envelope: Arc<Envelope>,
-    /// The event's `process` span (disabled without an exporter).
-    span: tracing::Span,
 }
 
-/// A pulled batch sorted for delivery.
+/// A pulled batch, classified for delivery. Events that can never be confirmed (no handle) or
+/// published (not normalizable) are not in it: their leases ended in [`classify`].
 #[derive(Default)]
-pub(super) struct Sorted {
-    /// Events by FileId (partition key), each group in pull order.
-    groups: Vec<Vec<Pulled>>,
+pub(super) struct Classified {
+    /// Events to publish, in pull order.
+    events: Vec<Event>,
     /// Events without a usable EventType, with why, for the dead letter.
-    invalid: Vec<(Pulled, String)>,
-    /// Handles of events acknowledged recently: confirmed without publishing again.
-    duplicates: Vec<String>,
-    /// Events that can never be confirmed (no handle) or published (not normalizable).
-    unusable: usize,
+    invalid: Vec<(Event, String)>,
+    /// Leases of events acknowledged recently: confirmed without publishing again.
+    duplicates: Vec<Pulled>,
 }
 
-/// Publishes one pulled batch: classify, dead-letter the invalid, deliver the rest (events of
-/// one FileId one after another, stopping at the first that is not acknowledged so order holds;
-/// different FileIds at once). Every event ends either handed to the confirmers or settled with
-/// the governor.
+/// Publishes one pulled batch (one `slot` per event): classify, dead-letter the invalid,
+/// deliver the rest (events of one FileId one after another, stopping at the first that is not
+/// acknowledged so order holds; different FileIds at once). Acknowledged events go to the
+/// confirmers; every other lease ends here.
 pub(super) async fn process_batch(
     source: &PullSource,
     state: &AppState,
-    confirms: &mpsc::Sender<Confirm>,
+    confirms: &Confirms,
     events: Vec<Bytes>,
+    slots: Vec<Slot>,
     pulled_at: Instant,
 ) {
     let valid_until = pulled_at + source.settings.handle_lifetime;
     let deadline = valid_until - source.settings.confirm_margin;
-    let sorted = classify(source, state, &events, OffsetDateTime::now_utc());
-    source.governor.settled(sorted.unusable);
+    let classified = classify(
+        source,
+        state,
+        events.iter().zip(slots),
+        valid_until,
+        OffsetDateTime::now_utc(),
+    );
     // One read of the shared record for the whole batch: what another replica's brokers
     // already acknowledged is skipped by the deliveries below.
-    let envelopes: Vec<&Envelope> = sorted
-        .groups
+    let envelopes: Vec<&Envelope> = classified
+        .events
         .iter()
-        .flatten()
-        .map(|pulled| pulled.envelope.as_ref())
+        .map(|event| event.envelope.as_ref())
         .collect();
     state
         .pipeline
@@ -72,42 +77,66 @@ pub(super) async fn process_batch(
             },
         )
         .await;
-    for handle in sorted.duplicates {
-        source
-            .confirm_later(confirms, handle, valid_until, tracing::Span::none())
-            .await;
+    for pulled in classified.duplicates {
+        confirms.confirm(pulled).await;
     }
-    dead_letter_invalid(
-        source,
-        state,
-        confirms,
-        sorted.invalid,
-        valid_until,
-        deadline,
-    )
-    .await;
-    deliver_groups(
-        source,
-        state,
-        confirms,
-        sorted.groups,
-        valid_until,
-        deadline,
-    )
-    .await;
+    dead_letter_invalid(source, state, confirms, classified.invalid, deadline).await;
+    deliver_in_order(source, state, confirms, classified.events, deadline).await;
 }
 
-/// Reads, counts and normalizes each pulled element and sorts it for delivery.
-pub(super) fn classify(
+/// Reads, counts and normalizes each pulled element (with its governor slot) and sorts it for
+/// delivery.
+pub(super) fn classify<'a>(
     source: &PullSource,
     state: &AppState,
-    events: &[Bytes],
+    events: impl Iterator<Item = (&'a Bytes, Slot)>,
+    valid_until: Instant,
     received_at: OffsetDateTime,
-) -> Sorted {
+) -> Classified {
     let metrics = &state.metrics;
     let name = source.name.as_str();
-    let mut sorted = Sorted::default();
-    let mut group_of: HashMap<String, usize> = HashMap::new();
+    let mut classified = Classified::default();
+    for (element, slot) in events {
+        let span = telemetry::event_span(name, Ingress::Pull);
+        let normalize = tracing::info_span!(target: TRACE_TARGET, parent: &span, "normalize", otel.name = "normalize");
+        let read = normalize.in_scope(|| read_event(source, state, element, received_at));
+        // Unusable: its lease ends here (the slot is dropped), the event stays in VOD's queue.
+        let Some((handle, mut envelope, refused)) = read else {
+            continue;
+        };
+        envelope.traceparent = Some(telemetry::trace_parent(&span, None));
+        telemetry::record_event(&span, &envelope);
+        let envelope = Arc::new(envelope);
+        let pulled = Pulled::new(handle, valid_until, span, slot);
+        if source.recent().contains(&envelope.id) {
+            metrics
+                .duplicates_suppressed
+                .with_label_values(&[name])
+                .inc();
+            classified.duplicates.push(pulled);
+            continue;
+        }
+        let event = Event { pulled, envelope };
+        match refused {
+            Some(why) => classified.invalid.push((event, why)),
+            None => classified.events.push(event),
+        }
+    }
+    classified
+}
+
+/// Reads, counts and normalizes one pulled element: its handle, its envelope, and why it goes to
+/// the dead letter instead (no usable EventType, salvaged with a dead letter configured). `None`
+/// for an element that can never be confirmed (no handle) or published (not normalizable),
+/// counted and logged.
+fn read_event(
+    source: &PullSource,
+    state: &AppState,
+    element: &Bytes,
+    received_at: OffsetDateTime,
+) -> Option<(String, Envelope, Option<String>)> {
+    let metrics = &state.metrics;
+    let name = source.name.as_str();
     let unusable = |why: &dyn std::fmt::Display, message: &str| {
         metrics
             .events_outcome
@@ -115,108 +144,62 @@ pub(super) fn classify(
             .inc();
         tracing::warn!(source = name, error = %why, "{}", message);
     };
-    for element in events {
-        let span = telemetry::event_span(name, Ingress::Pull);
-        let normalize = tracing::info_span!(target: TRACE_TARGET, parent: &span, "normalize", otel.name = "normalize");
-        let entered = normalize.enter();
-        // `refused`: why an event without a usable EventType goes to the dead letter instead.
-        let (handle, mut envelope, refused) = match RawEvent::parse(element) {
-            Ok(event) => {
-                let Some(handle) = event.event_handle().map(str::to_owned) else {
-                    unusable(
-                        &"no EventHandle",
-                        "Pulled an event without EventHandle; it cannot be confirmed.",
-                    );
-                    sorted.unusable += 1;
-                    continue;
-                };
+    match RawEvent::parse(element) {
+        Ok(event) => {
+            let Some(handle) = event.event_handle().map(str::to_owned) else {
+                unusable(
+                    &"no EventHandle",
+                    "Pulled an event without EventHandle; it cannot be confirmed.",
+                );
+                return None;
+            };
+            metrics
+                .events_received
+                .with_label_values(&[name, "pull", event_type_label(event.event_type())])
+                .inc();
+            match source.normalizer.normalize(event, received_at) {
+                Ok(envelope) => Some((handle, envelope, None)),
+                Err(error) => {
+                    unusable(&error, "Pulled an event that cannot be normalized.");
+                    None
+                }
+            }
+        }
+        Err(error) => {
+            // An object with a handle but no usable EventType can still leave VOD's queue
+            // through the dead-letter destination; anything else cannot be confirmed.
+            let salvaged = state
+                .pipeline
+                .dead_letter()
+                .and_then(|_| source.normalizer.salvage(element, received_at));
+            if let Some(salvaged) = salvaged {
                 metrics
                     .events_received
-                    .with_label_values(&[name, "pull", event_type_label(event.event_type())])
+                    .with_label_values(&[name, "pull", "other"])
                     .inc();
-                match source.normalizer.normalize(event, received_at) {
-                    Ok(envelope) => (handle, envelope, None),
-                    Err(error) => {
-                        unusable(&error, "Pulled an event that cannot be normalized.");
-                        sorted.unusable += 1;
-                        continue;
-                    }
-                }
+                Some((salvaged.handle, salvaged.envelope, Some(error.to_string())))
+            } else {
+                unusable(&error, "Pulled an event that cannot be read; it stays unconfirmed (with a dead letter configured, a JSON object with an EventHandle would be dead-lettered).");
+                None
             }
-            Err(error) => {
-                // An object with a handle but no usable EventType can still leave VOD's queue
-                // through the dead-letter destination; anything else cannot be confirmed.
-                let salvaged = state
-                    .pipeline
-                    .dead_letter()
-                    .and_then(|_| source.normalizer.salvage(element, received_at));
-                if let Some(salvaged) = salvaged {
-                    metrics
-                        .events_received
-                        .with_label_values(&[name, "pull", "other"])
-                        .inc();
-                    (salvaged.handle, salvaged.envelope, Some(error.to_string()))
-                } else {
-                    unusable(&error, "Pulled an event that cannot be read; it stays unconfirmed (with a dead letter configured, a JSON object with an EventHandle would be dead-lettered).");
-                    sorted.unusable += 1;
-                    continue;
-                }
-            }
-        };
-        drop(entered);
-        drop(normalize);
-        envelope.traceparent = Some(telemetry::trace_parent(&span, None));
-        telemetry::record_event(&span, &envelope);
-        let envelope = Arc::new(envelope);
-        if source.recent().contains(&envelope.id) {
-            metrics
-                .duplicates_suppressed
-                .with_label_values(&[name])
-                .inc();
-            sorted.duplicates.push(handle);
-            continue;
         }
-        if let Some(why) = refused {
-            sorted.invalid.push((
-                Pulled {
-                    handle,
-                    envelope,
-                    span,
-                },
-                why,
-            ));
-            continue;
-        }
-        let index = *group_of
-            .entry(envelope.partition_key.clone())
-            .or_insert_with(|| {
-                sorted.groups.push(Vec::new());
-                sorted.groups.len() - 1
-            });
-        sorted.groups[index].push(Pulled {
-            handle,
-            envelope,
-            span,
-        });
     }
-    sorted
 }
 
 /// Sends events without a usable EventType to the dead letter; confirms those it holds.
 pub(super) async fn dead_letter_invalid(
     source: &PullSource,
     state: &AppState,
-    confirms: &mpsc::Sender<Confirm>,
-    invalid: Vec<(Pulled, String)>,
-    valid_until: Instant,
+    confirms: &Confirms,
+    invalid: Vec<(Event, String)>,
     deadline: Instant,
 ) {
     let name = source.name.as_str();
-    for (pulled, error) in invalid {
+    for (Event { pulled, envelope }, error) in invalid {
         let report = state
             .pipeline
             .reject(
-                Arc::clone(&pulled.envelope),
+                Arc::clone(&envelope),
                 RouteContext { source: name },
                 deadline,
                 FailureReason::Invalid,
@@ -224,29 +207,24 @@ pub(super) async fn dead_letter_invalid(
             )
             .instrument(pulled.span.clone())
             .await;
-        state
-            .metrics
-            .record_delivery(name, &pulled.envelope, &report);
+        state.metrics.record_delivery(name, &envelope, &report);
         if !report.outcome.is_handled() {
-            tracing::warn!(source = name, event_id = %pulled.envelope.id, outcome = ?report.outcome, "Invalid pulled event not dead-lettered; VOD will hand it out again.");
-            source.governor.settled(1);
+            tracing::warn!(source = name, event_id = %envelope.id, outcome = ?report.outcome, "Invalid pulled event not dead-lettered; VOD will hand it out again.");
             continue;
         }
-        tracing::warn!(source = name, event_id = %pulled.envelope.id, "Pulled an event without a usable EventType; dead-lettered.");
-        source.recent().insert(pulled.envelope.id.clone());
-        source
-            .confirm_later(confirms, pulled.handle, valid_until, pulled.span)
-            .await;
+        tracing::warn!(source = name, event_id = %envelope.id, "Pulled an event without a usable EventType; dead-lettered.");
+        source.recent().insert(envelope.id.clone());
+        confirms.confirm(pulled).await;
     }
 }
 
-/// Delivers the groups at once, each group's events one after another.
-pub(super) async fn deliver_groups(
+/// Delivers the events in order per FileId (see [`in_order`]); hands each acknowledged one to
+/// the confirmers as soon as it is acknowledged.
+pub(super) async fn deliver_in_order(
     source: &PullSource,
     state: &AppState,
-    confirms: &mpsc::Sender<Confirm>,
-    groups: Vec<Vec<Pulled>>,
-    valid_until: Instant,
+    confirms: &Confirms,
+    events: Vec<Event>,
     deadline: Instant,
 ) {
     let metrics = &state.metrics;
@@ -254,44 +232,46 @@ pub(super) async fn deliver_groups(
     let in_flight = metrics
         .in_flight
         .with_label_values(&[Ingress::Pull.as_str()]);
-    join_all(groups.into_iter().map(|group| {
-        let in_flight = in_flight.clone();
-        async move {
-            let count = group.len();
-            for (done, pulled) in group.into_iter().enumerate() {
-                let guard = InFlight::enter(&in_flight);
+    let delivered = in_order(
+        events,
+        |event| event.envelope.partition_key.as_str(),
+        |Event { pulled, envelope }| {
+            let in_flight = &in_flight;
+            async move {
+                let guard = InFlight::enter(in_flight);
                 let report = state
                     .pipeline
                     .deliver(
-                        Arc::clone(&pulled.envelope),
+                        Arc::clone(&envelope),
                         RouteContext { source: name },
                         deadline,
                     )
                     .instrument(pulled.span.clone())
                     .await;
                 drop(guard);
-                metrics.record_delivery(name, &pulled.envelope, &report);
-                if report.outcome.is_handled() {
-                    source.recent().insert(pulled.envelope.id.clone());
-                    source
-                        .confirm_later(confirms, pulled.handle, valid_until, pulled.span)
-                        .await;
-                } else {
-                    let held_back = count - done - 1;
+                metrics.record_delivery(name, &envelope, &report);
+                if !report.outcome.is_handled() {
                     tracing::warn!(
                         source = name,
-                        event_id = %pulled.envelope.id,
-                        event_type = %pulled.envelope.event_type,
+                        event_id = %envelope.id,
+                        event_type = %envelope.event_type,
                         outcome = ?report.outcome,
-                        held_back,
-                        "Pulled event not acknowledged; VOD will hand it out again."
+                        "Pulled event not acknowledged; VOD will hand it out again (later events of its video wait for it)."
                     );
-                    // Later events of the same video wait for this one's redelivery.
-                    source.governor.settled(1 + held_back);
-                    break;
+                    return None;
                 }
+                source.recent().insert(envelope.id.clone());
+                confirms.confirm(pulled).await;
+                Some(())
             }
-        }
-    }))
+        },
+    )
     .await;
+    if delivered.held_back > 0 {
+        tracing::debug!(
+            source = name,
+            held_back = delivered.held_back,
+            "Pulled events held back behind an earlier event of their video; VOD hands them out again."
+        );
+    }
 }

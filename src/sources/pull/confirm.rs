@@ -3,55 +3,74 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 use vodbridge_core::TRACE_TARGET;
+
+use crate::sources::backoff::Backoff;
 use vodbridge_tencent::{
     api::{ErrorClass, MAX_CONFIRM_HANDLES},
     governor::{Action, Governor},
 };
 
-use super::{Confirm, EventQueue, PullSource};
-
-/// The receiving end of a source's acknowledged handles, shared by its confirmers.
-pub(crate) type ConfirmQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<Confirm>>>;
+use super::{
+    queue::{ConfirmQueue, EventQueue, Pulled},
+    source::PullSource,
+};
 
 /// What a confirmer needs: where to confirm, its pacing, its batching, its metrics.
-pub(crate) struct Confirmer {
+pub(super) struct Confirmer {
     /// Source name (metric label).
-    pub(super) name: String,
-    pub(super) queue: Arc<dyn EventQueue>,
+    name: String,
+    queue: Arc<dyn EventQueue>,
     pub(super) governor: Arc<Governor>,
     /// Longest wait for a fuller batch.
-    pub(super) linger: Duration,
+    linger: Duration,
     /// `vodbridge_confirmed_total{source}`.
-    pub(super) confirmed: prometheus::IntCounter,
+    confirmed: prometheus::IntCounter,
     /// `vodbridge_confirm_batch_size{source}`.
-    pub(super) batch_size: prometheus::Histogram,
+    batch_size: prometheus::Histogram,
     /// `vodbridge_confirm_failures_total`, per reason.
-    pub(super) failures: prometheus::IntCounterVec,
+    failures: prometheus::IntCounterVec,
     /// `vodbridge_vod_api_throttled_total{account, action="ConfirmEvents"}`.
     pub(super) throttled: prometheus::IntCounter,
 }
 
 impl Confirmer {
     /// The confirmer of `source`.
-    pub(crate) fn new(source: &PullSource, metrics: &crate::telemetry::Metrics) -> Self {
-        let name = source.name.as_str();
+    pub(super) fn new(source: &PullSource, metrics: &crate::telemetry::Metrics) -> Self {
+        Self::over(
+            &source.name,
+            Arc::clone(&source.queue),
+            Arc::clone(&source.governor),
+            source.settings.confirm_linger,
+            metrics,
+        )
+    }
+
+    /// A confirmer named `name` (its metric label) confirming to `queue`, paced by `governor`,
+    /// waiting up to `linger` for fuller batches.
+    pub(super) fn over(
+        name: &str,
+        queue: Arc<dyn EventQueue>,
+        governor: Arc<Governor>,
+        linger: Duration,
+        metrics: &crate::telemetry::Metrics,
+    ) -> Self {
         Self {
             name: name.to_owned(),
-            queue: Arc::clone(&source.queue),
-            governor: Arc::clone(&source.governor),
-            linger: source.settings.confirm_linger,
+            throttled: metrics
+                .vod_api_throttled
+                .with_label_values(&[governor.account(), Action::Confirm.as_str()]),
+            queue,
+            governor,
+            linger,
             confirmed: metrics.confirmed.with_label_values(&[name]),
             batch_size: metrics.confirm_batch_size.with_label_values(&[name]),
             failures: metrics.confirm_failures.clone(),
-            throttled: metrics
-                .vod_api_throttled
-                .with_label_values(&[source.governor.account(), Action::Confirm.as_str()]),
         }
     }
 
-    pub(super) fn failed(&self, reason: &str, count: usize) {
+    fn failed(&self, reason: &str, count: usize) {
         self.failures
             .with_label_values(&[self.name.as_str(), reason])
             .inc_by(count as u64);
@@ -66,7 +85,7 @@ pub(super) const LINGER_SAFETY: Duration = Duration::from_secs(1);
 /// governor, topping the batch up with what arrived meanwhile. A source runs two confirmers per
 /// pull loop, so confirm round trips never hold the loops back. Exits when every loop has
 /// dropped its sender and the queue is empty.
-pub(crate) async fn run_confirmer(confirmer: Arc<Confirmer>, queue: ConfirmQueue) {
+pub(super) async fn run_confirmer(confirmer: Arc<Confirmer>, queue: ConfirmQueue) {
     loop {
         let batch = {
             let mut confirms = queue.lock().await;
@@ -106,40 +125,22 @@ pub(crate) async fn run_confirmer(confirmer: Arc<Confirmer>, queue: ConfirmQueue
 /// Confirms one batch, whose confirm slot is already taken. Throttled and transient failures
 /// are tried again, paced by the governor, for as long as the handles live: throttling never
 /// turns into a redelivery. A stale handle failing the call has the others confirmed one by one.
-pub(super) async fn confirm_batch(confirmer: &Confirmer, mut batch: Vec<Confirm>) {
+/// Every lease of the batch ends here (dropped: confirmed, expired or given up on).
+async fn confirm_batch(confirmer: &Confirmer, mut batch: Vec<Pulled>) {
     let name = confirmer.name.as_str();
-    let mut transient_pause = Duration::from_millis(100);
+    let mut transient = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         let now = Instant::now();
         let before = batch.len();
         batch.retain(|c| c.valid_until > now);
         if batch.len() < before {
             confirmer.failed("expired_before_confirm", before - batch.len());
-            confirmer.governor.settled(before - batch.len());
         }
         if batch.is_empty() {
             return;
         }
         let handles: Vec<&str> = batch.iter().map(|c| c.handle.as_str()).collect();
-        // A `confirm` span per event for the call that confirms it (none without an exporter).
-        let spans: Vec<tracing::Span> = batch
-            .iter()
-            .filter(|c| !c.span.is_disabled())
-            .map(|c| {
-                tracing::info_span!(
-                    target: TRACE_TARGET,
-                    parent: &c.span,
-                    "confirm",
-                    otel.name = "ConfirmEvents",
-                    otel.kind = "client",
-                    otel.status_code = tracing::field::Empty,
-                    rpc.system = "tencentcloud",
-                    rpc.method = "ConfirmEvents",
-                    vodbridge.confirm_batch = handles.len(),
-                    error.type = tracing::field::Empty,
-                )
-            })
-            .collect();
+        let spans = confirm_spans(&batch);
         let result = confirmer.queue.confirm(&handles).await;
         if let Err(error) = &result {
             for span in &spans {
@@ -153,7 +154,6 @@ pub(super) async fn confirm_batch(confirmer: &Confirmer, mut batch: Vec<Confirm>
                 confirmer.confirmed.inc_by(batch.len() as u64);
                 #[allow(clippy::cast_precision_loss)] // At most 16.
                 confirmer.batch_size.observe(batch.len() as f64);
-                confirmer.governor.settled(batch.len());
                 return;
             }
             Err(error) => error,
@@ -172,10 +172,9 @@ pub(super) async fn confirm_batch(confirmer: &Confirmer, mut batch: Vec<Confirm>
             }
             ErrorClass::Transient => {
                 let earliest = batch.iter().map(|c| c.valid_until).min().unwrap_or(now);
-                let until = (Instant::now() + transient_pause).min(earliest);
+                let until = (Instant::now() + transient.next(Duration::ZERO)).min(earliest);
                 tracing::debug!(source = name, error = %error, "ConfirmEvents failed; trying again.");
                 tokio::time::sleep_until(until).await;
-                transient_pause = (transient_pause * 2).min(Duration::from_secs(2));
             }
             // One stale handle may fail the whole call: confirm the others one by one.
             ErrorClass::ExpiredHandle if batch.len() > 1 => {
@@ -187,7 +186,6 @@ pub(super) async fn confirm_batch(confirmer: &Confirmer, mut batch: Vec<Confirm>
             }
             _ => {
                 tracing::warn!(source = name, error = %error, handles = batch.len(), "ConfirmEvents failed; VOD will hand these events out again.");
-                confirmer.governor.settled(batch.len());
                 return;
             }
         }
@@ -196,4 +194,27 @@ pub(super) async fn confirm_batch(confirmer: &Confirmer, mut batch: Vec<Confirm>
         let _ =
             tokio::time::timeout_at(earliest, confirmer.governor.acquire(Action::Confirm)).await;
     }
+}
+
+/// A `confirm` span per event of `batch`, for the call that confirms it (none without an
+/// exporter).
+fn confirm_spans(batch: &[Pulled]) -> Vec<tracing::Span> {
+    batch
+        .iter()
+        .filter(|c| !c.span.is_disabled())
+        .map(|c| {
+            tracing::info_span!(
+                target: TRACE_TARGET,
+                parent: &c.span,
+                "confirm",
+                otel.name = "ConfirmEvents",
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                rpc.system = "tencentcloud",
+                rpc.method = "ConfirmEvents",
+                vodbridge.confirm_batch = batch.len(),
+                error.type = tracing::field::Empty,
+            )
+        })
+        .collect()
 }

@@ -12,14 +12,20 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 use vodbridge_core::EventId;
 use vodbridge_tencent::{
     api::MAX_CONFIRM_HANDLES,
     governor::{Action, Governor},
 };
 
-use super::{backoff::Backoff, confirm::LINGER_SAFETY, *};
+use crate::sources::backoff::Backoff;
+
+use super::{
+    confirm::{run_confirmer, Confirmer, LINGER_SAFETY},
+    queue::{Confirms, EventQueue, Pulled, Slot},
+    recent::RecentIds,
+};
 
 /// A queue double: confirm calls take 20 ms, the first `throttle` of them are answered
 /// `RequestLimitExceeded`, and successful batches are recorded with their time.
@@ -82,27 +88,18 @@ fn confirmer(queue: &Arc<FakeQueue>, confirms_per_sec: f64, linger_ms: u64) -> A
             confirm_horizon: Duration::from_secs(5),
         },
     ));
-    Arc::new(Confirmer {
-        name: "src".into(),
-        queue: Arc::clone(queue) as Arc<dyn EventQueue>,
+    Arc::new(Confirmer::over(
+        "src",
+        Arc::clone(queue) as Arc<dyn EventQueue>,
         governor,
-        linger: Duration::from_millis(linger_ms),
-        confirmed: metrics.confirmed.with_label_values(&["src"]),
-        batch_size: metrics.confirm_batch_size.with_label_values(&["src"]),
-        failures: metrics.confirm_failures.clone(),
-        throttled: metrics
-            .vod_api_throttled
-            .with_label_values(&["acct", "ConfirmEvents"]),
-    })
+        Duration::from_millis(linger_ms),
+        &metrics,
+    ))
 }
 
 /// Starts `workers` confirmers on one queue; returns the sender.
-fn start(
-    confirmer: &Arc<Confirmer>,
-    workers: usize,
-) -> (mpsc::Sender<Confirm>, tokio_util::task::TaskTracker) {
-    let (tx, rx) = mpsc::channel(256);
-    let queue = Arc::new(tokio::sync::Mutex::new(rx));
+fn start(confirmer: &Arc<Confirmer>, workers: usize) -> (Confirms, tokio_util::task::TaskTracker) {
+    let (tx, queue) = Confirms::channel(256);
     let tracker = tokio_util::task::TaskTracker::new();
     for _ in 0..workers {
         tracker.spawn(run_confirmer(Arc::clone(confirmer), Arc::clone(&queue)));
@@ -111,12 +108,10 @@ fn start(
     (tx, tracker)
 }
 
-fn handle(n: usize, valid_until: Instant) -> Confirm {
-    Confirm {
-        handle: format!("h{n}"),
-        valid_until,
-        span: tracing::Span::none(),
-    }
+/// An acknowledged event's lease on handle `h{n}`, holding a slot of `confirmer`'s governor.
+fn handle(confirmer: &Confirmer, n: usize, valid_until: Instant) -> Pulled {
+    let slot = Slot::take(&confirmer.governor, 1).remove(0);
+    Pulled::new(format!("h{n}"), valid_until, tracing::Span::none(), slot)
 }
 
 #[tokio::test(start_paused = true)]
@@ -127,7 +122,7 @@ async fn acknowledged_handles_go_out_in_full_batches() {
     let valid_until = Instant::now() + Duration::from_secs(30);
     // Handles come faster than 10 calls/s can carry one by one: 200 a second for 0.8 s.
     for n in 0..160 {
-        tx.send(handle(n, valid_until)).await.expect("send");
+        tx.confirm(handle(&confirmer, n, valid_until)).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     drop(tx);
@@ -154,9 +149,8 @@ async fn a_lone_handle_waits_only_the_linger_and_never_past_its_deadline() {
     let confirmer = confirmer(&queue, 100.0, 50);
     let (tx, tracker) = start(&confirmer, 2);
     let sent = Instant::now();
-    tx.send(handle(1, sent + Duration::from_secs(30)))
-        .await
-        .expect("send");
+    tx.confirm(handle(&confirmer, 1, sent + Duration::from_secs(30)))
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let batches = queue.batches();
     assert_eq!(batches.len(), 1);
@@ -171,7 +165,7 @@ async fn a_lone_handle_waits_only_the_linger_and_never_past_its_deadline() {
     let (tx2, tracker2) = start(&long, 1);
     let sent = Instant::now();
     let valid_until = sent + Duration::from_millis(1300);
-    tx2.send(handle(2, valid_until)).await.expect("send");
+    tx2.confirm(handle(&long, 2, valid_until)).await;
     drop(tx2);
     tracker2.wait().await;
     let batches = queue.batches();
@@ -195,10 +189,9 @@ async fn throttled_confirms_are_tried_again_until_they_pass() {
     let queue = FakeQueue::new(12);
     let confirmer = confirmer(&queue, 20.0, 0);
     let (tx, tracker) = start(&confirmer, 4);
-    confirmer.governor.pulled(48);
     let valid_until = Instant::now() + Duration::from_secs(30);
     for n in 0..48 {
-        tx.send(handle(n, valid_until)).await.expect("send");
+        tx.confirm(handle(&confirmer, n, valid_until)).await;
     }
     drop(tx);
     tracker.wait().await;
@@ -221,10 +214,9 @@ async fn handles_past_their_deadline_are_dropped_not_sent() {
     let queue = FakeQueue::new(1_000);
     let confirmer = confirmer(&queue, 10.0, 0);
     let (tx, tracker) = start(&confirmer, 1);
-    confirmer.governor.pulled(3);
     let valid_until = Instant::now() + Duration::from_secs(2);
     for n in 0..3 {
-        tx.send(handle(n, valid_until)).await.expect("send");
+        tx.confirm(handle(&confirmer, n, valid_until)).await;
     }
     drop(tx);
     tracker.wait().await;
@@ -254,7 +246,8 @@ fn recent_ids_are_bounded_fifo() {
 
 #[test]
 fn backoff_grows_with_jitter_up_to_the_cap() {
-    let mut backoff = Backoff::new(Duration::from_secs(2), 42);
+    let mut backoff =
+        Backoff::new(super::puller::PULL_BACKOFF, Duration::from_secs(2)).jittered(42);
     let pauses: Vec<Duration> = (0..8).map(|_| backoff.next(Duration::ZERO)).collect();
     assert!(
         pauses[0] >= Duration::from_millis(150) && pauses[0] <= Duration::from_millis(250),
