@@ -8,7 +8,7 @@ its closing brace, both included, blank and comment lines too (what a reader scr
 Braces inside strings, chars and comments are skipped; a `fn` without a body (a trait's
 declaration) has no length.
 
-Usage: python3 scripts/long-functions.py [LIMIT]
+Usage: python3 scripts/long-functions.py [LIMIT [ROOT]]   (ROOT: the workspace, default this one)
 """
 
 import pathlib
@@ -85,13 +85,17 @@ def functions(path: pathlib.Path):
 
 def main() -> int:
     limit = int(sys.argv[1]) if len(sys.argv) > 1 else 80
-    roots = [ROOT / "src"] + sorted(p / "src" for p in (ROOT / "crates").iterdir() if (p / "src").is_dir())
+    root = pathlib.Path(sys.argv[2]).resolve() if len(sys.argv) > 2 else ROOT
+    crates = root / "crates"
+    roots = [root / "src"] + sorted(
+        p / "src" for p in (crates.iterdir() if crates.is_dir() else []) if (p / "src").is_dir()
+    )
     long = []
-    for root in roots:
-        for path in sorted(root.rglob("*.rs")):
+    for src in roots:
+        for path in sorted(src.rglob("*.rs")):
             for name, line, length in functions(path):
                 if length > limit:
-                    long.append((length, f"{path.relative_to(ROOT)}:{line}", name))
+                    long.append((length, f"{path.relative_to(root)}:{line}", name))
     for length, place, name in sorted(long, reverse=True):
         print(f"{length:4} {place} {name}")
     print(f"{len(long)} production functions over {limit} lines")

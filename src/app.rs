@@ -65,48 +65,9 @@ impl App {
         overrides: Vec<Arc<dyn Sink>>,
     ) -> Result<Self> {
         let sink_tasks = Background::default();
-        let mut built: Vec<Arc<dyn Sink>> = Vec::with_capacity(settings.sinks.len());
-        for (name, config) in &settings.sinks {
-            match overrides.iter().find(|s| s.name() == name) {
-                Some(sink) => built.push(Arc::clone(sink)),
-                None => built.push(sinks::build(name, config, sink_tasks.child())?),
-            }
-        }
         let metrics = Metrics::new()?;
-        let mut pipeline =
-            Pipeline::new(built, settings.routes.clone(), settings.dead_letter.clone())
-                .map_err(Error::Pipeline)?
-                .with_unroutable_retry(settings.unroutable_retry)
-                .with_sink_record(settings.sink_record_capacity);
-        let shared_record = settings
-            .shared_record
-            .as_ref()
-            .map(|shared| StoreRecord::open(shared, metrics.record.clone()).map(Arc::new))
-            .transpose()?;
-        if let Some(shared) = &shared_record {
-            pipeline = pipeline.with_shared_record(Arc::clone(shared) as Arc<dyn SharedRecord>);
-        }
-        let mut pull_sources = Vec::new();
-        // One governor per VOD account: its API budget is shared by every source using it.
-        let mut governors: BTreeMap<String, Arc<Governor>> = BTreeMap::new();
-        for source in settings.sources.values() {
-            if let SourceKind::Pull(pull) = &source.kind {
-                let governor = governors
-                    .entry(pull.account.key.clone())
-                    .or_insert_with(|| {
-                        Arc::new(Governor::new(
-                            pull.account.label.clone(),
-                            pull.account.budget,
-                        ))
-                    });
-                pull_sources.push(Arc::new(PullSource::new(
-                    &source.name,
-                    source.normalizer.clone(),
-                    (**pull).clone(),
-                    Arc::clone(governor),
-                )?));
-            }
-        }
+        let (pipeline, shared_record) = pipeline(&settings, overrides, &sink_tasks, &metrics)?;
+        let (pull_sources, governors) = pull_sources(&settings)?;
         let spool = settings
             .spool
             .as_ref()
@@ -135,7 +96,7 @@ impl App {
                 .iter()
                 .map(|s| (s.name.clone(), Arc::clone(&s.auth_failed)))
                 .collect(),
-            governors: governors.into_values().collect(),
+            governors,
             spool,
             vod_checks,
         });
@@ -237,13 +198,13 @@ impl App {
         }
         // Each sink stopped its own tasks on close; this ends any a failed close left behind.
         self.sink_tasks.shutdown().cancel();
-        if tokio::time::timeout(TASKS_FLOOR, self.sink_tasks.wait())
+        if tokio::time::timeout(TASKS_LIMIT, self.sink_tasks.wait())
             .await
             .is_err()
         {
             tracing::warn!(
                 "Sink background tasks did not stop within {} ms; abandoned.",
-                TASKS_FLOOR.as_millis()
+                TASKS_LIMIT.as_millis()
             );
         }
         tracing::info!("Stopped.");
@@ -251,11 +212,71 @@ impl App {
     }
 }
 
+/// The sinks (a sink in `overrides` replacing the configured one of its name), the pipeline over
+/// them with the delivery record, and the shared record when configured.
+fn pipeline(
+    settings: &Settings,
+    overrides: Vec<Arc<dyn Sink>>,
+    sink_tasks: &Background,
+    metrics: &Metrics,
+) -> Result<(Pipeline, Option<Arc<StoreRecord>>)> {
+    let mut built: Vec<Arc<dyn Sink>> = Vec::with_capacity(settings.sinks.len());
+    for (name, config) in &settings.sinks {
+        match overrides.iter().find(|s| s.name() == name) {
+            Some(sink) => built.push(Arc::clone(sink)),
+            None => built.push(sinks::build(name, config, sink_tasks.child())?),
+        }
+    }
+    let mut pipeline = Pipeline::new(built, settings.routes.clone(), settings.dead_letter.clone())
+        .map_err(Error::Pipeline)?
+        .with_unroutable_retry(settings.unroutable_retry)
+        .with_sink_record(settings.sink_record_capacity);
+    let shared_record = settings
+        .shared_record
+        .as_ref()
+        .map(|shared| StoreRecord::open(shared, metrics.record.clone()).map(Arc::new))
+        .transpose()?;
+    if let Some(shared) = &shared_record {
+        pipeline = pipeline.with_shared_record(Arc::clone(shared) as Arc<dyn SharedRecord>);
+    }
+    Ok((pipeline, shared_record))
+}
+
+/// The pull sources of a bridge.
+type PullSources = Vec<Arc<PullSource>>;
+
+/// The pull sources, each with its VOD account's request governor (one per account: its API
+/// budget is shared by every source using it).
+fn pull_sources(settings: &Settings) -> Result<(PullSources, Vec<Arc<Governor>>)> {
+    let mut pull_sources = Vec::new();
+    // One governor per VOD account: its API budget is shared by every source using it.
+    let mut governors: BTreeMap<String, Arc<Governor>> = BTreeMap::new();
+    for source in settings.sources.values() {
+        if let SourceKind::Pull(pull) = &source.kind {
+            let governor = governors
+                .entry(pull.account.key.clone())
+                .or_insert_with(|| {
+                    Arc::new(Governor::new(
+                        pull.account.label.clone(),
+                        pull.account.budget,
+                    ))
+                });
+            pull_sources.push(Arc::new(PullSource::new(
+                &source.name,
+                source.normalizer.clone(),
+                (**pull).clone(),
+                Arc::clone(governor),
+            )?));
+        }
+    }
+    Ok((pull_sources, governors.into_values().collect()))
+}
+
 /// The least time sinks get to close (flush, release connections) after the drain, even when
 /// the drain used all of `drain_timeout_secs`.
 const CLOSE_FLOOR: Duration = Duration::from_secs(2);
 /// The most time the sinks' background tasks get to end after the sinks closed.
-const TASKS_FLOOR: Duration = Duration::from_secs(1);
+const TASKS_LIMIT: Duration = Duration::from_secs(1);
 
 /// One log line per sink at shutdown: what it abandoned, and how its close ended.
 fn log_closed(closed: &vodbridge_core::SinkClosed) {

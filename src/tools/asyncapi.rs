@@ -103,32 +103,7 @@ pub fn document(settings: &Settings) -> Value {
             servers.insert(name.clone(), server);
         }
     }
-    // Which event types reach which (sink, destination): the routing table decides per type.
-    let mut channels: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    let mut types: Vec<&str> = catalog::known_event_types().collect();
-    types.sort_unstable();
-    for event_type in &types {
-        if let vodbridge_core::Resolution::Publish(_, targets) = settings.routes.resolve(event_type)
-        {
-            for Target { sink, destination } in targets {
-                channels
-                    .entry((sink.clone(), destination.as_str().to_owned()))
-                    .or_default()
-                    .insert((*event_type).to_owned());
-            }
-        }
-    }
-    // Routes for unknown types publish arbitrary event types: list them as a generic message.
-    for route in settings.routes.routes() {
-        if let RouteAction::Publish(targets) = &route.action {
-            for t in targets {
-                channels
-                    .entry((t.sink.clone(), t.destination.as_str().to_owned()))
-                    .or_default();
-            }
-        }
-    }
-
+    let channels = routed_channels(settings);
     let mut channel_docs = Map::new();
     let mut operations = Map::new();
     let mut messages = Map::new();
@@ -137,32 +112,7 @@ pub fn document(settings: &Settings) -> Value {
             continue;
         };
         let id = format!("{sink_name}-{index}");
-        let prefix = header_prefix(sink);
-        let mut channel_messages = Map::new();
-        for event_type in event_types {
-            let message_id = format!("{}{event_type}", sink.kind());
-            messages
-                .entry(message_id.clone())
-                .or_insert_with(|| message(event_type, prefix));
-            channel_messages.insert(
-                event_type.clone(),
-                json!({ "$ref": format!("#/components/messages/{message_id}") }),
-            );
-        }
-        if channel_messages.is_empty() {
-            let message_id = format!("{}AnyEvent", sink.kind());
-            let mut any = message("AnyEvent", prefix);
-            any["payload"]["properties"]["EventType"] = json!({ "type": "string" });
-            any["headers"]["properties"][format!("{prefix}type")] =
-                json!({ "type": "string", "pattern": "^com\\.tencentcloud\\.vod\\." });
-            any["headers"]["properties"][format!("{prefix}vodeventtype")] =
-                json!({ "type": "string" });
-            messages.entry(message_id.clone()).or_insert(any);
-            channel_messages.insert(
-                "AnyEvent".into(),
-                json!({ "$ref": format!("#/components/messages/{message_id}") }),
-            );
-        }
+        let channel_messages = channel_messages(sink, event_types, &mut messages);
         // A broker sink without a route destination publishes to `vod.{event_type}`
         // (vodbridge_core::default_destination); file and stdout have no address.
         let destination = match sink {
@@ -178,19 +128,7 @@ pub fn document(settings: &Settings) -> Value {
         } else {
             destination.clone()
         };
-        let mut parameters = Map::new();
-        for parameter in ["event_type", "source", "sub_app_id"] {
-            if destination.contains(&format!("{{{parameter}}}")) {
-                let description = match parameter {
-                    "event_type" => {
-                        "The VOD EventType (characters outside A-Z a-z 0-9 _ - become _)."
-                    }
-                    "source" => "The configured source name.",
-                    _ => "The source's VOD SubAppId (`unknown` when the source has none).",
-                };
-                parameters.insert(parameter.into(), json!({ "description": description }));
-            }
-        }
+        let parameters = parameters(&destination);
         let mut channel = json!({
             "address": address,
             "description": format!("Events published by vodbridge to sink {sink_name} ({}).", sink.kind()),
@@ -229,6 +167,88 @@ pub fn document(settings: &Settings) -> Value {
         "operations": operations,
         "components": { "messages": messages }
     })
+}
+
+/// Which event types reach which (sink, destination): the routing table decides per type; the
+/// targets of routes for unknown types are there with no type (a generic message).
+fn routed_channels(settings: &Settings) -> BTreeMap<(String, String), BTreeSet<String>> {
+    // Which event types reach which (sink, destination): the routing table decides per type.
+    let mut channels: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut types: Vec<&str> = catalog::known_event_types().collect();
+    types.sort_unstable();
+    for event_type in &types {
+        if let vodbridge_core::Resolution::Publish(_, targets) = settings.routes.resolve(event_type)
+        {
+            for Target { sink, destination } in targets {
+                channels
+                    .entry((sink.clone(), destination.as_str().to_owned()))
+                    .or_default()
+                    .insert((*event_type).to_owned());
+            }
+        }
+    }
+    // Routes for unknown types publish arbitrary event types: list them as a generic message.
+    for route in settings.routes.routes() {
+        if let RouteAction::Publish(targets) = &route.action {
+            for t in targets {
+                channels
+                    .entry((t.sink.clone(), t.destination.as_str().to_owned()))
+                    .or_default();
+            }
+        }
+    }
+    channels
+}
+
+/// The messages of a channel of `sink` carrying `event_types` (a generic `AnyEvent` when none
+/// is known), each added once to the document's `messages`.
+fn channel_messages(
+    sink: &SinkConfig,
+    event_types: &BTreeSet<String>,
+    messages: &mut Map<String, Value>,
+) -> Map<String, Value> {
+    let prefix = header_prefix(sink);
+    let mut channel_messages = Map::new();
+    for event_type in event_types {
+        let message_id = format!("{}{event_type}", sink.kind());
+        messages
+            .entry(message_id.clone())
+            .or_insert_with(|| message(event_type, prefix));
+        channel_messages.insert(
+            event_type.clone(),
+            json!({ "$ref": format!("#/components/messages/{message_id}") }),
+        );
+    }
+    if channel_messages.is_empty() {
+        let message_id = format!("{}AnyEvent", sink.kind());
+        let mut any = message("AnyEvent", prefix);
+        any["payload"]["properties"]["EventType"] = json!({ "type": "string" });
+        any["headers"]["properties"][format!("{prefix}type")] =
+            json!({ "type": "string", "pattern": "^com\\.tencentcloud\\.vod\\." });
+        any["headers"]["properties"][format!("{prefix}vodeventtype")] = json!({ "type": "string" });
+        messages.entry(message_id.clone()).or_insert(any);
+        channel_messages.insert(
+            "AnyEvent".into(),
+            json!({ "$ref": format!("#/components/messages/{message_id}") }),
+        );
+    }
+    channel_messages
+}
+
+/// The address parameters a rendered `destination` template uses, described.
+fn parameters(destination: &str) -> Map<String, Value> {
+    let mut parameters = Map::new();
+    for parameter in ["event_type", "source", "sub_app_id"] {
+        if destination.contains(&format!("{{{parameter}}}")) {
+            let description = match parameter {
+                "event_type" => "The VOD EventType (characters outside A-Z a-z 0-9 _ - become _).",
+                "source" => "The configured source name.",
+                _ => "The source's VOD SubAppId (`unknown` when the source has none).",
+            };
+            parameters.insert(parameter.into(), json!({ "description": description }));
+        }
+    }
+    parameters
 }
 
 #[cfg(test)]

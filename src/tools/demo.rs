@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use tokio_util::sync::CancellationToken;
 use vod_emulator::{generate::parse_types, Emulator, EmulatorConfig};
 use vodbridge_tencent::event_config::EventSwitch;
 
@@ -17,7 +18,7 @@ use crate::{
         VodAccessConfig, VodCheckConfig,
     },
     error::{Error, Result},
-    App,
+    App, Progress,
 };
 
 /// SubAppId of the demo's events.
@@ -57,13 +58,62 @@ pub async fn run(
         .await
         .map_err(Error::Emulator)?;
 
+    let config = demo_config(&options, running.endpoint());
+    let settings = Settings::from_config(config)?;
+    // What an operator does with a new sub-application: put it in PULL mode and turn on the
+    // switches the source needs, as `vodbridge vod configure` does.
+    let configured = crate::tools::vod::configure(&settings, None, false).await?;
+    eprint!("{}", configured.report);
+    let app = App::build(settings).await?;
+    let progress = app.progress();
+    let done = CancellationToken::new();
+
+    let generator = tokio::spawn(generate(
+        emulator.clone(),
+        done.clone(),
+        options.rate,
+        options.events,
+    ));
+    let reporter = tokio::spawn(report(
+        emulator.clone(),
+        progress,
+        done.clone(),
+        options.events,
+    ));
+
+    let stop = {
+        let done = done.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = done.cancelled() => {}
+            }
+        }
+    };
+    let result = app.run_until(stop).await;
+    done.cancel();
+    let _ = generator.await;
+    let _ = reporter.await;
+    let stats = emulator.stats();
+    eprintln!(
+        "demo finished: {} generated, {} confirmed, {} handed out again (unconfirmed events stay in the emulator's queue)",
+        stats.enqueued, stats.confirmed, stats.redeliveries
+    );
+    drop(running);
+    result
+}
+
+/// The bridge's configuration for the demo: a pull source on the emulator at `endpoint`, its
+/// sub-application's every event switch wanted, and a file sink when `--output` is given
+/// (standard output otherwise, the embedded default).
+fn demo_config(options: &DemoOptions, endpoint: String) -> Config {
     let mut config = Config::default();
     config.server.listen = options.listen;
     config.sources.insert(
         "demo".to_owned(),
         SourceConfig::Pull(PullSourceConfig {
             access: VodAccessConfig {
-                endpoint: running.endpoint(),
+                endpoint,
                 secret_id: Some(SECRET_ID.to_owned()),
                 secret_key: Some(SECRET_KEY.to_owned().into()),
                 ..VodAccessConfig::default()
@@ -88,96 +138,61 @@ pub async fn run(
             }),
         );
     }
-    let settings = Settings::from_config(config)?;
-    // What an operator does with a new sub-application: put it in PULL mode and turn on the
-    // switches the source needs, as `vodbridge vod configure` does.
-    let configured = crate::tools::vod::configure(&settings, None, false).await?;
-    eprint!("{}", configured.report);
-    let app = App::build(settings).await?;
-    let progress = app.progress();
-    let done = tokio_util::sync::CancellationToken::new();
+    config
+}
 
-    // Generate at the requested rate, in small bursts.
-    let generator = {
-        let emulator = emulator.clone();
-        let done = done.clone();
-        let types = parse_types("all");
-        let (rate, limit) = (u64::from(options.rate.max(1)), options.events);
-        tokio::spawn(async move {
-            let mut made = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            while !done.is_cancelled() && (limit == 0 || made < limit) {
-                tick.tick().await;
-                let burst =
-                    (rate / 10)
-                        .max(1)
-                        .min(if limit == 0 { u64::MAX } else { limit - made });
-                emulator.generate(
-                    SUB_APP_ID,
-                    usize::try_from(burst).unwrap_or(usize::MAX),
-                    &types,
-                );
-                made += burst;
-            }
-        })
-    };
+/// Generates `rate` events a second (in bursts every 100 ms) of every type, until `limit` (0:
+/// none) or `done`.
+async fn generate(emulator: Emulator, done: CancellationToken, rate: u32, limit: u64) {
+    let types = parse_types("all");
+    let rate = u64::from(rate.max(1));
+    let mut made = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !done.is_cancelled() && (limit == 0 || made < limit) {
+        tick.tick().await;
+        let burst = (rate / 10)
+            .max(1)
+            .min(if limit == 0 { u64::MAX } else { limit - made });
+        emulator.generate(
+            SUB_APP_ID,
+            usize::try_from(burst).unwrap_or(usize::MAX),
+            &types,
+        );
+        made += burst;
+    }
+}
 
-    // A progress line every second on standard error.
-    let reporter = {
-        let emulator = emulator.clone();
-        let done = done.clone();
-        tokio::spawn(async move {
-            let tty = std::io::stderr().is_terminal();
-            let mut last = (std::time::Instant::now(), 0u64);
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = done.cancelled() => break,
-                }
-                let stats = emulator.stats();
-                let confirmed = progress.confirmed();
-                let rate = (confirmed - last.1) as f64 / last.0.elapsed().as_secs_f64();
-                last = (std::time::Instant::now(), confirmed);
-                let line = format!(
-                    "generated {:>8}  pulled {:>8}  published {:>8}  confirmed {:>8}  pending {:>6}  {:>7.0} events/s",
-                    stats.enqueued, stats.deliveries, progress.published(), confirmed, stats.pending, rate
-                );
-                let mut err = std::io::stderr().lock();
-                let _ = if tty {
-                    write!(err, "\r{line}")
-                } else {
-                    writeln!(err, "{line}")
-                };
-                let _ = err.flush();
-                if options.events > 0 && stats.confirmed >= options.events {
-                    done.cancel();
-                }
-            }
-            if tty {
-                let _ = writeln!(std::io::stderr());
-            }
-        })
-    };
-
-    let stop = {
-        let done = done.clone();
-        async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = done.cancelled() => {}
-            }
+/// A progress line every second on standard error (rewritten in place on a terminal); cancels
+/// `done` once `events` (if not 0) are confirmed.
+async fn report(emulator: Emulator, progress: Progress, done: CancellationToken, events: u64) {
+    let tty = std::io::stderr().is_terminal();
+    let mut last = (std::time::Instant::now(), 0u64);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = done.cancelled() => break,
         }
-    };
-    let result = app.run_until(stop).await;
-    done.cancel();
-    let _ = generator.await;
-    let _ = reporter.await;
-    let stats = emulator.stats();
-    eprintln!(
-        "demo finished: {} generated, {} confirmed, {} handed out again (unconfirmed events stay in the emulator's queue)",
-        stats.enqueued, stats.confirmed, stats.redeliveries
-    );
-    drop(running);
-    result
+        let stats = emulator.stats();
+        let confirmed = progress.confirmed();
+        let rate = (confirmed - last.1) as f64 / last.0.elapsed().as_secs_f64();
+        last = (std::time::Instant::now(), confirmed);
+        let line = format!(
+            "generated {:>8}  pulled {:>8}  published {:>8}  confirmed {:>8}  pending {:>6}  {:>7.0} events/s",
+            stats.enqueued, stats.deliveries, progress.published(), confirmed, stats.pending, rate
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = if tty {
+            write!(err, "\r{line}")
+        } else {
+            writeln!(err, "{line}")
+        };
+        let _ = err.flush();
+        if events > 0 && stats.confirmed >= events {
+            done.cancel();
+        }
+    }
+    if tty {
+        let _ = writeln!(std::io::stderr());
+    }
 }

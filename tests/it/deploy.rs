@@ -23,6 +23,40 @@ fn run(tool: &str, package: &str, args: &[&str], dir: &str) -> String {
 
 /// No module imports a module that imports it back, in any crate
 /// (`python3 scripts/module-cycles.py`); and the checker does find a circle.
+/// No production function is longer than 80 lines (`scripts/long-functions.py` says how it
+/// counts), and the count sees through braces in strings.
+#[test]
+fn no_production_function_is_over_80_lines() {
+    let report = run("python3", "python3", &["scripts/long-functions.py"], ROOT);
+    assert!(
+        report.contains("0 production functions over 80 lines"),
+        "{report}"
+    );
+    let scratch = tempfile::tempdir().expect("a scratch crate");
+    let src = scratch.path().join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    let body = "    let _ = \"}}}\";\n".repeat(80);
+    std::fs::write(
+        src.join("lib.rs"),
+        format!(
+            "fn long() {{\n{body}}}\nfn short() {{\n}}\n#[cfg(test)]\nfn tested() {{\n{body}}}\n"
+        ),
+    )
+    .expect("lib.rs");
+    let output = Command::new("python3")
+        .args(["scripts/long-functions.py", "80"])
+        .arg(scratch.path())
+        .current_dir(ROOT)
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "a long function fails the check");
+    assert!(
+        stdout.contains("82 src/lib.rs:1 long") && stdout.contains("1 production functions"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn no_module_imports_a_module_that_imports_it_back() {
     let report = run("python3", "python3", &["scripts/module-cycles.py"], ROOT);

@@ -347,6 +347,30 @@ fn headers(message: &Message) -> FieldTable {
     table
 }
 
+/// A message as RabbitMQ carries it: the body (`data` in binary mode, the whole CloudEvent in
+/// structured mode) and the persistent message's properties, the attributes as headers.
+fn wire(structured: bool, message: &Message) -> (Vec<u8>, BasicProperties) {
+    let envelope = &message.envelope;
+    let dead_letter = message.dead_letter.as_ref();
+    let (payload, content_type) = if structured {
+        (
+            envelope.to_structured_json(dead_letter),
+            "application/cloudevents+json",
+        )
+    } else {
+        (envelope.data.to_vec(), envelope.data_content_type())
+    };
+    let properties = BasicProperties::default()
+        .with_message_id(ShortString::from(envelope.id.as_str()))
+        .with_content_type(ShortString::from(content_type))
+        .with_type(ShortString::from(envelope.ty.as_str()))
+        .with_timestamp(u64::try_from(envelope.time.unix_timestamp()).unwrap_or(0))
+        .with_delivery_mode(2)
+        .with_app_id(ShortString::from("vodbridge"))
+        .with_headers(headers(message));
+    (payload, properties)
+}
+
 impl Sink for AmqpSink {
     fn name(&self) -> &str {
         &self.name
@@ -373,23 +397,7 @@ impl Sink for AmqpSink {
             };
             let channel = slot.channel();
             let envelope = &message.envelope;
-            let dead_letter = message.dead_letter.as_ref();
-            let (payload, content_type) = if self.config.structured {
-                (
-                    envelope.to_structured_json(dead_letter),
-                    "application/cloudevents+json",
-                )
-            } else {
-                (envelope.data.to_vec(), envelope.data_content_type())
-            };
-            let properties = BasicProperties::default()
-                .with_message_id(ShortString::from(envelope.id.as_str()))
-                .with_content_type(ShortString::from(content_type))
-                .with_type(ShortString::from(envelope.ty.as_str()))
-                .with_timestamp(u64::try_from(envelope.time.unix_timestamp()).unwrap_or(0))
-                .with_delivery_mode(2)
-                .with_app_id(ShortString::from("vodbridge"))
-                .with_headers(headers(message));
+            let (payload, properties) = wire(self.config.structured, message);
             let options = BasicPublishOptions {
                 mandatory: true,
                 ..BasicPublishOptions::default()

@@ -71,50 +71,7 @@ pub async fn redrive(
     // librdkafka's metadata and offset calls block: off the runtime's workers.
     let (consumer, partitions) = tokio::task::spawn_blocking({
         let topic = topic.to_owned();
-        move || -> Result<(StreamConsumer, Starts)> {
-            let metadata = consumer
-                .fetch_metadata(Some(&topic), timeout)
-                .map_err(broker("reading the topic's metadata"))?;
-            let ids: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            if ids.is_empty() {
-                return Err(Error::NoSuchTopic(topic));
-            }
-            let mut wanted = TopicPartitionList::new();
-            for id in &ids {
-                wanted.add_partition(&topic, *id);
-            }
-            let committed = consumer
-                .committed_offsets(wanted, timeout)
-                .map_err(broker("reading the committed offsets"))?;
-            let mut partitions = HashMap::new();
-            for id in ids {
-                let (low, high) = consumer
-                    .fetch_watermarks(&topic, id, timeout)
-                    .map_err(broker("reading the watermarks"))?;
-                let start = match committed.find_partition(&topic, id).map(|p| p.offset()) {
-                    Some(Offset::Offset(at)) => at.max(low),
-                    _ => low,
-                };
-                partitions.insert(
-                    id,
-                    (
-                        start,
-                        Partition {
-                            end: high,
-                            commit: None,
-                            unbroken: true,
-                            done: start >= high,
-                        },
-                    ),
-                );
-            }
-            Ok((consumer, partitions))
-        }
+        move || starts(consumer, &topic, timeout)
     })
     .await
     // The blocking task is never cancelled; a panic in it is the caller's panic.
@@ -167,6 +124,59 @@ pub async fn redrive(
         }
     }
     commit(&consumer, topic, &partitions)
+}
+
+/// Each partition of `topic` with its first offset to read (the group's committed offset, else
+/// the start) and its end (the high watermark now). Blocking: librdkafka's metadata and offset
+/// calls.
+fn starts(
+    consumer: StreamConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(StreamConsumer, Starts)> {
+    let broker = |what| move |source| Error::Broker { what, source };
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(broker("reading the topic's metadata"))?;
+    let ids: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if ids.is_empty() {
+        return Err(Error::NoSuchTopic(topic.to_owned()));
+    }
+    let mut wanted = TopicPartitionList::new();
+    for id in &ids {
+        wanted.add_partition(topic, *id);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, timeout)
+        .map_err(broker("reading the committed offsets"))?;
+    let mut partitions = HashMap::new();
+    for id in ids {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, id, timeout)
+            .map_err(broker("reading the watermarks"))?;
+        let start = match committed.find_partition(topic, id).map(|p| p.offset()) {
+            Some(Offset::Offset(at)) => at.max(low),
+            _ => low,
+        };
+        partitions.insert(
+            id,
+            (
+                start,
+                Partition {
+                    end: high,
+                    commit: None,
+                    unbroken: true,
+                    done: start >= high,
+                },
+            ),
+        );
+    }
+    Ok((consumer, partitions))
 }
 
 /// Commits each partition's offset past its unbroken run of redriven messages.

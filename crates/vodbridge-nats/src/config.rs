@@ -152,6 +152,26 @@ impl NatsSinkConfig {
     }
 
     pub(crate) fn check(&self) -> Result<Validated> {
+        self.check_limits()?;
+        let token = self.check_files()?;
+        let addrs: Vec<async_nats::ServerAddr> = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse()
+                    .map_err(|e| Error::Config(format!("url {:?}: {e}", redact_url(u))))
+            })
+            .collect::<Result<_>>()?;
+        if addrs.is_empty() {
+            return Err(Error::Config("url names no server".into()));
+        }
+        Ok(Validated { addrs, token })
+    }
+
+    /// The stream's name and the numeric settings.
+    fn check_limits(&self) -> Result<()> {
         if self.stream.is_empty() || self.stream.contains(['.', ' ', '*', '>']) {
             return Err(Error::Config(format!(
                 "stream name {:?} must be non-empty without . * > or spaces",
@@ -186,6 +206,12 @@ impl NatsSinkConfig {
                 "stream_subjects holds an empty subject".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// The credentials, token and certificate files: present and readable (a creds file
+    /// parsed); returns the token.
+    fn check_files(&self) -> Result<Option<String>> {
         let read = |path: &PathBuf| {
             std::fs::read_to_string(path).map_err(|source| Error::File {
                 path: path.clone(),
@@ -233,20 +259,7 @@ impl NatsSinkConfig {
                 ))
             }
         }
-        let addrs: Vec<async_nats::ServerAddr> = self
-            .url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(|u| {
-                u.parse()
-                    .map_err(|e| Error::Config(format!("url {:?}: {e}", redact_url(u))))
-            })
-            .collect::<Result<_>>()?;
-        if addrs.is_empty() {
-            return Err(Error::Config("url names no server".into()));
-        }
-        Ok(Validated { addrs, token })
+        Ok(token)
     }
 }
 

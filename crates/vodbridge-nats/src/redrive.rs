@@ -68,24 +68,7 @@ pub async fn redrive(
         .get_stream(stream)
         .await
         .map_err(Error::broker(format!("stream {stream:?}")))?;
-    let durable = consumer_name(subject);
-    let mut consumer: jetstream::consumer::PullConsumer = stream_handle
-        .get_or_create_consumer(
-            &durable,
-            pull::Config {
-                durable_name: Some(durable.clone()),
-                description: Some("vodbridge redrive: acknowledged = published again".into()),
-                filter_subject: subject.unwrap_or_default().to_owned(),
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::Explicit,
-                // Long enough that nothing comes back while one redrive runs.
-                ack_wait: Duration::from_secs(600),
-                max_ack_pending: 1_000_000,
-                ..pull::Config::default()
-            },
-        )
-        .await
-        .map_err(Error::broker("creating the redrive's consumer"))?;
+    let mut consumer = redrive_consumer(&stream_handle, subject).await?;
     let info = consumer
         .info()
         .await
@@ -99,6 +82,29 @@ pub async fn redrive(
         .map_err(Error::broker("reading the stream's state"))?
         .state
         .last_sequence;
+    let left_in_place = offer_all(&mut consumer, target, last).await?;
+    // Left in place: ready for the next redrive at once rather than after the ack wait.
+    for message in left_in_place {
+        message
+            .ack_with(AckKind::Nak(None))
+            .await
+            .map_err(Error::broker("leaving a dead letter in place"))?;
+    }
+    // The negative acknowledgements are plain publishes: send them before the client goes.
+    client
+        .flush()
+        .await
+        .map_err(Error::broker("flushing the acknowledgements"))?;
+    Ok(())
+}
+
+/// Offers every message up to stream sequence `last` to `target`, acknowledging each one it
+/// published again; returns the others (refused, or newer than `last`), to be left in place.
+async fn offer_all(
+    consumer: &mut jetstream::consumer::PullConsumer,
+    target: &mut dyn RedriveTarget,
+    last: u64,
+) -> Result<Vec<jetstream::Message>> {
     let mut left_in_place = Vec::new();
     while !target.is_done() {
         let mut batch = consumer
@@ -133,19 +139,33 @@ pub async fn redrive(
             break;
         }
     }
-    // Left in place: ready for the next redrive at once rather than after the ack wait.
-    for message in left_in_place {
-        message
-            .ack_with(AckKind::Nak(None))
-            .await
-            .map_err(Error::broker("leaving a dead letter in place"))?;
-    }
-    // The negative acknowledgements are plain publishes: send them before the client goes.
-    client
-        .flush()
+    Ok(left_in_place)
+}
+
+/// The durable consumer of the redrive of `subject` (or the whole stream): every message, each
+/// acknowledged once published again, so the next redrive starts after the last one.
+async fn redrive_consumer(
+    stream_handle: &jetstream::stream::Stream,
+    subject: Option<&str>,
+) -> Result<jetstream::consumer::PullConsumer> {
+    let durable = consumer_name(subject);
+    stream_handle
+        .get_or_create_consumer(
+            &durable,
+            pull::Config {
+                durable_name: Some(durable.clone()),
+                description: Some("vodbridge redrive: acknowledged = published again".into()),
+                filter_subject: subject.unwrap_or_default().to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                // Long enough that nothing comes back while one redrive runs.
+                ack_wait: Duration::from_secs(600),
+                max_ack_pending: 1_000_000,
+                ..pull::Config::default()
+            },
+        )
         .await
-        .map_err(Error::broker("flushing the acknowledgements"))?;
-    Ok(())
+        .map_err(Error::broker("creating the redrive's consumer"))
 }
 
 /// A message of the NATS sink: binary mode (`ce-*` headers, payload = `data`) or structured

@@ -4,14 +4,13 @@
 //!
 //! Why by hand: the id is a hash of the canonical form, so that form must stay byte-for-byte what
 //! the serde_json-based canonicalizer produced (the `canonical` module, kept as the property
-//! tests' oracle). The maintained SIMD parsers were measured against this one (BENCHMARKS.md,
-//! "The tape beside maintained parsers"): simd-json reads differently from serde_json where ids
-//! depend on it (it accepts a key twice, refuses integers beyond 64 bits, decodes a lone
-//! `\ud800` as U+0000, reads `-0` as `0`, has no nesting limit); sonic-rs reads the same only with
-//! its `arbitrary_precision` numbers (it reads `-0` as `0` otherwise), and then its parse plus a
-//! canonical writer costs about twice the tape's instructions, with a second pass for the byte
-//! offsets `data` is cut at, because a portable x86-64 build runs its scalar fallback (its SIMD
-//! paths need target features the image cannot assume). So this scanner does the common work
+//! tests' oracle). The maintained SIMD parsers were weighed against it (git history of
+//! BENCHMARKS.md, December 2026; a one-off measurement, not repeated by the suite): simd-json
+//! reads differently from serde_json where ids depend on it (it accepts a key twice, refuses
+//! integers beyond 64 bits, decodes a lone `\ud800` as U+0000, reads `-0` as `0`, has no nesting
+//! limit); sonic-rs reads the same only with its `arbitrary_precision` numbers, and needs a
+//! second pass for the byte offsets `data` is cut at, its SIMD paths needing target features the
+//! portable image cannot assume. So this scanner does the common work
 //! itself and hands the two rare, subtle cases to serde_json: strings with escape sequences
 //! (decoding, surrogate rules) and numbers that are not plain integers (correctly rounded floats,
 //! range errors). It accepts and refuses what the tree reading did: serde_json's grammar and
