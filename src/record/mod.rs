@@ -39,7 +39,14 @@ trait Backend: Send + Sync + 'static {
     fn put<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<()>>;
     /// Reaches the store (and, for NATS KV, its bucket).
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
+    /// Drops the connection for a new one (made on the next round trip): after a round trip
+    /// failed or timed out, the connection may be dead without being closed (a silent
+    /// partition), which the clients do not notice by themselves.
+    fn reconnect(&self);
 }
+
+/// Least time between two forced reconnects.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 /// What the writer task is handed.
 enum Write {
@@ -69,9 +76,24 @@ pub(crate) struct StoreRecord {
 struct Health {
     down: AtomicBool,
     why: Mutex<Option<String>>,
+    /// When the connection was last replaced.
+    reconnected: Mutex<Option<Instant>>,
 }
 
 impl Health {
+    /// After a failed round trip: replaces `backend`'s connection, at most every
+    /// [`RECONNECT_EVERY`].
+    fn reconnect(&self, backend: &dyn Backend) {
+        let mut last = self
+            .reconnected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.is_none_or(|at| at.elapsed() >= RECONNECT_EVERY) {
+            *last = Some(Instant::now());
+            backend.reconnect();
+        }
+    }
+
     /// Records a round trip's result; logs only the changes (a dead store does not flood logs).
     fn set(&self, kind: &str, address: &str, result: Result<(), &Error>, metrics: &RecordMetrics) {
         match result {
@@ -190,6 +212,7 @@ impl SharedRecord for StoreRecord {
                     known
                 }
                 Ok(_) | Err(_) => {
+                    self.state.reconnect(self.backend.as_ref());
                     self.metrics.errors.with_label_values(&["read"]).inc();
                     self.metrics
                         .lookups
@@ -276,6 +299,7 @@ async fn write_behind(
             let outcome = if result.is_ok() {
                 "ok"
             } else {
+                health.reconnect(backend.as_ref());
                 metrics.errors.with_label_values(&["write"]).inc();
                 "error"
             };

@@ -92,6 +92,8 @@ impl NatsRecord {
                     .request_timeout(Some(self.options.timeout))
                     // Returns at once and keeps connecting: one client for the process's life.
                     .retry_on_initial_connect()
+                    // A silent server is found within two intervals.
+                    .ping_interval(std::time::Duration::from_secs(5))
                     .require_tls(self.options.tls);
                 if let Some(ca) = &self.options.ca_file {
                     options = options.add_root_certificates(ca.clone());
@@ -164,6 +166,16 @@ impl Backend for NatsRecord {
             }
             Ok(())
         })
+    }
+
+    fn reconnect(&self) {
+        // The client replaces a connection whose pings go unanswered by itself; this makes it
+        // do so now.
+        if let Some(client) = self.client.get().cloned() {
+            tokio::spawn(async move {
+                let _ = client.force_reconnect().await;
+            });
+        }
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<()>> {

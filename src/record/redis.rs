@@ -1,6 +1,8 @@
 //! The shared delivery record in Redis or Valkey: `MGET` to read a batch, one pipeline of
 //! `SET key 1 EX ttl` to write one, over redis-rs's reconnecting connection manager.
 
+use std::sync::{Mutex, PoisonError};
+
 use futures_util::future::BoxFuture;
 use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, Client};
 
@@ -13,8 +15,12 @@ use crate::{
 /// A Redis/Valkey store (standalone or behind a proxy; `MGET` needs all keys on one node, so
 /// Redis Cluster is not supported).
 pub(super) struct RedisRecord {
-    /// Connects lazily on the first command and again after a loss.
-    connection: ConnectionManager,
+    /// Connects lazily on the first command and again after a loss; replaced by
+    /// [`Backend::reconnect`] after a timeout (it does not notice a silent connection itself).
+    connection: Mutex<ConnectionManager>,
+    /// Makes the replacements.
+    client: Client,
+    config: ConnectionManagerConfig,
     /// Prepended to every key with a `:`.
     prefix: String,
     /// Time to live of every key, in seconds.
@@ -52,13 +58,23 @@ impl RedisRecord {
             .set_response_timeout(Some(settings.timeout))
             .set_number_of_retries(1)
             .set_max_delay(settings.timeout);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(failed("the connection manager"))?;
         Ok(Self {
-            connection,
+            connection: Mutex::new(connection),
+            client,
+            config,
             prefix: settings.name.clone(),
             ttl_secs: settings.ttl.as_secs(),
         })
+    }
+
+    /// The current connection (a cheap clone).
+    fn connection(&self) -> ConnectionManager {
+        self.connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn key(&self, key: &str) -> String {
@@ -76,7 +92,7 @@ fn failed(what: &'static str) -> impl Fn(redis::RedisError) -> Error {
 impl Backend for RedisRecord {
     fn get<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<bool>>> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection();
             let mut command = redis::cmd("MGET");
             for key in keys {
                 command.arg(self.key(key));
@@ -91,7 +107,7 @@ impl Backend for RedisRecord {
 
     fn put<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection();
             let mut pipe = redis::pipe();
             for key in keys {
                 pipe.cmd("SET")
@@ -107,9 +123,23 @@ impl Backend for RedisRecord {
         })
     }
 
+    fn reconnect(&self) {
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(fresh) => {
+                *self
+                    .connection
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = fresh;
+            }
+            Err(error) => {
+                tracing::debug!(error = %error, "Cannot replace the shared record's Redis connection.");
+            }
+        }
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection();
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)
                 .await

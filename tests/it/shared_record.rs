@@ -260,3 +260,76 @@ async fn a_failed_publish_is_never_recorded() {
     a.stop().await.expect("clean stop");
     b.stop().await.expect("clean stop");
 }
+
+/// The store cut off silently (a partition: the connection carries nothing and closes
+/// nothing): callbacks are still answered at once (each read waits at most the record's
+/// timeout), the bridge stays ready and names the store, and once the network heals the record
+/// is used again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_store_costs_at_most_its_timeout_and_comes_back() {
+    let redis = RedisServer::start();
+    silent_store("redis", redis.port).await;
+    let nats = NatsServer::start();
+    silent_store("nats", nats.port).await;
+}
+
+/// [`a_silent_store_costs_at_most_its_timeout_and_comes_back`] for the store of `scheme`
+/// listening on `port`.
+async fn silent_store(scheme: &str, port: u16) {
+    let proxy = vodbridge_testkit::SilentProxy::start(port);
+    let url = format!("{scheme}://127.0.0.1:{}", proxy.port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path_a, path_b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let a = TestApp::start(settings(&replica_config(&path_a, &url)), vec![]).await;
+    let b = TestApp::start(settings(&replica_config(&path_b, &url)), vec![]).await;
+    assert_eq!(a.post("/callback/default", body("s0")).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.post("/callback/default", body("s0")).await.status(), 200);
+    assert!(
+        published(&path_b).is_empty(),
+        "the record works through the proxy"
+    );
+
+    proxy.silence();
+    let mut slowest = Duration::ZERO;
+    for i in 1..=10 {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            a.post("/callback/default", body(&format!("s{i}")))
+                .await
+                .status(),
+            200
+        );
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "{scheme}: a silent store must not hold callbacks: {slowest:?}"
+    );
+    assert_eq!(published(&path_a).len(), 11, "every event published");
+    let (status, detail) = a.get("/readyz").await;
+    assert_eq!(status, 200, "{detail}");
+    assert!(detail.contains("unreachable"), "{detail}");
+
+    // Healed: new connections go through (the silent ones stay dead); the record is back.
+    proxy.heal();
+    let started = std::time::Instant::now();
+    let mut i = 100;
+    loop {
+        let id = format!("s{i}");
+        assert_eq!(a.post("/callback/default", body(&id)).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(b.post("/callback/default", body(&id)).await.status(), 200);
+        if !published(&path_b).contains(&id) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{scheme}: the record never came back after the heal: {}",
+            a.get("/readyz").await.1
+        );
+        i += 1;
+    }
+    a.stop().await.expect("clean stop");
+    b.stop().await.expect("clean stop");
+}
