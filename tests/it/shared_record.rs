@@ -11,8 +11,13 @@ use crate::helpers::{metric, settings, TestApp};
 
 /// A bridge with a file sink at `path` and the shared record at `store`.
 fn replica_config(path: &Path, store: &str) -> String {
+    replica_config_with(path, store, "")
+}
+
+/// [`replica_config`] with more `[delivery]` keys.
+fn replica_config_with(path: &Path, store: &str, delivery: &str) -> String {
     format!(
-        "[delivery]\nshared_record = {store:?}\nshared_record_timeout_ms = 200\n\
+        "[delivery]\nshared_record = {store:?}\nshared_record_timeout_ms = 200\n{delivery}\
          [sinks.file]\ntype = \"file\"\npath = {:?}\nfsync = \"never\"\n",
         path.display().to_string()
     )
@@ -332,4 +337,52 @@ async fn silent_store(scheme: &str, port: u16) {
     }
     a.stop().await.expect("clean stop");
     b.stop().await.expect("clean stop");
+}
+
+/// `rediss://` with the store's CA from `shared_record_ca_file`: the record works over TLS, and
+/// a CA that did not sign the store's certificate fails `check-config` and leaves the running
+/// bridge publishing without the record (never refusing events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_over_tls_trusts_the_given_ca_only() {
+    let pki = vodbridge_testkit::TestPki::generate();
+    let redis = RedisServer::start_tls(&pki);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_ca = |path: &Path, ca: &Path| {
+        let line = format!("shared_record_ca_file = {:?}\n", ca.display().to_string());
+        replica_config_with(path, &redis.url(), &line)
+    };
+    let (path_a, path_b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let a = TestApp::start(settings(&with_ca(&path_a, &pki.ca())), vec![]).await;
+    let b = TestApp::start(settings(&with_ca(&path_b, &pki.ca())), vec![]).await;
+    assert_eq!(a.post("/callback/default", body("t0")).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.post("/callback/default", body("t0")).await.status(), 200);
+    assert!(
+        published(&path_b).is_empty(),
+        "recorded and recalled over TLS"
+    );
+    assert_eq!(b.get("/readyz").await.1, "ready\n");
+
+    // Another CA: the certificate is not trusted.
+    let other = vodbridge_testkit::TestPki::generate();
+    let path_c = dir.path().join("c.jsonl");
+    let c = TestApp::start(settings(&with_ca(&path_c, &other.ca())), vec![]).await;
+    assert_eq!(c.post("/callback/default", body("t0")).await.status(), 200);
+    assert_eq!(published(&path_c), ["t0"], "published without the record");
+    let (status, detail) = c.get("/readyz").await;
+    assert_eq!(status, 200);
+    assert!(detail.contains("unreachable"), "{detail}");
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, with_ca(&path_c, &other.ca())).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vodbridge"))
+        .args(["check-config", &file.display().to_string()])
+        .output()
+        .expect("runs");
+    assert!(
+        !out.status.success(),
+        "an untrusted store fails check-config"
+    );
+    for app in [a, b, c] {
+        app.stop().await.expect("clean stop");
+    }
 }

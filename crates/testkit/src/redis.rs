@@ -17,6 +17,8 @@ pub struct RedisServer {
     password: Option<String>,
     /// Its working directory (no dump is written; keeps stray files out of the tree).
     dir: tempfile::TempDir,
+    /// CA, certificate and key when it serves TLS only (no client certificate asked).
+    tls: Option<[std::path::PathBuf; 3]>,
     child: Option<Child>,
 }
 
@@ -41,11 +43,32 @@ impl RedisServer {
         Self::spawned(Some(password.to_owned()))
     }
 
+    /// Starts a server that speaks TLS only, with a certificate `pki`'s CA signed.
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
+    #[must_use]
+    pub fn start_tls(pki: &crate::TestPki) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = Some(pki.server_files_in(dir.path()));
+        let mut server = Self {
+            port: free_port(),
+            password: None,
+            dir,
+            tls,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
     fn spawned(password: Option<String>) -> Self {
         let mut server = Self {
             port: free_port(),
             password,
             dir: tempfile::tempdir().expect("tempdir"),
+            tls: None,
             child: None,
         };
         server.spawn();
@@ -55,10 +78,29 @@ impl RedisServer {
     fn spawn(&mut self) {
         let binary = require("redis-server", "redis-server");
         let mut command = Command::new(binary);
+        let port = self.port.to_string();
         command
             .current_dir(self.dir.path())
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"]);
+            .args(["--bind", "127.0.0.1"]);
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some([ca, cert, key]) => command
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        command.args(["--save", "", "--appendonly", "no", "--protected-mode", "no"]);
         if let Some(password) = &self.password {
             command.args(["--requirepass", password]);
         }
@@ -70,12 +112,14 @@ impl RedisServer {
         ));
     }
 
-    /// `redis://[:password@]127.0.0.1:port`.
+    /// `redis://[:password@]127.0.0.1:port`, or `rediss://localhost:port` when it serves TLS
+    /// (the name its certificate carries).
     #[must_use]
     pub fn url(&self) -> String {
-        match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+        match (&self.password, &self.tls) {
+            (_, Some(_)) => format!("rediss://localhost:{}", self.port),
+            (Some(password), None) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            (None, None) => format!("redis://127.0.0.1:{}", self.port),
         }
     }
 
