@@ -38,6 +38,33 @@ fn body(file_id: &str) -> String {
     )
 }
 
+/// Sends new events to `a`, then again to `b`, until `b` publishes none of them (the record is
+/// read and written again); fails after `within`.
+async fn record_comes_back(
+    a: &TestApp,
+    b: &TestApp,
+    path_b: &Path,
+    prefix: &str,
+    within: Duration,
+    kind: &str,
+) {
+    let started = std::time::Instant::now();
+    for i in 100.. {
+        let id = format!("{prefix}{i}");
+        assert_eq!(a.post("/callback/default", body(&id)).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(b.post("/callback/default", body(&id)).await.status(), 200);
+        if !published(path_b).contains(&id) {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{kind}: the record never came back: {}",
+            a.get("/readyz").await.1
+        );
+    }
+}
+
 async fn metrics(app: &TestApp) -> String {
     app.get("/metrics").await.1
 }
@@ -177,22 +204,7 @@ async fn two_replicas_share_one_record(
 
     // It comes back (empty): the record works again without a restart of the bridge.
     restart();
-    let started = std::time::Instant::now();
-    let mut i = 100;
-    loop {
-        let id = format!("f{i}");
-        assert_eq!(a.post("/callback/default", body(&id)).await.status(), 200);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(b.post("/callback/default", body(&id)).await.status(), 200);
-        if !published(&path_b).contains(&id) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{kind}: the record never came back"
-        );
-        i += 1;
-    }
+    record_comes_back(&a, &b, &path_b, "f", Duration::from_secs(20), kind).await;
     let (status, detail) = b.get("/readyz").await;
     assert_eq!((status, detail.as_str()), (200, "ready\n"));
     a.stop().await.expect("clean stop");
@@ -318,23 +330,7 @@ async fn silent_store(scheme: &str, port: u16) {
 
     // Healed: new connections go through (the silent ones stay dead); the record is back.
     proxy.heal();
-    let started = std::time::Instant::now();
-    let mut i = 100;
-    loop {
-        let id = format!("s{i}");
-        assert_eq!(a.post("/callback/default", body(&id)).await.status(), 200);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(b.post("/callback/default", body(&id)).await.status(), 200);
-        if !published(&path_b).contains(&id) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{scheme}: the record never came back after the heal: {}",
-            a.get("/readyz").await.1
-        );
-        i += 1;
-    }
+    record_comes_back(&a, &b, &path_b, "s", Duration::from_secs(30), scheme).await;
     a.stop().await.expect("clean stop");
     b.stop().await.expect("clean stop");
 }
