@@ -632,6 +632,22 @@ mod tests {
         }
     }
 
+    /// A sink that times out while its switch is above 0, and acknowledges after.
+    fn switchable(name: &'static str) -> (Arc<Scripted>, Arc<AtomicUsize>) {
+        let down = Arc::new(AtomicUsize::new(1));
+        let sink = Scripted::new(name, {
+            let down = Arc::clone(&down);
+            move || {
+                if down.load(Ordering::Relaxed) > 0 {
+                    Err(SinkError::retryable(FailureReason::Timeout, "silent"))
+                } else {
+                    Ok(())
+                }
+            }
+        });
+        (sink, down)
+    }
+
     fn route(pattern: &str, sinks: &[&str]) -> Route {
         Route {
             patterns: vec![EventTypePattern::parse(pattern).expect("valid")],
@@ -695,17 +711,7 @@ mod tests {
     #[tokio::test]
     async fn a_redelivery_skips_the_sinks_that_already_acknowledged() {
         let healthy = Scripted::new("a", || Ok(()));
-        let down = Arc::new(AtomicUsize::new(1));
-        let failing = Scripted::new("b", {
-            let down = Arc::clone(&down);
-            move || {
-                if down.load(Ordering::Relaxed) > 0 {
-                    Err(SinkError::retryable(FailureReason::Timeout, "silent"))
-                } else {
-                    Ok(())
-                }
-            }
-        });
+        let (failing, down) = switchable("b");
         let p = pipeline(
             vec![healthy.clone(), failing.clone()],
             vec![route("*", &["a", "b"])],
@@ -774,17 +780,7 @@ mod tests {
     async fn a_shared_record_lets_another_replica_skip_what_one_acknowledged() {
         let store = Arc::new(Store::default());
         let healthy = Scripted::new("a", || Ok(()));
-        let down = Arc::new(AtomicUsize::new(1));
-        let failing = Scripted::new("b", {
-            let down = Arc::clone(&down);
-            move || {
-                if down.load(Ordering::Relaxed) > 0 {
-                    Err(SinkError::retryable(FailureReason::Timeout, "silent"))
-                } else {
-                    Ok(())
-                }
-            }
-        });
+        let (failing, down) = switchable("b");
         let replica = || {
             pipeline(
                 vec![healthy.clone(), failing.clone()],
