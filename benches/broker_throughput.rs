@@ -176,6 +176,7 @@ fn one_route_pipeline(sink: Arc<dyn Sink>, destination: &str) -> Pipeline {
             action: RouteAction::Publish(vec![Target {
                 sink: sink.name().to_owned(),
                 destination: Template::parse(destination).expect("template"),
+                required: true,
             }]),
         }],
         vodbridge_tencent::catalog::known_event_types(),

@@ -5,13 +5,10 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use vodbridge_core::{Ingress, RouteContext};
+use vodbridge_core::{in_order, Ingress, RouteContext};
 
 use crate::{
-    sources::{
-        backoff::{pause, Backoff},
-        ordered::in_order,
-    },
+    sources::backoff::{pause, Backoff},
     spool::{Spool, Spooled},
     state::AppState,
     telemetry::InFlight,

@@ -179,7 +179,10 @@ fn routed_channels(settings: &Settings) -> BTreeMap<(String, String), BTreeSet<S
     for event_type in &types {
         if let vodbridge_core::Resolution::Publish(_, targets) = settings.routes.resolve(event_type)
         {
-            for Target { sink, destination } in targets {
+            for Target {
+                sink, destination, ..
+            } in targets
+            {
                 channels
                     .entry((sink.clone(), destination.as_str().to_owned()))
                     .or_default()

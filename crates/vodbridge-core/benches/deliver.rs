@@ -61,6 +61,7 @@ fn deliver(c: &mut Criterion) {
             action: RouteAction::Publish(vec![Target {
                 sink: "noop".into(),
                 destination: Template::parse("vod.{sub_app_id}.{event_type}").expect("template"),
+                required: true,
             }]),
         }],
         ["NewFileUpload"],

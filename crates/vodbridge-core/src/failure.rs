@@ -23,6 +23,9 @@ pub enum FailureReason {
     Invalid,
     /// No route matches the event type.
     NoRoute,
+    /// A best-effort sink's queue was full (its breaker open, or the sink slower than the
+    /// events): the event went to the dead-letter destination instead of the queue.
+    QueueFull,
     /// Anything else.
     Other,
 }
@@ -40,6 +43,7 @@ impl FailureReason {
             Self::Unauthorized => "unauthorized",
             Self::Invalid => "invalid",
             Self::NoRoute => "no_route",
+            Self::QueueFull => "queue_full",
             Self::Other => "other",
         }
     }
@@ -47,7 +51,7 @@ impl FailureReason {
 
 impl FailureReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Timeout,
         Self::Unavailable,
         Self::Saturated,
@@ -56,6 +60,7 @@ impl FailureReason {
         Self::Unauthorized,
         Self::Invalid,
         Self::NoRoute,
+        Self::QueueFull,
         Self::Other,
     ];
 }

@@ -29,10 +29,12 @@
 #![deny(missing_docs)]
 
 mod background;
+mod best_effort;
 mod binding;
 mod envelope;
 mod error;
 mod failure;
+mod ordered;
 mod outcome;
 mod pipeline;
 mod redact;
@@ -46,10 +48,14 @@ mod stall;
 mod trace;
 
 pub use background::Background;
+pub use best_effort::{
+    BestEffortSettings, BreakerState, DropReason, LaneObserver, LaneStatus, Queued,
+};
 pub use binding::{DeadLetterInfo, HeaderStyle};
 pub use envelope::{Envelope, EventId, Ingress, SPEC_VERSION};
 pub use error::{Error, Result};
 pub use failure::{FailureReason, SinkError};
+pub use ordered::{in_order, InOrder};
 pub use outcome::Outcome;
 pub use pipeline::{DeliveryReport, Pipeline, SinkAttempt, SinkClosed, UnroutableRetry};
 pub use redact::redact_url;

@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     time::Duration,
 };
@@ -14,6 +14,9 @@ use futures_util::future::join_all;
 use tokio::time::{timeout_at, Instant};
 
 use crate::{
+    best_effort::{
+        BestEffortSettings, DropReason, Lane, LaneContext, LaneObserver, LaneStatus, Queued,
+    },
     binding::DeadLetterInfo,
     envelope::Envelope,
     error::{Error, Result},
@@ -34,7 +37,7 @@ pub struct Pipeline {
     sinks: HashMap<String, (Arc<dyn Sink>, Arc<AtomicUsize>)>,
     /// Publishes acknowledged recently, per sink and destination: not repeated when the event
     /// comes back because another sink failed.
-    record: SinkRecord,
+    record: Arc<SinkRecord>,
     /// The record the fleet shares (Redis/Valkey, NATS KV): read by [`Pipeline::recall`] into
     /// `record`, written after each acknowledgement. `None`: this process's record only.
     shared: Option<Arc<dyn SharedRecord>>,
@@ -44,6 +47,12 @@ pub struct Pipeline {
     dead_letter: Option<Target>,
     /// How an `unroutable` answer is retried before it counts as permanent.
     unroutable: UnroutableRetry,
+    /// The queue of each sink that some route names as a best-effort target.
+    lanes: HashMap<String, Arc<Lane>>,
+    /// Told what the lanes do (metrics).
+    observer: Option<Arc<dyn LaneObserver>>,
+    /// What the lanes' workers share, made when the first one starts (after every `with_*`).
+    lane_context: OnceLock<Arc<LaneContext>>,
 }
 
 /// How often an `unroutable` answer (no queue bound, no stream for the subject, unknown topic)
@@ -80,6 +89,10 @@ pub struct SinkAttempt {
     pub elapsed: Duration,
     /// True when this was the dead-letter publish.
     pub dead_letter: bool,
+    /// Set for a best-effort target: the event was offered to the sink's queue instead of
+    /// being published now (`result` is `Ok`, unless the queue was full and the event goes to
+    /// the dead letter). The queue's own publishes are reported to the [`LaneObserver`].
+    pub best_effort: Option<Queued>,
     /// Times an `unroutable` answer was tried again (see [`UnroutableRetry`]).
     pub unroutable_retries: u32,
     /// True when the sink was not asked because it acknowledged this event at this
@@ -144,14 +157,102 @@ impl Pipeline {
                 sink: t.sink.clone(),
             });
         }
-        Ok(Self {
+        let mut pipeline = Self {
             sinks,
-            record: SinkRecord::new(0),
+            record: Arc::new(SinkRecord::new(0)),
             shared: None,
             routes,
             dead_letter,
             unroutable: UnroutableRetry::default(),
-        })
+            lanes: HashMap::new(),
+            observer: None,
+            lane_context: OnceLock::new(),
+        };
+        pipeline.build_lanes(&BestEffortSettings::default());
+        Ok(pipeline)
+    }
+
+    /// One lane per sink that some route names as a best-effort target.
+    fn build_lanes(&mut self, settings: &BestEffortSettings) {
+        let mut lanes = HashMap::new();
+        for route in self.routes.routes() {
+            let RouteAction::Publish(targets) = &route.action else {
+                continue;
+            };
+            for target in targets.iter().filter(|t| !t.required) {
+                if let Some((sink, on_wire)) = self.sinks.get(&target.sink) {
+                    lanes.entry(target.sink.clone()).or_insert_with(|| {
+                        Arc::new(Lane::new(
+                            Arc::clone(sink),
+                            Arc::clone(on_wire),
+                            settings.clone(),
+                        ))
+                    });
+                }
+            }
+        }
+        self.lanes = lanes;
+    }
+
+    /// Sets how best-effort targets queue, publish and break (see [`BestEffortSettings`];
+    /// defaults without this call), and who is told what their queues do. Call it before the
+    /// first delivery.
+    #[must_use]
+    pub fn with_best_effort(
+        mut self,
+        settings: &BestEffortSettings,
+        observer: Option<Arc<dyn LaneObserver>>,
+    ) -> Self {
+        self.build_lanes(settings);
+        self.observer = observer;
+        self
+    }
+
+    /// Whether `sink` must acknowledge before an event it is routed to is handled: it is a
+    /// required target of some route, or the dead-letter destination. A sink that is only ever
+    /// a best-effort target is not required: its outage does not make the bridge unready.
+    #[must_use]
+    pub fn is_required(&self, sink: &str) -> bool {
+        self.dead_letter.as_ref().is_some_and(|t| t.sink == sink)
+            || self.routes.routes().iter().any(|route| {
+                matches!(&route.action, RouteAction::Publish(targets)
+                    if targets.iter().any(|t| t.required && t.sink == sink))
+            })
+    }
+
+    /// True when there are required sinks and none of them is healthy: nothing can be
+    /// acknowledged, so pulling is pointless.
+    #[must_use]
+    pub fn required_sinks_down(&self) -> bool {
+        let mut required = self
+            .sinks()
+            .filter(|s| self.is_required(s.name()))
+            .peekable();
+        required.peek().is_some() && required.all(|s| !s.is_healthy())
+    }
+
+    /// The state of every best-effort sink's queue, by sink name.
+    pub fn best_effort(&self) -> impl Iterator<Item = LaneStatus> + '_ {
+        let mut names: Vec<&String> = self.lanes.keys().collect();
+        names.sort();
+        names.into_iter().map(|name| self.lanes[name].status())
+    }
+
+    /// What the lanes' workers share; made once, on the first offer.
+    fn lane_context(&self) -> Arc<LaneContext> {
+        Arc::clone(self.lane_context.get_or_init(|| {
+            Arc::new(LaneContext {
+                record: Arc::clone(&self.record),
+                shared: self.shared.clone(),
+                dead_letter: self.dead_letter.as_ref().and_then(|target| {
+                    self.sinks.get(&target.sink).map(|(sink, on_wire)| {
+                        (Arc::clone(sink), Arc::clone(on_wire), target.clone())
+                    })
+                }),
+                observer: self.observer.clone(),
+                unroutable: self.unroutable,
+            })
+        }))
     }
 
     /// Remembers up to `capacity` acknowledged publishes (event id, sink, destination): when an
@@ -160,13 +261,13 @@ impl Pipeline {
     /// [`SinkAttempt::skipped`]. 0 (the default) always publishes.
     #[must_use]
     pub fn with_sink_record(mut self, capacity: usize) -> Self {
-        self.record = SinkRecord::new(capacity);
+        self.record = Arc::new(SinkRecord::new(capacity));
         self
     }
 
     /// The record of acknowledged publishes.
     #[must_use]
-    pub const fn sink_record(&self) -> &SinkRecord {
+    pub fn sink_record(&self) -> &SinkRecord {
         &self.record
     }
 
@@ -302,6 +403,9 @@ impl Pipeline {
             let policy = self.unroutable;
             let record = &self.record;
             let shared = self.shared.as_deref();
+            let lane = (!target.required)
+                .then(|| self.lanes.get(&target.sink))
+                .flatten();
             async move {
                 let Some((sink, on_wire)) = sink else {
                     unreachable!("route targets are validated in Pipeline::new")
@@ -315,7 +419,11 @@ impl Pipeline {
                         dead_letter: false,
                         unroutable_retries: 0,
                         skipped: true,
+                        best_effort: None,
                     };
+                }
+                if let Some(lane) = lane {
+                    return self.offer(lane, sink, message, context);
                 }
                 let envelope = Arc::clone(&message.envelope);
                 let attempt = publish(sink, &on_wire, message, deadline, false, policy).await;
@@ -344,6 +452,51 @@ impl Pipeline {
             .fold(Outcome::Delivered, Outcome::merge);
         self.dead_letter_if_rejected(envelope, context, deadline, Some(route), outcome, attempts)
             .await
+    }
+
+    /// Offers a best-effort target's publish to its sink's queue. A full queue sends the event
+    /// to the dead letter when one is configured (the attempt is a `queue_full` rejection, so
+    /// the merged outcome dead-letters it), else drops it for that sink and counts the drop.
+    fn offer(
+        &self,
+        lane: &Arc<Lane>,
+        sink: Arc<dyn Sink>,
+        message: Message,
+        context: RouteContext<'_>,
+    ) -> SinkAttempt {
+        let queued = lane.offer(
+            &message.envelope,
+            &message.destination,
+            context.source,
+            || self.lane_context(),
+        );
+        let result = match queued {
+            Queued::Full if self.dead_letter.is_some() => Err(SinkError::rejected(
+                FailureReason::QueueFull,
+                format!(
+                    "the best-effort queue of {} is full ({} events)",
+                    sink.name(),
+                    lane.status().capacity
+                ),
+            )),
+            Queued::Full => {
+                if let Some(observer) = &self.observer {
+                    observer.dropped(sink.name(), DropReason::QueueFull, 1);
+                }
+                Ok(())
+            }
+            Queued::Queued | Queued::AlreadyQueued => Ok(()),
+        };
+        SinkAttempt {
+            sink,
+            destination: message.destination,
+            result,
+            elapsed: Duration::ZERO,
+            dead_letter: false,
+            unroutable_retries: 0,
+            skipped: false,
+            best_effort: Some(queued),
+        }
     }
 
     /// Sends an event that cannot be routed at all (its body is unusable) straight to the
@@ -419,7 +572,15 @@ impl Pipeline {
     /// and says how each ended: a close still running then (a flush to a broker that does
     /// not answer, a connection whose close is never acknowledged) is abandoned as a timeout.
     /// The shared record's last writes are flushed at the same time, within the same limit.
+    ///
+    /// Best-effort queues are drained first (what a healthy sink can take within `within`;
+    /// nothing waits for an open breaker), and what is left in them is counted as dropped.
     pub async fn close(&self, within: Duration) -> Vec<SinkClosed> {
+        let started = Instant::now();
+        join_all(self.lanes.values().map(|lane| lane.close(within))).await;
+        let within = within
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(500));
         let flush = async {
             if let Some(shared) = &self.shared {
                 shared.flush(within).await;
@@ -463,7 +624,7 @@ impl Drop for OnWire<'_> {
 
 /// Publishes `message`, trying an `unroutable` rejection again per `policy` while the deadline
 /// allows the pause; the attempt reports the last answer and the whole time taken.
-async fn publish(
+pub(crate) async fn publish(
     sink: Arc<dyn Sink>,
     on_wire: &AtomicUsize,
     message: Message,
@@ -517,6 +678,7 @@ async fn publish(
                 dead_letter,
                 unroutable_retries: retries,
                 skipped: false,
+                best_effort: None,
                 sink,
             };
         }
@@ -559,7 +721,11 @@ async fn publish_once(
 
 /// Where `target` puts `envelope`: its rendered template, or `vod.{event_type}` when the
 /// route names no destination. The one place a destination is defaulted: sinks always get one.
-fn destination(target: &Target, envelope: &Envelope, context: &RouteContext<'_>) -> String {
+pub(crate) fn destination(
+    target: &Target,
+    envelope: &Envelope,
+    context: &RouteContext<'_>,
+) -> String {
     let rendered = target.destination.render(envelope, context);
     if rendered.is_empty() {
         crate::default_destination(&envelope.event_type)
@@ -576,7 +742,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        envelope::tests::sample, route::Route, sink::PublishFuture, EventTypePattern, Template,
+        best_effort::BreakerState, envelope::tests::sample, route::Route, sink::PublishFuture,
+        EventTypePattern, Template,
     };
 
     /// A sink whose answer the test decides, recording what it was given.
@@ -657,6 +824,7 @@ mod tests {
                     .map(|s| Target {
                         sink: (*s).into(),
                         destination: Template::parse("t.{event_type}").expect("ok"),
+                        required: true,
                     })
                     .collect(),
             ),
@@ -667,6 +835,7 @@ mod tests {
         let dlq = dlq.map(|s| Target {
             sink: s.into(),
             destination: Template::parse("dlq").expect("ok"),
+            required: true,
         });
         Pipeline::new(
             sinks,
@@ -1258,5 +1427,245 @@ mod tests {
         assert!(
             matches!(Pipeline::new(vec![], routes, None), Err(Error::UnknownSink { sink, .. }) if sink == "missing")
         );
+    }
+
+    /// Counts what the best-effort lanes report.
+    #[derive(Default)]
+    struct Counting {
+        acked: AtomicUsize,
+        failed: AtomicUsize,
+        dropped: Mutex<Vec<(String, DropReason, u64)>>,
+    }
+
+    impl LaneObserver for Counting {
+        fn attempted(&self, _source: &str, _envelope: &Envelope, attempt: &SinkAttempt) {
+            let counter = if attempt.result.is_ok() {
+                &self.acked
+            } else {
+                &self.failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        fn dropped(&self, sink: &str, reason: DropReason, count: u64) {
+            if let Ok(mut dropped) = self.dropped.lock() {
+                dropped.push((sink.to_owned(), reason, count));
+            }
+        }
+    }
+
+    fn numbered(n: usize) -> Arc<Envelope> {
+        let mut envelope = sample();
+        envelope.id = crate::EventId::derive("/test", n.to_string().as_bytes());
+        envelope.partition_key = format!("video-{n}");
+        Arc::new(envelope)
+    }
+
+    /// `a` required, `b` best-effort, both behind one route.
+    fn with_best_effort(
+        a: Arc<Scripted>,
+        b: Arc<Scripted>,
+        dlq: Option<Arc<Scripted>>,
+        settings: &BestEffortSettings,
+    ) -> (Pipeline, Arc<Counting>) {
+        let mut routes = route("*", &["a", "b"]);
+        if let RouteAction::Publish(targets) = &mut routes.action {
+            targets[1].required = false;
+        }
+        let mut sinks: Vec<Arc<dyn Sink>> = vec![a, b];
+        sinks.extend(dlq.map(|d| d as Arc<dyn Sink>));
+        let dlq_name = (sinks.len() == 3).then_some("dlq");
+        let counting = Arc::new(Counting::default());
+        let p = pipeline(sinks, vec![routes], dlq_name)
+            .with_sink_record(1000)
+            .with_best_effort(settings, Some(Arc::clone(&counting) as _));
+        (p, counting)
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_best_effort_sink_down_never_holds_the_outcome_and_gets_its_events_later() {
+        let a = Scripted::new("a", || Ok(()));
+        let (b, down) = switchable("b");
+        let (p, counting) = with_best_effort(a, b.clone(), None, &BestEffortSettings::default());
+        assert!(p.is_required("a") && !p.is_required("b"));
+        for n in 0..20 {
+            let report = p.deliver(numbered(n), ctx(), soon()).await;
+            assert_eq!(report.outcome, Outcome::Delivered);
+            let queued = report.attempts.iter().find(|a| a.sink.name() == "b");
+            assert_eq!(queued.and_then(|a| a.best_effort), Some(Queued::Queued));
+        }
+        // A redelivery while the event waits is not queued twice.
+        let again = p.deliver(numbered(3), ctx(), soon()).await;
+        let queued = again.attempts.iter().find(|a| a.sink.name() == "b");
+        assert_eq!(
+            queued.and_then(|a| a.best_effort),
+            Some(Queued::AlreadyQueued)
+        );
+        until("a failed try", || {
+            counting.failed.load(Ordering::Relaxed) > 0
+        })
+        .await;
+        let status = p.best_effort().next().expect("one lane");
+        assert_eq!((status.sink.as_str(), status.depth), ("b", 20));
+        down.store(0, Ordering::Relaxed);
+        until("every queued event acknowledged", || {
+            counting.acked.load(Ordering::Relaxed) == 20
+        })
+        .await;
+        until("an empty queue", || p.best_effort().all(|s| s.depth == 0)).await;
+        // Acknowledged: a later redelivery skips the sink.
+        let later = p.deliver(numbered(3), ctx(), soon()).await;
+        assert!(later
+            .attempts
+            .iter()
+            .any(|a| a.sink.name() == "b" && a.skipped));
+        assert!(counting.dropped.lock().expect("lock").is_empty());
+        let mut seen = b.seen();
+        seen.dedup();
+        assert!(seen.iter().all(|(d, _)| d == "t.NewFileUpload"));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_exactly_the_overflow_or_dead_letters_it() {
+        let settings = BestEffortSettings {
+            queue_capacity: 5,
+            ..BestEffortSettings::default()
+        };
+        let (b, _down) = switchable("b");
+        let (p, counting) = with_best_effort(Scripted::new("a", || Ok(())), b, None, &settings);
+        for n in 0..12 {
+            let report = p.deliver(numbered(n), ctx(), soon()).await;
+            assert_eq!(
+                report.outcome,
+                Outcome::Delivered,
+                "a drop never holds the event"
+            );
+        }
+        let dropped = counting.dropped.lock().expect("lock").clone();
+        assert_eq!(dropped.len(), 7);
+        assert!(dropped
+            .iter()
+            .all(|d| *d == ("b".to_owned(), DropReason::QueueFull, 1)));
+        assert_eq!(p.best_effort().next().map(|s| s.depth), Some(5));
+
+        // With a dead letter, the overflow goes there and the outcome says so.
+        let (b, _down) = switchable("b");
+        let dlq = Scripted::new("dlq", || Ok(()));
+        let (p, counting) = with_best_effort(
+            Scripted::new("a", || Ok(())),
+            b,
+            Some(dlq.clone()),
+            &settings,
+        );
+        let mut dead_lettered = 0;
+        for n in 0..8 {
+            let report = p.deliver(numbered(n), ctx(), soon()).await;
+            if let Outcome::DeadLettered { reason } = report.outcome {
+                assert_eq!(reason, FailureReason::QueueFull);
+                dead_lettered += 1;
+            } else {
+                assert_eq!(report.outcome, Outcome::Delivered);
+            }
+        }
+        assert_eq!(dead_lettered, 3);
+        assert_eq!(dlq.seen().len(), 3);
+        assert!(counting.dropped.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_breaker_opens_after_a_run_of_failures_and_a_probe_closes_it() {
+        let settings = BestEffortSettings {
+            concurrency: 1,
+            breaker_failures: 3,
+            breaker_open: Duration::from_secs(1),
+            breaker_open_max: Duration::from_secs(1),
+            ..BestEffortSettings::default()
+        };
+        let (b, down) = switchable("b");
+        let (p, counting) =
+            with_best_effort(Scripted::new("a", || Ok(())), b.clone(), None, &settings);
+        for n in 0..10 {
+            p.deliver(numbered(n), ctx(), soon()).await;
+        }
+        until("the breaker to open", || {
+            p.best_effort().all(|s| s.breaker == BreakerState::Open)
+        })
+        .await;
+        // Open: nothing is tried until the open period (1 s) ends.
+        let tried = b.seen().len();
+        assert_eq!(tried, 3, "three failures open it");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(b.seen().len(), 3, "nothing tried while open");
+        down.store(0, Ordering::Relaxed);
+        until("all ten acknowledged", || {
+            counting.acked.load(Ordering::Relaxed) == 10
+        })
+        .await;
+        assert!(p.best_effort().all(|s| s.breaker == BreakerState::Closed));
+    }
+
+    #[tokio::test]
+    async fn close_drains_a_healthy_queue_and_counts_what_an_open_breaker_left() {
+        let gate = Arc::new(Notify::new());
+        let b = Arc::new(Scripted {
+            name: "b",
+            answer: Box::new(|| Ok(())),
+            hang: false,
+            gate: Some(Arc::clone(&gate)),
+            seen: Mutex::default(),
+        });
+        let (p, counting) = with_best_effort(
+            Scripted::new("a", || Ok(())),
+            b,
+            None,
+            &BestEffortSettings::default(),
+        );
+        for n in 0..4 {
+            p.deliver(numbered(n), ctx(), soon()).await;
+        }
+        until("four publishes waiting", || {
+            p.in_flight().any(|(s, n)| s == "b" && n == 4)
+        })
+        .await;
+        let opened = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            gate.notify_waiters();
+        };
+        let (closed, ()) = tokio::join!(p.close(Duration::from_secs(5)), opened);
+        assert!(closed.iter().all(|c| c.result.is_ok()));
+        assert_eq!(
+            counting.acked.load(Ordering::Relaxed),
+            4,
+            "drained before closing"
+        );
+
+        let (b, _down) = switchable("b");
+        let settings = BestEffortSettings {
+            breaker_failures: 1,
+            ..BestEffortSettings::default()
+        };
+        let (p, counting) = with_best_effort(Scripted::new("a", || Ok(())), b, None, &settings);
+        for n in 0..6 {
+            p.deliver(numbered(n), ctx(), soon()).await;
+        }
+        until("the breaker to open", || {
+            p.best_effort().all(|s| s.breaker == BreakerState::Open)
+        })
+        .await;
+        let started = Instant::now();
+        p.close(Duration::from_secs(5)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no wait for an open breaker"
+        );
+        let dropped = counting.dropped.lock().expect("lock").clone();
+        assert_eq!(dropped, [("b".to_owned(), DropReason::Shutdown, 6)]);
     }
 }

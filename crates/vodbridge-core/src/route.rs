@@ -201,12 +201,16 @@ pub struct Target {
     pub sink: String,
     /// Where in the sink; an empty template means the sink's default destination.
     pub destination: Template,
+    /// True (the default in configuration): the sink's acknowledgement decides the event's
+    /// outcome. False: a best-effort target, queued per sink and published at the sink's own
+    /// pace; it never holds the provider's answer (see `BestEffortSettings`).
+    pub required: bool,
 }
 
 /// What a matching route does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteAction {
-    /// Publish to every target; all must acknowledge (fan-out).
+    /// Publish to every target; every required one must acknowledge (fan-out).
     Publish(Vec<Target>),
     /// Acknowledge without publishing.
     Drop,
@@ -313,6 +317,7 @@ mod tests {
         Target {
             sink: sink.into(),
             destination: Template::parse(template).expect("valid"),
+            required: true,
         }
     }
 

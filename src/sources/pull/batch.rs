@@ -8,11 +8,10 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tracing::Instrument;
-use vodbridge_core::{Envelope, FailureReason, Ingress, RouteContext, TRACE_TARGET};
+use vodbridge_core::{in_order, Envelope, FailureReason, Ingress, RouteContext, TRACE_TARGET};
 use vodbridge_tencent::RawEvent;
 
 use crate::{
-    sources::ordered::in_order,
     state::AppState,
     telemetry::{self, event_type_label, InFlight},
 };

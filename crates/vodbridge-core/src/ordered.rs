@@ -1,25 +1,25 @@
-//! In-order delivery per partition key, shared by the pull batch and the spool forwarder: the
-//! events of one key (one video) one after another, stopping at the first that is not
-//! acknowledged so that the rest wait for their redelivery and order holds; different keys at
-//! once.
+//! In-order delivery per partition key, shared by the pull batch, the spool forwarder and the
+//! best-effort queues: the events of one key (one video) one after another, stopping at the first
+//! that is not acknowledged so that the rest wait for their redelivery and order holds; different
+//! keys at once.
 
 use std::{collections::HashMap, future::Future};
 
 use futures_util::future::join_all;
 
 /// What [`in_order`] did.
-pub(crate) struct InOrder<R> {
+pub struct InOrder<R> {
     /// What `deliver` returned for each acknowledged item, per key in order.
-    pub(crate) done: Vec<R>,
+    pub done: Vec<R>,
     /// Items not tried because an earlier item of their key was not acknowledged (dropped).
-    pub(crate) held_back: usize,
+    pub held_back: usize,
 }
 
 /// Delivers `items` grouped by `key` (groups in order of first appearance, each in its items'
 /// order): the groups at once, each group's items one after another through `deliver`, which
 /// answers `Some` for an acknowledged item and `None` for one that was not; a `None` ends its
 /// group, and the items after it are dropped untried.
-pub(crate) async fn in_order<T, R, Fut>(
+pub async fn in_order<T, R, Fut>(
     items: Vec<T>,
     key: impl Fn(&T) -> &str,
     deliver: impl Fn(T) -> Fut,
