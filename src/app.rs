@@ -11,7 +11,7 @@ use std::{
 use axum::Router;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use vodbridge_core::{Background, Pipeline, SharedRecord, Sink};
+use vodbridge_core::{Background, LaneObserver, Pipeline, SharedRecord, Sink};
 use vodbridge_tencent::governor::Governor;
 
 use crate::{
@@ -65,7 +65,7 @@ impl App {
         overrides: Vec<Arc<dyn Sink>>,
     ) -> Result<Self> {
         let sink_tasks = Background::default();
-        let metrics = Metrics::new()?;
+        let metrics = Arc::new(Metrics::new()?);
         let (pipeline, shared_record) = pipeline(&settings, overrides, &sink_tasks, &metrics)?;
         let (pull_sources, governors) = pull_sources(&settings)?;
         let spool = settings
@@ -218,7 +218,7 @@ fn pipeline(
     settings: &Settings,
     overrides: Vec<Arc<dyn Sink>>,
     sink_tasks: &Background,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
 ) -> Result<(Pipeline, Option<Arc<StoreRecord>>)> {
     let mut built: Vec<Arc<dyn Sink>> = Vec::with_capacity(settings.sinks.len());
     for (name, config) in &settings.sinks {
@@ -239,6 +239,11 @@ fn pipeline(
     if let Some(shared) = &shared_record {
         pipeline = pipeline.with_shared_record(Arc::clone(shared) as Arc<dyn SharedRecord>);
     }
+    // Last: the best-effort queues' workers take the records above when they start.
+    let pipeline = pipeline.with_best_effort(
+        &settings.best_effort,
+        Some(Arc::clone(metrics) as Arc<dyn LaneObserver>),
+    );
     Ok((pipeline, shared_record))
 }
 

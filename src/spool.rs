@@ -29,6 +29,8 @@ use crate::error::{Error, Result};
 
 /// Spooled records: sequence number → [`Record`] bytes.
 const EVENTS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("events");
+/// The record's flag: the envelope's `time` is when it was received (VOD's payload had none).
+const TIME_FROM_RECEIPT: u8 = 0x01;
 /// Most operations one commit carries.
 const GROUP_COMMIT: usize = 512;
 
@@ -62,16 +64,23 @@ pub(crate) struct Spooled {
 }
 
 /// Record layout: spooled-at (Unix ms, 8 bytes big-endian), source name length (1 byte), the
-/// name, then the envelope as one structured-mode CloudEvent (the envelope crate's own codec).
+/// name, a flags byte, then the envelope as one structured-mode CloudEvent (the envelope crate's
+/// own codec). Flags: [`TIME_FROM_RECEIPT`]. Records written before the flags byte existed go
+/// straight from the name to the JSON's `{`, which no flags value equals.
 fn encode(source: &str, envelope: &Envelope, spooled_at: OffsetDateTime) -> Vec<u8> {
     let json = envelope.to_structured_json(None);
     let millis = i64::try_from(spooled_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
     let name = &source.as_bytes()[..source.len().min(255)];
-    let mut out = Vec::with_capacity(9 + name.len() + json.len());
+    let mut out = Vec::with_capacity(10 + name.len() + json.len());
     out.extend_from_slice(&millis.to_be_bytes());
     #[allow(clippy::cast_possible_truncation)] // At most 255 by the slice above.
     out.push(name.len() as u8);
     out.extend_from_slice(name);
+    out.push(if envelope.event_time_known {
+        0
+    } else {
+        TIME_FROM_RECEIPT
+    });
     out.extend_from_slice(&json);
     out
 }
@@ -86,7 +95,12 @@ fn decode(key: u64, record: &[u8]) -> std::result::Result<Spooled, String> {
     let (name, json) = rest
         .split_at_checked(usize::from(len))
         .ok_or_else(|| "record too short".to_owned())?;
-    let envelope = Envelope::from_structured_json(json).map_err(|e| e.to_string())?;
+    let (flags, json) = match json.split_first() {
+        Some((b'{', _)) | None => (0, json),
+        Some((&flags, json)) => (flags, json),
+    };
+    let mut envelope = Envelope::from_structured_json(json).map_err(|e| e.to_string())?;
+    envelope.event_time_known = flags & TIME_FROM_RECEIPT == 0;
     Ok(Spooled {
         key,
         source: String::from_utf8_lossy(name).into_owned(),
@@ -362,7 +376,9 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let env = envelope(7);
+        let mut env = envelope(7);
+        assert!(!env.event_time_known, "this payload has no time of its own");
+        env.event_time_known = true;
         let at = OffsetDateTime::from_unix_timestamp(1_767_225_600).expect("time");
         let record = encode("app", &env, at);
         let back = decode(3, &record).expect("decodes");
@@ -371,7 +387,18 @@ mod tests {
         assert_eq!(back.envelope.id, env.id);
         assert_eq!(back.envelope.data, env.data);
         assert_eq!(back.bytes, record.len() as u64);
+        assert!(back.envelope.event_time_known);
         assert!(decode(1, &record[..5]).is_err());
+        // The flag survives, and a record from before the flags byte still reads.
+        let mut untimed = env.clone();
+        untimed.event_time_known = false;
+        let back = decode(4, &encode("app", &untimed, at)).expect("decodes");
+        assert!(!back.envelope.event_time_known);
+        let mut legacy = record.clone();
+        legacy.remove(12);
+        let back = decode(5, &legacy).expect("a record without flags decodes");
+        assert!(back.envelope.event_time_known);
+        assert_eq!(back.envelope.id, env.id);
     }
 
     #[tokio::test]

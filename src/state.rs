@@ -8,7 +8,7 @@ use std::{
 };
 
 use tokio::sync::Semaphore;
-use vodbridge_core::Pipeline;
+use vodbridge_core::{BreakerState, Pipeline};
 use vodbridge_tencent::governor::Governor;
 
 use crate::{
@@ -25,8 +25,8 @@ pub(crate) struct AppState {
     pub(crate) pipeline: Pipeline,
     /// Sources by name.
     pub(crate) sources: BTreeMap<String, Source>,
-    /// Metric families.
-    pub(crate) metrics: Metrics,
+    /// Metric families (also the best-effort queues' observer).
+    pub(crate) metrics: Arc<Metrics>,
     /// Permits for callbacks in flight; none left means 503 at once.
     pub(crate) in_flight: Arc<Semaphore>,
     /// Set on shutdown: readiness turns false and new callbacks get 503.
@@ -54,9 +54,34 @@ impl AppState {
     }
 
     /// What `/readyz` adds below its answer without making the bridge unready: a shared
-    /// delivery record that is unreachable (the bridge publishes without it).
+    /// delivery record that is unreachable (the bridge publishes without it), a best-effort sink
+    /// that is down or whose breaker is not closed (its events queue).
     pub(crate) fn degraded_because(&self) -> Option<String> {
-        self.shared_record.as_ref().and_then(|r| r.down_because())
+        let mut lines: Vec<String> = self
+            .shared_record
+            .as_ref()
+            .and_then(|r| r.down_because())
+            .into_iter()
+            .collect();
+        for lane in self.pipeline.best_effort() {
+            let sink = self.pipeline.sinks().find(|s| s.name() == lane.sink);
+            let down = sink.filter(|s| !s.is_healthy()).map(|s| {
+                s.down_because()
+                    .map_or_else(|| "down".to_owned(), |why| format!("down ({why})"))
+            });
+            if down.is_none() && lane.breaker == BreakerState::Closed {
+                continue;
+            }
+            lines.push(format!(
+                "best-effort sink {} {}, breaker {}: its events queue ({} of {}); VOD is not held",
+                lane.sink,
+                down.as_deref().unwrap_or("up"),
+                lane.breaker.as_str(),
+                lane.depth,
+                lane.capacity
+            ));
+        }
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
     /// Why the bridge is not ready, if it is not.
@@ -64,10 +89,11 @@ impl AppState {
         if self.draining.load(Ordering::Relaxed) {
             return Some("draining".to_owned());
         }
+        // A sink that is only ever a best-effort target holds nothing: see `degraded_because`.
         let down: Vec<String> = self
             .pipeline
             .sinks()
-            .filter(|s| !s.is_healthy())
+            .filter(|s| !s.is_healthy() && self.pipeline.is_required(s.name()))
             .map(|s| match s.down_because() {
                 Some(why) => format!("{} ({why})", s.name()),
                 None => s.name().to_owned(),

@@ -7,7 +7,10 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tracing_subscriber::{fmt, EnvFilter};
-use vodbridge_core::{DeliveryReport, Envelope, Outcome, Pipeline};
+use vodbridge_core::{
+    BreakerState, DeliveryReport, DropReason, Envelope, FailureReason, LaneObserver, Outcome,
+    Pipeline, SinkAttempt,
+};
 use vodbridge_tencent::{
     catalog,
     governor::{Action, Governor},
@@ -126,8 +129,15 @@ metric_families! {
     vod_api_rate: gauge_f("vod_api_rate", "Calls per second the VOD account's request governor currently allows, by action.", &["account", "action"]);
     /// `vodbridge_vod_api_throttled_total{account, action}`: `RequestLimitExceeded` answers.
     vod_api_throttled: counter("vod_api_throttled_total", "RequestLimitExceeded answers from VOD, by account and action.", &["account", "action"]);
-    /// `vodbridge_event_age_at_ack_seconds{source, ingress}`: event time to acknowledgement.
-    event_age_at_ack: histogram("event_age_at_ack_seconds", "Time from the event's own time to its acknowledgement.", &["source", "ingress"], AGE_BUCKETS);
+    /// `vodbridge_event_age_at_ack_seconds{source, ingress, sink, delivery}`: the event's own
+    /// time to each sink's acknowledgement (`delivery`: `required`, or `best_effort` for a
+    /// queued target, which acknowledges on its own clock). Events without a usable time are in
+    /// `event_age_unknown`.
+    event_age_at_ack: histogram("event_age_at_ack_seconds", "Time from the event's own time to a sink's acknowledgement, by sink and delivery (required or best_effort).", &["source", "ingress", "sink", "delivery"], AGE_BUCKETS);
+    /// `vodbridge_event_age_unknown_total{source, sink, reason}`: acknowledgements whose age is
+    /// not measured: `missing` (VOD's payload has no time; the envelope carries its receipt
+    /// time) or `future` (the event's time is ahead of this clock).
+    event_age_unknown: counter("event_age_unknown_total", "Acknowledgements whose event age is not measured: the event's time is missing or in the future.", &["source", "sink", "reason"]);
     /// `vodbridge_pull_full_total{source}`: `PullEvents` answers that came back full (16
     /// events): VOD held more. Its rate is the backlog signal the bridge measures itself, with
     /// no lag (the chart's KEDA ScaledObject scales on it).
@@ -168,8 +178,22 @@ metric_families! {
     push_retries: counter("push_retries_total", "Publishes of held callbacks tried again while their sinks could not acknowledge.", &["source"]);
     /// `vodbridge_callback_rejected_total{source, status}`: callbacks refused before publishing.
     callback_rejected: counter("callback_rejected_total", "Callbacks refused before publishing, by HTTP status.", &["source", "status"]);
-    /// `vodbridge_sink_up{sink, kind}`: 1 while the sink can publish.
-    sink_up: gauge("sink_up", "1 while the sink can publish.", &["sink", "kind"]);
+    /// `vodbridge_sink_up{sink, kind, required}`: 1 while the sink can publish; `required` is
+    /// `false` for a sink that is only ever a best-effort target.
+    sink_up: gauge("sink_up", "1 while the sink can publish (required=false: only a best-effort target).", &["sink", "kind", "required"]);
+    /// `vodbridge_best_effort_queue_depth{sink}`: events a best-effort sink's queue holds
+    /// (queued and in flight).
+    best_effort_depth: gauge("best_effort_queue_depth", "Events a best-effort sink's queue holds, queued and in flight.", &["sink"]);
+    /// `vodbridge_best_effort_queue_capacity{sink}`: the queue's limit.
+    best_effort_capacity: gauge("best_effort_queue_capacity", "Events a best-effort sink's queue can hold.", &["sink"]);
+    /// `vodbridge_best_effort_queued_total{sink}`: events offered to the queue and taken.
+    best_effort_queued: counter("best_effort_queued_total", "Events taken into a best-effort sink's queue.", &["sink"]);
+    /// `vodbridge_best_effort_dropped_total{sink, reason}`: events that never reached their
+    /// best-effort sink: `queue_full` (and no dead letter), `rejected` (refused and not
+    /// dead-lettered), `shutdown` (left in the queue at exit).
+    best_effort_dropped: counter("best_effort_dropped_total", "Events that never reached their best-effort sink, by reason.", &["sink", "reason"]);
+    /// `vodbridge_best_effort_breaker_state{sink}`: 0 closed, 1 half-open (probing), 2 open.
+    best_effort_breaker: gauge("best_effort_breaker_state", "A best-effort sink's circuit breaker: 0 closed, 1 half-open, 2 open.", &["sink"]);
     /// `vodbridge_sink_reconnects_total{sink, kind}`: connections (Kafka: producers) the sink
     /// replaced after a loss, a stall or a stuck error.
     sink_reconnects: counter("sink_reconnects_total", "Broker connections (Kafka: producers) a sink replaced after a loss, a stall or a stuck error.", &["sink", "kind"]);
@@ -287,20 +311,13 @@ impl Metrics {
                 self.sink_skipped.with_label_values(&[sink]).inc();
                 continue;
             }
-            if attempt.unroutable_retries > 0 {
-                self.unroutable_retries
-                    .with_label_values(&[sink])
-                    .inc_by(u64::from(attempt.unroutable_retries));
+            // A best-effort target was queued, not published: its queue reports its publishes.
+            if attempt.best_effort.is_some() {
+                continue;
             }
-            self.publish_duration
-                .with_label_values(&[sink])
-                .observe(attempt.elapsed.as_secs_f64());
-            match &attempt.result {
-                Ok(()) => self.published.with_label_values(&[sink]).inc(),
-                Err(e) => self
-                    .publish_failures
-                    .with_label_values(&[sink, e.reason().as_str()])
-                    .inc(),
+            self.record_attempt(attempt);
+            if attempt.result.is_ok() && report.outcome.is_handled() {
+                self.record_age(source, envelope, sink, "required");
             }
         }
         self.events_outcome
@@ -311,23 +328,60 @@ impl Metrics {
                 .with_label_values(&[reason.as_str()])
                 .inc();
         }
-        if report.outcome.is_handled() {
-            let age = (time::OffsetDateTime::now_utc() - envelope.time)
-                .as_seconds_f64()
-                .max(0.0);
-            self.event_age_at_ack
-                .with_label_values(&[source, envelope.ingress.as_str()])
-                .observe(age);
+    }
+
+    /// One publish's duration, result and unroutable retries.
+    pub(crate) fn record_attempt(&self, attempt: &SinkAttempt) {
+        let sink = attempt.sink.name();
+        if attempt.unroutable_retries > 0 {
+            self.unroutable_retries
+                .with_label_values(&[sink])
+                .inc_by(u64::from(attempt.unroutable_retries));
         }
+        self.publish_duration
+            .with_label_values(&[sink])
+            .observe(attempt.elapsed.as_secs_f64());
+        match &attempt.result {
+            Ok(()) => self.published.with_label_values(&[sink]).inc(),
+            Err(e) => self
+                .publish_failures
+                .with_label_values(&[sink, e.reason().as_str()])
+                .inc(),
+        }
+    }
+
+    /// The event's age at `sink`'s acknowledgement, or why it has none (`missing`, `future`).
+    pub(crate) fn record_age(&self, source: &str, envelope: &Envelope, sink: &str, delivery: &str) {
+        if !envelope.event_time_known {
+            self.event_age_unknown
+                .with_label_values(&[source, sink, "missing"])
+                .inc();
+            return;
+        }
+        let age = (time::OffsetDateTime::now_utc() - envelope.time).as_seconds_f64();
+        if age < 0.0 {
+            self.event_age_unknown
+                .with_label_values(&[source, sink, "future"])
+                .inc();
+            return;
+        }
+        self.event_age_at_ack
+            .with_label_values(&[source, envelope.ingress.as_str(), sink, delivery])
+            .observe(age);
     }
 
     /// Refreshes the gauges that are read from state (sink health, readiness).
     pub fn refresh(&self, pipeline: &Pipeline, ready: bool) {
         for sink in pipeline.sinks() {
-            let labels = [sink.name(), sink.kind()];
+            let required = if pipeline.is_required(sink.name()) {
+                "true"
+            } else {
+                "false"
+            };
             self.sink_up
-                .with_label_values(&labels)
+                .with_label_values(&[sink.name(), sink.kind(), required])
                 .set(i64::from(sink.is_healthy()));
+            let labels = [sink.name(), sink.kind()];
             let reconnects = self.sink_reconnects.with_label_values(&labels);
             reconnects.inc_by(sink.reconnects().saturating_sub(reconnects.get()));
         }
@@ -335,6 +389,26 @@ impl Metrics {
             self.sink_in_flight
                 .with_label_values(&[sink])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        for lane in pipeline.best_effort() {
+            let labels = [lane.sink.as_str()];
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            self.best_effort_depth
+                .with_label_values(&labels)
+                .set(gauge(lane.depth));
+            self.best_effort_capacity
+                .with_label_values(&labels)
+                .set(gauge(lane.capacity));
+            self.best_effort_breaker
+                .with_label_values(&labels)
+                .set(lane.breaker.as_gauge());
+            let queued = self.best_effort_queued.with_label_values(&labels);
+            queued.inc_by(lane.queued_total.saturating_sub(queued.get()));
+            // Every drop reason shows from the start, at 0: an alert on its increase needs it.
+            for reason in DropReason::ALL {
+                self.best_effort_dropped
+                    .with_label_values(&[lane.sink.as_str(), reason.as_str()]);
+            }
         }
         self.ready.set(i64::from(ready));
     }
@@ -365,6 +439,54 @@ impl Metrics {
         // typed API above cannot produce.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// The best-effort queues report here: their publishes count like any other (published,
+/// failures, duration), their acknowledgements give the sink's own event age, and their drops and
+/// breaker changes are counted and logged.
+impl LaneObserver for Metrics {
+    fn attempted(&self, source: &str, envelope: &Envelope, attempt: &SinkAttempt) {
+        self.record_attempt(attempt);
+        if attempt.result.is_err() {
+            return;
+        }
+        if !attempt.dead_letter {
+            self.record_age(source, envelope, attempt.sink.name(), "best_effort");
+        }
+    }
+
+    fn dead_lettered(&self, reason: FailureReason) {
+        self.dead_lettered
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    fn dropped(&self, sink: &str, reason: DropReason, count: u64) {
+        self.best_effort_dropped
+            .with_label_values(&[sink, reason.as_str()])
+            .inc_by(count);
+    }
+
+    fn breaker(&self, sink: &str, state: BreakerState) {
+        self.best_effort_breaker
+            .with_label_values(&[sink])
+            .set(state.as_gauge());
+        match state {
+            BreakerState::Open => tracing::warn!(
+                sink,
+                "A best-effort sink failed too often: its breaker is open; its events queue."
+            ),
+            BreakerState::HalfOpen => {
+                tracing::info!(sink, "Probing a best-effort sink with one event.");
+            }
+            BreakerState::Closed => {
+                tracing::info!(
+                    sink,
+                    "A best-effort sink answers again: its breaker is closed."
+                );
+            }
+        }
     }
 }
 

@@ -206,6 +206,7 @@ impl Settings {
             self.unroutable_retry.backoff.as_millis()
         );
         let _ = writeln!(out, "delivery record: {}", self.describe_record());
+        let _ = writeln!(out, "best-effort targets: {}", self.describe_best_effort());
         let _ = writeln!(out, "effective routes by event type:");
         let mut types: Vec<&str> = catalog::known_event_types().collect();
         types.push("(any other type)");
@@ -235,6 +236,43 @@ impl Settings {
                 "warning: some event types match no route; add a `*` route"
             );
         }
+    }
+
+    /// The best-effort line: which sinks are best-effort somewhere, and how they queue.
+    fn describe_best_effort(&self) -> String {
+        let mut sinks: Vec<&str> = self
+            .routes
+            .routes()
+            .iter()
+            .filter_map(|r| match &r.action {
+                RouteAction::Publish(targets) => Some(targets),
+                RouteAction::Drop => None,
+            })
+            .flatten()
+            .filter(|t| !t.required)
+            .map(|t| t.sink.as_str())
+            .collect();
+        sinks.sort_unstable();
+        sinks.dedup();
+        if sinks.is_empty() {
+            return "none (every routed sink must acknowledge before VOD is answered)".to_owned();
+        }
+        let b = &self.best_effort;
+        let full = if self.dead_letter.is_some() {
+            "then to the dead letter"
+        } else {
+            "then dropped and counted"
+        };
+        format!(
+            "{} (never hold VOD's answer); up to {} events queued in memory per sink ({full}; lost on a crash), {} publishes at once, {} ms each, breaker opens after {} failures for {} s to {} s",
+            sinks.join(", "),
+            b.queue_capacity,
+            b.concurrency,
+            b.publish_timeout.as_millis(),
+            b.breaker_failures,
+            b.breaker_open.as_secs(),
+            b.breaker_open_max.as_secs()
+        )
     }
 
     /// The delivery record line: this process's record, and the shared one if configured.
@@ -273,10 +311,16 @@ fn describe_action(action: &RouteAction) -> String {
     }
 }
 
+/// `sink[:destination]`, then `(required)` or `(best effort)`.
 fn describe_target(target: &Target) -> String {
-    if target.destination.as_str().is_empty() {
-        target.sink.clone()
+    let kind = if target.required {
+        "required"
     } else {
-        format!("{}:{}", target.sink, target.destination.as_str())
+        "best effort"
+    };
+    if target.destination.as_str().is_empty() {
+        format!("{} ({kind})", target.sink)
+    } else {
+        format!("{}:{} ({kind})", target.sink, target.destination.as_str())
     }
 }

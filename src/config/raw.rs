@@ -106,6 +106,46 @@ pub struct DeliveryConfig {
     /// PEM file of the CA that signed the store's certificate (`rediss://`, `tls://`); the
     /// system's roots without it.
     pub shared_record_ca_file: Option<PathBuf>,
+    /// How best-effort targets (`required = false` in a route) are queued and published.
+    pub best_effort: BestEffortConfig,
+}
+
+/// The queue, publishing and circuit breaker of every best-effort sink (a sink some route names
+/// with `required = false`). Its events never hold VOD's answer or confirm: they wait in this
+/// queue, in memory, and a crash loses what it holds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BestEffortConfig {
+    /// Events one best-effort sink holds, queued and in flight (1 to 10,000,000). Past it an
+    /// event goes to the dead letter when one is configured, else it is dropped for that sink
+    /// and counted. Size it for the longest outage to ride out: 100,000 is a minute at VOD's
+    /// pull bound, about 1.5 KB each.
+    pub queue_capacity: usize,
+    /// Publishes in flight at once per best-effort sink (1 to 1,024).
+    pub concurrency: usize,
+    /// Deadline of each publish of a queued event (100 to 60,000 ms).
+    pub publish_timeout_ms: u64,
+    /// Failed publishes in a row that open the sink's circuit breaker (1 to 1,000).
+    pub breaker_failures: u32,
+    /// Seconds the breaker stays open the first time (1 to 3,600); then one event probes the
+    /// sink. Each failed probe doubles it, up to `breaker_open_max_secs`.
+    pub breaker_open_secs: u64,
+    /// The longest open period, in seconds (at least `breaker_open_secs`, at most 3,600).
+    pub breaker_open_max_secs: u64,
+}
+
+impl Default for BestEffortConfig {
+    fn default() -> Self {
+        let settings = vodbridge_core::BestEffortSettings::default();
+        Self {
+            queue_capacity: settings.queue_capacity,
+            concurrency: settings.concurrency,
+            publish_timeout_ms: u64::try_from(settings.publish_timeout.as_millis()).unwrap_or(4000),
+            breaker_failures: settings.breaker_failures,
+            breaker_open_secs: settings.breaker_open.as_secs(),
+            breaker_open_max_secs: settings.breaker_open_max.as_secs(),
+        }
+    }
 }
 
 impl std::fmt::Debug for DeliveryConfig {
@@ -126,6 +166,7 @@ impl std::fmt::Debug for DeliveryConfig {
             .field("shared_record_ttl_secs", &self.shared_record_ttl_secs)
             .field("shared_record_timeout_ms", &self.shared_record_timeout_ms)
             .field("shared_record_ca_file", &self.shared_record_ca_file)
+            .field("best_effort", &self.best_effort)
             .finish()
     }
 }
@@ -143,6 +184,7 @@ impl Default for DeliveryConfig {
             shared_record_ttl_secs: 4 * 24 * 3600,
             shared_record_timeout_ms: 250,
             shared_record_ca_file: None,
+            best_effort: BestEffortConfig::default(),
         }
     }
 }
@@ -653,7 +695,8 @@ pub struct RouteConfig {
     /// Acknowledge matching events without publishing them.
     #[serde(default)]
     pub drop: bool,
-    /// Publish to every one of these (all must acknowledge).
+    /// Publish to every one of these: every required one must acknowledge before VOD is
+    /// answered; a best-effort one (`required = false`) is queued and never holds the answer.
     #[serde(default)]
     pub sinks: Vec<TargetConfig>,
 }
@@ -668,6 +711,17 @@ pub struct TargetConfig {
     /// empty means the sink's default (stdout and file ignore it).
     #[serde(default)]
     pub destination: String,
+    /// True (the default): VOD is answered (HTTP 200, ConfirmEvents) only after this sink
+    /// acknowledged. False: a best-effort target (an analytics topic, another region's mirror):
+    /// its events are queued per sink (`[delivery.best_effort]`) and published at the sink's own
+    /// pace, so its outage never holds VOD; what its queue holds is lost on a crash, and a full
+    /// queue dead-letters or drops. Not allowed on `dead_letter`.
+    #[serde(default = "default_required")]
+    pub required: bool,
+}
+
+const fn default_required() -> bool {
+    true
 }
 
 impl Config {

@@ -12,7 +12,8 @@ use std::{
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use vodbridge_core::{
-    EventTypePattern, Ingress, Route, RouteAction, RouteTable, Target, Template, UnroutableRetry,
+    BestEffortSettings, EventTypePattern, Ingress, Route, RouteAction, RouteTable, Target,
+    Template, UnroutableRetry,
 };
 use vodbridge_tencent::{
     api::{ClientConfig, VodClient},
@@ -24,9 +25,10 @@ use vodbridge_tencent::{
 };
 
 use super::raw::{
-    Config, DeliveryConfig, OtlpConfig, PullSourceConfig, PushSourceConfig, RouteConfig,
-    ServerConfig, SinkConfig, SinkFailureAnswer, SourceConfig, SpoolConfig, StdoutSinkConfig,
-    TargetConfig, TelemetryConfig, VodAccessConfig, VodCheckConfig, VodCheckPolicy,
+    BestEffortConfig, Config, DeliveryConfig, OtlpConfig, PullSourceConfig, PushSourceConfig,
+    RouteConfig, ServerConfig, SinkConfig, SinkFailureAnswer, SourceConfig, SpoolConfig,
+    StdoutSinkConfig, TargetConfig, TelemetryConfig, VodAccessConfig, VodCheckConfig,
+    VodCheckPolicy,
 };
 use crate::error::{Error, Result};
 
@@ -52,6 +54,8 @@ pub struct Settings {
     pub sink_record_capacity: usize,
     /// The delivery record the fleet shares, when configured (`delivery.shared_record`).
     pub shared_record: Option<super::SharedRecordSettings>,
+    /// How best-effort targets queue, publish and break (`[delivery.best_effort]`).
+    pub best_effort: BestEffortSettings,
     /// The push spool, when configured.
     pub spool: Option<SpoolSettings>,
 }
@@ -291,6 +295,7 @@ impl Settings {
             ));
         }
         let shared_record = super::record::shared_record(&config.delivery)?;
+        let best_effort = best_effort(&config.delivery.best_effort)?;
         if let Some(otlp) = &config.telemetry.otlp {
             validate_otlp(otlp)?;
         }
@@ -304,6 +309,7 @@ impl Settings {
             unroutable_retry,
             sink_record_capacity: config.delivery.sink_record_capacity,
             shared_record,
+            best_effort,
             spool,
         })
     }
@@ -405,6 +411,7 @@ fn fill_defaults(config: &mut Config) -> Result<()> {
                 sinks: vec![TargetConfig {
                     sink: only.clone(),
                     destination: String::new(),
+                    required: true,
                 }],
             }),
             _ => {
@@ -484,6 +491,7 @@ fn route_table(config: &Config) -> Result<(RouteTable, Option<Target>)> {
         Ok(Target {
             sink: t.sink.clone(),
             destination,
+            required: t.required,
         })
     };
     let mut routes = Vec::with_capacity(config.routes.len());
@@ -523,12 +531,61 @@ fn route_table(config: &Config) -> Result<(RouteTable, Option<Target>)> {
     }
     let routes = RouteTable::new(routes, catalog::known_event_types())
         .map_err(|e| Error::Config(e.to_string()))?;
+    if config.dead_letter.as_ref().is_some_and(|t| !t.required) {
+        return Err(Error::Config(
+            "dead_letter: `required = false` is not allowed (the dead letter is where an event \
+             goes when nothing else may hold it)"
+                .into(),
+        ));
+    }
     let dead_letter = config
         .dead_letter
         .as_ref()
         .map(|t| target("dead_letter", t))
         .transpose()?;
     Ok((routes, dead_letter))
+}
+
+/// `[delivery.best_effort]`, each value within its bounds.
+fn best_effort(config: &BestEffortConfig) -> Result<BestEffortSettings> {
+    let within = |key: &str, value: u64, low: u64, high: u64| {
+        if (low..=high).contains(&value) {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "delivery.best_effort.{key} must be {low} to {high}, not {value}"
+            )))
+        }
+    };
+    within(
+        "queue_capacity",
+        config.queue_capacity as u64,
+        1,
+        10_000_000,
+    )?;
+    within("concurrency", config.concurrency as u64, 1, 1024)?;
+    within("publish_timeout_ms", config.publish_timeout_ms, 100, 60_000)?;
+    within(
+        "breaker_failures",
+        u64::from(config.breaker_failures),
+        1,
+        1000,
+    )?;
+    within("breaker_open_secs", config.breaker_open_secs, 1, 3600)?;
+    within(
+        "breaker_open_max_secs",
+        config.breaker_open_max_secs,
+        config.breaker_open_secs,
+        3600,
+    )?;
+    Ok(BestEffortSettings {
+        queue_capacity: config.queue_capacity,
+        concurrency: config.concurrency,
+        publish_timeout: Duration::from_millis(config.publish_timeout_ms),
+        breaker_failures: config.breaker_failures,
+        breaker_open: Duration::from_secs(config.breaker_open_secs),
+        breaker_open_max: Duration::from_secs(config.breaker_open_max_secs),
+    })
 }
 
 fn unroutable_retry(delivery: &DeliveryConfig) -> Result<UnroutableRetry> {

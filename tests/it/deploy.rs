@@ -421,7 +421,8 @@ fn compose_stack_validates_and_its_configs_pass_their_checks() {
         String::from_utf8_lossy(&check.stderr)
     );
     assert!(
-        described.contains("kafka:vod.{event_type} + rabbit:") && described.contains("nats:"),
+        described.contains("kafka:vod.{event_type} (required) + rabbit:")
+            && described.contains("nats:"),
         "{described}"
     );
 

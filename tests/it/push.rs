@@ -588,7 +588,7 @@ async fn readiness_follows_sink_health() {
     assert_eq!(
         metric(
             &metrics,
-            r#"vodbridge_sink_up{kind="scripted",sink="main"}"#
+            r#"vodbridge_sink_up{kind="scripted",required="true",sink="main"}"#
         ),
         Some(0.0)
     );

@@ -129,6 +129,7 @@ pub fn message(n: u64, destination: &str, size: Option<usize>) -> Message {
             ty: "com.tencentcloud.vod.NewFileUpload".into(),
             subject: Some(n.to_string()),
             time: time::OffsetDateTime::UNIX_EPOCH,
+            event_time_known: true,
             data: Bytes::from(data),
             event_type: "NewFileUpload".into(),
             sub_app_id: Some(1),

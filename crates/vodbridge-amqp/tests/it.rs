@@ -24,6 +24,7 @@ fn envelope(n: u32) -> Arc<Envelope> {
         subject: Some(n.to_string()),
         time: time::OffsetDateTime::from_unix_timestamp(1_740_816_000)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        event_time_known: true,
         data: Bytes::from(data),
         event_type: "NewFileUpload".into(),
         sub_app_id: Some(1),

@@ -39,6 +39,7 @@ fn envelope() -> Arc<Envelope> {
         subject: Some("5285485487985271487".into()),
         time: time::OffsetDateTime::from_unix_timestamp(1_740_816_000)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        event_time_known: true,
         data: Bytes::from_static(data),
         event_type: "NewFileUpload".into(),
         sub_app_id: Some(1_500_000_001),

@@ -35,9 +35,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     binding::DeadLetterInfo,
     envelope::{Envelope, EventId},
-    failure::SinkError,
+    failure::{FailureReason, SinkError},
     ordered::in_order,
-    pipeline::{publish, SinkAttempt, UnroutableRetry},
+    publish::{destination, publish, Queued, SinkAttempt, UnroutableRetry},
     route::Target,
     shared_record::{RecordKey, SharedRecord},
     sink::{Message, Sink},
@@ -152,6 +152,11 @@ pub trait LaneObserver: Send + Sync + 'static {
     /// [`SinkAttempt::dead_letter`] set).
     fn attempted(&self, source: &str, envelope: &Envelope, attempt: &SinkAttempt);
 
+    /// A rejected queued event went to the dead-letter destination.
+    fn dead_lettered(&self, reason: FailureReason) {
+        let _ = reason;
+    }
+
     /// `count` events of `sink` left its queue without reaching it.
     fn dropped(&self, sink: &str, reason: DropReason, count: u64);
 
@@ -174,17 +179,6 @@ pub struct LaneStatus {
     pub breaker: BreakerState,
     /// Events ever queued.
     pub queued_total: u64,
-}
-
-/// What offering an event to a lane did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Queued {
-    /// The event is in the sink's queue.
-    Queued,
-    /// The same event and destination is already queued or in flight (a redelivery).
-    AlreadyQueued,
-    /// The queue is full: the event is dead-lettered or dropped.
-    Full,
 }
 
 /// One queued publish.
@@ -519,8 +513,9 @@ impl Lane {
         let route = crate::route::RouteContext {
             source: &item.source,
         };
+        let reason = info.reason;
         let message = Message {
-            destination: crate::pipeline::destination(target, &item.envelope, &route),
+            destination: destination(target, &item.envelope, &route),
             envelope: Arc::clone(&item.envelope),
             dead_letter: Some(info),
         };
@@ -532,6 +527,9 @@ impl Lane {
         let attempt = publish(Arc::clone(sink), on_wire, message, deadline, true, once).await;
         if let Some(observer) = &context.observer {
             observer.attempted(&item.source, &item.envelope, &attempt);
+            if attempt.result.is_ok() {
+                observer.dead_lettered(reason);
+            }
         }
         attempt.result.is_ok()
     }

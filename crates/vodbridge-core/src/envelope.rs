@@ -133,6 +133,10 @@ pub struct Envelope {
     pub subject: Option<String>,
     /// CloudEvents `time`: the event's own finish/create time, else the time it was received.
     pub time: OffsetDateTime,
+    /// Whether `time` is the event's own time. False when the provider's payload carried none
+    /// and `time` is when the bridge received it: its age at acknowledgement then means nothing,
+    /// and metrics count it apart. Not on the wire; the push spool keeps it.
+    pub event_time_known: bool,
     /// CloudEvents `data`: the event JSON.
     pub data: Bytes,
     /// Extension `vodeventtype`: the provider's event type verbatim; routes match on it.
@@ -337,6 +341,7 @@ impl Envelope {
             ty: wire.ty.into_owned(),
             subject: wire.subject.map(Cow::into_owned),
             time: parse_time(&wire.time)?,
+            event_time_known: true,
             data: Bytes::copy_from_slice(wire.data.get().as_bytes()),
             event_type: wire.vodeventtype.into_owned(),
             sub_app_id: wire
@@ -403,6 +408,7 @@ impl Envelope {
             ty: required("type")?.into_owned(),
             subject: attribute("subject").map(Cow::into_owned),
             time: parse_time(&required("time")?)?,
+            event_time_known: true,
             data,
             event_type: required("vodeventtype")?.into_owned(),
             sub_app_id: attribute("vodsubappid")
@@ -452,6 +458,7 @@ pub(crate) mod tests {
             subject: Some("1".into()),
             time: OffsetDateTime::from_unix_timestamp(1_740_816_000)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            event_time_known: true,
             data: Bytes::from_static(data),
             event_type: "NewFileUpload".into(),
             sub_app_id: Some(1_500_000_001),

@@ -37,6 +37,7 @@ mod failure;
 mod ordered;
 mod outcome;
 mod pipeline;
+mod publish;
 mod redact;
 mod redrive;
 mod route;
@@ -48,16 +49,15 @@ mod stall;
 mod trace;
 
 pub use background::Background;
-pub use best_effort::{
-    BestEffortSettings, BreakerState, DropReason, LaneObserver, LaneStatus, Queued,
-};
+pub use best_effort::{BestEffortSettings, BreakerState, DropReason, LaneObserver, LaneStatus};
 pub use binding::{DeadLetterInfo, HeaderStyle};
 pub use envelope::{Envelope, EventId, Ingress, SPEC_VERSION};
 pub use error::{Error, Result};
 pub use failure::{FailureReason, SinkError};
 pub use ordered::{in_order, InOrder};
 pub use outcome::Outcome;
-pub use pipeline::{DeliveryReport, Pipeline, SinkAttempt, SinkClosed, UnroutableRetry};
+pub use pipeline::{DeliveryReport, Pipeline, SinkClosed};
+pub use publish::{Queued, SinkAttempt, UnroutableRetry};
 pub use redact::redact_url;
 pub use redrive::{RedriveMessage, RedriveTarget};
 pub use route::{

@@ -11,17 +11,16 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 use crate::{
-    best_effort::{
-        BestEffortSettings, DropReason, Lane, LaneContext, LaneObserver, LaneStatus, Queued,
-    },
+    best_effort::{BestEffortSettings, DropReason, Lane, LaneContext, LaneObserver, LaneStatus},
     binding::DeadLetterInfo,
     envelope::Envelope,
     error::{Error, Result},
     failure::{FailureReason, SinkError},
     outcome::Outcome,
+    publish::{destination, publish, Queued, SinkAttempt, UnroutableRetry},
     route::{Resolution, RouteAction, RouteContext, RouteTable, Target},
     shared_record::{RecordKey, SharedRecord},
     sink::{Message, Sink},
@@ -53,51 +52,6 @@ pub struct Pipeline {
     observer: Option<Arc<dyn LaneObserver>>,
     /// What the lanes' workers share, made when the first one starts (after every `with_*`).
     lane_context: OnceLock<Arc<LaneContext>>,
-}
-
-/// How often an `unroutable` answer (no queue bound, no stream for the subject, unknown topic)
-/// is tried again before it counts as a permanent failure and is dead-lettered: a consumer
-/// that is (re)declaring its queue right now should not divert events. Retries stay inside
-/// the event's deadline; the backoff doubles after each try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnroutableRetry {
-    /// Tries after the first one.
-    pub retries: u32,
-    /// Pause before the first retry.
-    pub backoff: Duration,
-}
-
-impl Default for UnroutableRetry {
-    /// Two retries, after 200 ms and 400 ms.
-    fn default() -> Self {
-        Self {
-            retries: 2,
-            backoff: Duration::from_millis(200),
-        }
-    }
-}
-
-/// One publish attempt, for metrics and logs.
-pub struct SinkAttempt {
-    /// The sink that was asked.
-    pub sink: Arc<dyn Sink>,
-    /// The rendered destination.
-    pub destination: String,
-    /// What the sink answered (a missed deadline is a retryable timeout).
-    pub result: Result<(), SinkError>,
-    /// Time from the start of the publish to its answer.
-    pub elapsed: Duration,
-    /// True when this was the dead-letter publish.
-    pub dead_letter: bool,
-    /// Set for a best-effort target: the event was offered to the sink's queue instead of
-    /// being published now (`result` is `Ok`, unless the queue was full and the event goes to
-    /// the dead letter). The queue's own publishes are reported to the [`LaneObserver`].
-    pub best_effort: Option<Queued>,
-    /// Times an `unroutable` answer was tried again (see [`UnroutableRetry`]).
-    pub unroutable_retries: u32,
-    /// True when the sink was not asked because it acknowledged this event at this
-    /// destination before (see [`Pipeline::with_sink_record`]); `result` is then `Ok`.
-    pub skipped: bool,
 }
 
 /// How one sink ended at shutdown (see [`Pipeline::close`]).
@@ -392,54 +346,7 @@ impl Pipeline {
             Resolution::Publish(index, targets) => (index, targets),
         };
 
-        let publish_to = |target: &Target| {
-            let message = Message {
-                destination: destination(target, &envelope, &context),
-                envelope: Arc::clone(&envelope),
-                dead_letter: None,
-            };
-            // `Pipeline::new` checked every target's sink exists.
-            let sink = self.sinks.get(&target.sink).cloned();
-            let policy = self.unroutable;
-            let record = &self.record;
-            let shared = self.shared.as_deref();
-            let lane = (!target.required)
-                .then(|| self.lanes.get(&target.sink))
-                .flatten();
-            async move {
-                let Some((sink, on_wire)) = sink else {
-                    unreachable!("route targets are validated in Pipeline::new")
-                };
-                if record.contains(&message.envelope.id, sink.name(), &message.destination) {
-                    return SinkAttempt {
-                        sink,
-                        destination: message.destination,
-                        result: Ok(()),
-                        elapsed: Duration::ZERO,
-                        dead_letter: false,
-                        unroutable_retries: 0,
-                        skipped: true,
-                        best_effort: None,
-                    };
-                }
-                if let Some(lane) = lane {
-                    return self.offer(lane, sink, message, context);
-                }
-                let envelope = Arc::clone(&message.envelope);
-                let attempt = publish(sink, &on_wire, message, deadline, false, policy).await;
-                if attempt.result.is_ok() {
-                    record.insert(&envelope.id, attempt.sink.name(), &attempt.destination);
-                    if let Some(shared) = shared {
-                        shared.remember(RecordKey {
-                            id: envelope.id.clone(),
-                            sink: attempt.sink.name().to_owned(),
-                            destination: attempt.destination.clone(),
-                        });
-                    }
-                }
-                attempt
-            }
-        };
+        let publish_to = |target| self.publish_to(target, &envelope, context, deadline);
         // One target is the common case: no join machinery for it.
         let attempts: Vec<SinkAttempt> = match targets {
             [only] => vec![publish_to(only).await],
@@ -452,6 +359,60 @@ impl Pipeline {
             .fold(Outcome::Delivered, Outcome::merge);
         self.dead_letter_if_rejected(envelope, context, deadline, Some(route), outcome, attempts)
             .await
+    }
+
+    /// One target's part of a delivery: skipped when the record says the sink holds the event
+    /// there, offered to the sink's queue for a best-effort target, else published now (and
+    /// recorded once acknowledged).
+    async fn publish_to(
+        &self,
+        target: &Target,
+        envelope: &Arc<Envelope>,
+        context: RouteContext<'_>,
+        deadline: Instant,
+    ) -> SinkAttempt {
+        let message = Message {
+            destination: destination(target, envelope, &context),
+            envelope: Arc::clone(envelope),
+            dead_letter: None,
+        };
+        let Some((sink, on_wire)) = self.sinks.get(&target.sink).cloned() else {
+            unreachable!("route targets are validated in Pipeline::new")
+        };
+        if self
+            .record
+            .contains(&envelope.id, sink.name(), &message.destination)
+        {
+            return SinkAttempt {
+                sink,
+                destination: message.destination,
+                result: Ok(()),
+                elapsed: Duration::ZERO,
+                dead_letter: false,
+                unroutable_retries: 0,
+                skipped: true,
+                best_effort: None,
+            };
+        }
+        if let Some(lane) = (!target.required)
+            .then(|| self.lanes.get(&target.sink))
+            .flatten()
+        {
+            return self.offer(lane, sink, message, context);
+        }
+        let attempt = publish(sink, &on_wire, message, deadline, false, self.unroutable).await;
+        if attempt.result.is_ok() {
+            self.record
+                .insert(&envelope.id, attempt.sink.name(), &attempt.destination);
+            if let Some(shared) = &self.shared {
+                shared.remember(RecordKey {
+                    id: envelope.id.clone(),
+                    sink: attempt.sink.name().to_owned(),
+                    destination: attempt.destination.clone(),
+                });
+            }
+        }
+        attempt
     }
 
     /// Offers a best-effort target's publish to its sink's queue. A full queue sends the event
@@ -603,134 +564,6 @@ impl Pipeline {
         }));
         let ((), closed) = futures_util::future::join(flush, close).await;
         closed
-    }
-}
-
-/// Counts one publish on the wire for as long as it lives.
-struct OnWire<'a>(&'a AtomicUsize);
-
-impl<'a> OnWire<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
-    }
-}
-
-impl Drop for OnWire<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Publishes `message`, trying an `unroutable` rejection again per `policy` while the deadline
-/// allows the pause; the attempt reports the last answer and the whole time taken.
-pub(crate) async fn publish(
-    sink: Arc<dyn Sink>,
-    on_wire: &AtomicUsize,
-    message: Message,
-    deadline: Instant,
-    dead_letter: bool,
-    policy: UnroutableRetry,
-) -> SinkAttempt {
-    let _on_wire = OnWire::enter(on_wire);
-    let started = Instant::now();
-    let mut backoff = policy.backoff;
-    let mut retries = 0;
-    // One span per sink and attempt series (OpenTelemetry messaging conventions: a `send` span
-    // of kind producer); disabled at the call site unless an exporter takes TRACE_TARGET.
-    let span = tracing::info_span!(
-        target: crate::TRACE_TARGET,
-        "send",
-        otel.name = %format_args!("send {}", message.destination),
-        otel.kind = "producer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = messaging_system(sink.kind()),
-        messaging.operation.type = "send",
-        messaging.operation.name = "publish",
-        messaging.destination.name = %message.destination,
-        messaging.message.id = %message.envelope.id,
-        vodbridge.sink = sink.name(),
-        vodbridge.dead_letter = dead_letter,
-        error.type = tracing::field::Empty,
-    );
-    loop {
-        let result = tracing::Instrument::instrument(
-            publish_once(sink.as_ref(), &message, deadline),
-            span.clone(),
-        )
-        .await;
-        let unroutable = matches!(
-            &result,
-            Err(SinkError::Rejected {
-                reason: FailureReason::Unroutable,
-                ..
-            })
-        );
-        if !unroutable || retries >= policy.retries || Instant::now() + backoff >= deadline {
-            if let Err(error) = &result {
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", error.reason().as_str());
-            }
-            return SinkAttempt {
-                destination: message.destination,
-                result,
-                elapsed: started.elapsed(),
-                dead_letter,
-                unroutable_retries: retries,
-                skipped: false,
-                best_effort: None,
-                sink,
-            };
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = backoff.saturating_mul(2);
-        retries += 1;
-    }
-}
-
-/// OpenTelemetry's `messaging.system` for a sink kind.
-fn messaging_system(kind: &str) -> &str {
-    match kind {
-        "amqp" => "rabbitmq",
-        other => other,
-    }
-}
-
-/// One publish under the deadline; a missed deadline is a retryable timeout. A publish is not
-/// started once its deadline has passed: its acknowledgement could not count, so a broker that
-/// took the message anyway would only hold a copy that comes back as a duplicate.
-async fn publish_once(
-    sink: &dyn Sink,
-    message: &Message,
-    deadline: Instant,
-) -> Result<(), SinkError> {
-    if Instant::now() >= deadline {
-        return Err(SinkError::retryable(
-            FailureReason::Timeout,
-            "the deadline passed before the publish could start",
-        ));
-    }
-    match timeout_at(deadline, sink.publish(message)).await {
-        Ok(result) => result,
-        Err(_) => Err(SinkError::retryable(
-            FailureReason::Timeout,
-            "no acknowledgement before the deadline",
-        )),
-    }
-}
-
-/// Where `target` puts `envelope`: its rendered template, or `vod.{event_type}` when the
-/// route names no destination. The one place a destination is defaulted: sinks always get one.
-pub(crate) fn destination(
-    target: &Target,
-    envelope: &Envelope,
-    context: &RouteContext<'_>,
-) -> String {
-    let rendered = target.destination.render(envelope, context);
-    if rendered.is_empty() {
-        crate::default_destination(&envelope.event_type)
-    } else {
-        rendered
     }
 }
 

@@ -21,6 +21,7 @@ fn envelope(n: u32, file_id: &str) -> Arc<Envelope> {
         ty: "com.tencentcloud.vod.ProcedureStateChanged".into(),
         subject: Some(file_id.to_owned()),
         time: time::OffsetDateTime::UNIX_EPOCH,
+        event_time_known: true,
         data: Bytes::from(data),
         event_type: "ProcedureStateChanged".into(),
         sub_app_id: Some(1),

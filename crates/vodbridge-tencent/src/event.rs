@@ -277,6 +277,7 @@ impl Normalizer {
             traceparent: None,
             subject: file_id,
             time,
+            event_time_known: found.time.is_some(),
             data,
             event_type,
             sub_app_id: self.sub_app_id,

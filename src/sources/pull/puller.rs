@@ -51,9 +51,9 @@ pub(super) async fn run_puller(
     let batch_permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_PER_LOOP));
     let batches = tokio_util::task::TaskTracker::new();
     while !cancel.is_cancelled() {
-        // VOD's queue is the buffer: with every sink down, pulling would only hand events out
-        // to time out.
-        if state.pipeline.sinks().all(|s| !s.is_healthy()) {
+        // VOD's queue is the buffer: with every required sink down, pulling would only hand
+        // events out to time out (best-effort sinks hold nothing back).
+        if state.pipeline.required_sinks_down() {
             metrics
                 .pull_requests
                 .with_label_values(&[name, "sinks_down"])
