@@ -7,6 +7,7 @@
 //! `$CARGO_TARGET_TMPDIR/reliability/`; RELIABILITY.md records the last run. Run it alone with
 //! `cargo test --test reliability -- --nocapture` (it is part of the README's test command).
 
+mod best_effort;
 mod crash;
 mod fleet;
 // The in-process app, the emulator and the broker readers the `it` suite uses, for the scenarios
