@@ -140,6 +140,27 @@ def main():
             f"{g['handed_out']} hand-outs, {g['redeliveries']} redeliveries; every SIGTERM exit 0: "
             f"{'yes' if f['sigterm_exit_zero'] else 'NO'}; {f['seconds']} s",
         ))
+    s = load("best_effort_silent")
+    order = ("nats", "kafka", "rabbitmq")
+    out.append(row(
+        "best effort: RabbitMQ (required = false) silent 60 s behind a proxy, NATS + Kafka "
+        "required; pull at VOD's limits, 12,000 events healthy then 12,000 silent",
+        s["events"], s["confirmed"], " / ".join(f"{s['held'][k]}" for k in order),
+        " / ".join(f"{s['duplicates'][k]}" for k in order),
+        s["nats_missing"] + s["kafka_missing"] + s["rabbit_missing"],
+        f"{s['redeliveries']} redeliveries; pulled {s['silent_rate']:.0f}/s silent against "
+        f"{s['healthy_rate']:.0f}/s healthy (ratio {s['ratio']}); {s['queued_at_peak']:.0f} queued "
+        f"for RabbitMQ, all in it {s['rabbit_drained_after_heal_s']:.1f} s after the heal",
+    ))
+    q = load("best_effort_small_queue")
+    out.append(row(
+        f"best effort, queue of {q['capacity']}: RabbitMQ silent from the start; pull → NATS + "
+        "Kafka (required) + RabbitMQ",
+        q["events"], q["confirmed"], f"RabbitMQ {q['rabbit_held']}", q["rabbit_duplicates"],
+        "0 (required sinks)",
+        f"{q['dropped_queue_full']:.0f} counted as dropped (queue_full) = "
+        f"{q['events']} - {q['rabbit_held']} RabbitMQ lacks; {q['redeliveries']} redeliveries",
+    ))
     print("\n".join(out))
 
 

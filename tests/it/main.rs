@@ -2,6 +2,7 @@
 //! scripted sinks where a test must decide when and how a destination answers.
 
 mod amqp;
+mod best_effort;
 mod cli;
 mod config;
 mod deploy;

@@ -193,7 +193,13 @@ async fn a_silent_best_effort_sink_never_holds_the_confirms_and_gets_every_event
     report(
         "best_effort_silent",
         json!({
-            "events": all.len(), "healthy_rate": healthy.round(), "silent_rate": silent.round(),
+            "events": all.len(), "confirmed": acknowledged(&emu, &healthy_keys).len()
+                + acknowledged(&emu, &silent_keys).len(),
+            "held": { "nats": nats.unique().len(), "rabbitmq": rabbit.unique().len(),
+                      "kafka": kafka.unique().len() },
+            "duplicates": { "nats": nats.duplicates(), "rabbitmq": rabbit.duplicates(),
+                            "kafka": kafka.duplicates() },
+            "healthy_rate": healthy.round(), "silent_rate": silent.round(),
             "ratio": (ratio * 1000.0).round() / 1000.0, "redeliveries": stats.redeliveries,
             "queued_at_peak": depth, "rabbit_drained_after_heal_s": drained_after,
             "rabbit_missing": rabbit.missing(all.iter().copied()).len(),
@@ -278,12 +284,17 @@ async fn a_small_queue_drops_exactly_what_it_counts() {
     );
     let rabbit = rabbit_held(&brokers.rabbit, "events").await;
     let got = rabbit.unique().len();
+    let nats_missing = nats_held(&brokers.nats).await.missing(keys.values()).len();
+    let kafka_missing = kafka_held(&brokers.kafka).await.missing(keys.values()).len();
     report(
         "best_effort_small_queue",
         json!({ "events": EVENTS, "capacity": CAPACITY, "rabbit_held": got,
+                "confirmed": acknowledged(&emu, &keys).len(),
+                "rabbit_duplicates": rabbit.duplicates(),
                 "dropped_queue_full": dropped, "redeliveries": stats.redeliveries }),
     );
     assert_eq!(stats.redeliveries, 0);
+    assert_eq!((nats_missing, kafka_missing), (0, 0), "the required sinks hold every event");
     assert!(dropped > 0.0, "a queue of {CAPACITY} overflowed");
     assert_eq!(
         got + dropped as usize,
