@@ -285,7 +285,10 @@ async fn a_small_queue_drops_exactly_what_it_counts() {
     let rabbit = rabbit_held(&brokers.rabbit, "events").await;
     let got = rabbit.unique().len();
     let nats_missing = nats_held(&brokers.nats).await.missing(keys.values()).len();
-    let kafka_missing = kafka_held(&brokers.kafka).await.missing(keys.values()).len();
+    let kafka_missing = kafka_held(&brokers.kafka)
+        .await
+        .missing(keys.values())
+        .len();
     report(
         "best_effort_small_queue",
         json!({ "events": EVENTS, "capacity": CAPACITY, "rabbit_held": got,
@@ -294,7 +297,11 @@ async fn a_small_queue_drops_exactly_what_it_counts() {
                 "dropped_queue_full": dropped, "redeliveries": stats.redeliveries }),
     );
     assert_eq!(stats.redeliveries, 0);
-    assert_eq!((nats_missing, kafka_missing), (0, 0), "the required sinks hold every event");
+    assert_eq!(
+        (nats_missing, kafka_missing),
+        (0, 0),
+        "the required sinks hold every event"
+    );
     assert!(dropped > 0.0, "a queue of {CAPACITY} overflowed");
     assert_eq!(
         got + dropped as usize,
