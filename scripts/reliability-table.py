@@ -161,6 +161,14 @@ def main():
         f"{q['dropped_queue_full']:.0f} counted as dropped (queue_full) = "
         f"{q['events']} - {q['rabbit_held']} RabbitMQ lacks; {q['redeliveries']} redeliveries",
     ))
+    d = load("best_effort_durable_sigkill")
+    out.append(row(
+        "best effort, durable queue (in the spool): RabbitMQ silent, all confirmed, SIGKILL, "
+        "RabbitMQ heals, a second bridge on the same spool",
+        d["events"], d["confirmed"], f"RabbitMQ {d['rabbit_held']}", d["rabbit_duplicates"],
+        d["rabbit_missing"],
+        f"{d['queued_at_kill']:.0f} queued at the kill; {d['redeliveries']} redeliveries",
+    ))
     print("\n".join(out))
 
 

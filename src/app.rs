@@ -11,7 +11,7 @@ use std::{
 use axum::Router;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use vodbridge_core::{Background, LaneObserver, Pipeline, SharedRecord, Sink};
+use vodbridge_core::{Background, LaneObserver, LaneStore, Pipeline, SharedRecord, Sink};
 use vodbridge_tencent::governor::Governor;
 
 use crate::{
@@ -66,13 +66,14 @@ impl App {
     ) -> Result<Self> {
         let sink_tasks = Background::default();
         let metrics = Arc::new(Metrics::new()?);
-        let (pipeline, shared_record) = pipeline(&settings, overrides, &sink_tasks, &metrics)?;
-        let (pull_sources, governors) = pull_sources(&settings)?;
         let spool = settings
             .spool
             .as_ref()
             .map(|s| Spool::open(&s.path, s.max_bytes))
             .transpose()?;
+        let (pipeline, shared_record) =
+            pipeline(&settings, overrides, &sink_tasks, &metrics, spool.as_ref())?;
+        let (pull_sources, governors) = pull_sources(&settings)?;
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -145,6 +146,7 @@ impl App {
         for source in &self.pull_sources {
             source.spawn(&self.state, &stop, &loops, &confirmers);
         }
+        self.state.pipeline.resume();
         if !self.state.vod_checks.is_empty() {
             loops.spawn(vod_check::run_checks(
                 self.state.vod_checks.clone(),
@@ -219,6 +221,7 @@ fn pipeline(
     overrides: Vec<Arc<dyn Sink>>,
     sink_tasks: &Background,
     metrics: &Arc<Metrics>,
+    spool: Option<&Arc<Spool>>,
 ) -> Result<(Pipeline, Option<Arc<StoreRecord>>)> {
     let mut built: Vec<Arc<dyn Sink>> = Vec::with_capacity(settings.sinks.len());
     for (name, config) in &settings.sinks {
@@ -240,10 +243,23 @@ fn pipeline(
         pipeline = pipeline.with_shared_record(Arc::clone(shared) as Arc<dyn SharedRecord>);
     }
     // Last: the best-effort queues' workers take the records above when they start.
-    let pipeline = pipeline.with_best_effort(
+    let mut pipeline = pipeline.with_best_effort(
         &settings.best_effort,
         Some(Arc::clone(metrics) as Arc<dyn LaneObserver>),
     );
+    if let (true, Some(spool)) = (settings.best_effort_durable, spool) {
+        let restored;
+        (pipeline, restored) = pipeline.with_best_effort_store(
+            &settings.best_effort,
+            Arc::clone(spool) as Arc<dyn LaneStore>,
+        );
+        if restored > 0 {
+            tracing::info!(
+                events = restored,
+                "The spool holds best-effort events from a previous run; publishing them."
+            );
+        }
+    }
     Ok((pipeline, shared_record))
 }
 

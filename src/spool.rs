@@ -20,15 +20,20 @@ use std::{
     },
 };
 
+use futures_util::future::BoxFuture;
 use redb::{Database, ReadableTable, TableDefinition};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, Notify};
-use vodbridge_core::Envelope;
+use vodbridge_core::{Envelope, LaneStore, StoredPublish};
 
 use crate::error::{Error, Result};
 
 /// Spooled records: sequence number → [`Record`] bytes.
 const EVENTS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("events");
+/// Durable best-effort queues (`delivery.best_effort.durable`): sequence number → sink name
+/// length (1 byte), the name, destination length (2 bytes big-endian), the destination, then a
+/// [`Record`] of the source and envelope.
+const QUEUED: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("best_effort");
 /// The record's flag: the envelope's `time` is when it was received (VOD's payload had none).
 const TIME_FROM_RECEIPT: u8 = 0x01;
 /// Most operations one commit carries.
@@ -38,15 +43,74 @@ const GROUP_COMMIT: usize = 512;
 enum Op {
     /// Store a record.
     Append {
+        table: Table,
         key: u64,
         record: Vec<u8>,
         done: oneshot::Sender<std::result::Result<(), String>>,
     },
     /// Remove forwarded records.
     Remove {
+        table: Table,
         keys: Vec<u64>,
         done: oneshot::Sender<std::result::Result<(), String>>,
     },
+}
+
+/// Which table an [`Op`] writes.
+#[derive(Clone, Copy)]
+enum Table {
+    /// Spooled callbacks.
+    Events,
+    /// Durable best-effort queues.
+    Queued,
+}
+
+impl Table {
+    const fn definition(self) -> TableDefinition<'static, u64, &'static [u8]> {
+        match self {
+            Self::Events => EVENTS,
+            Self::Queued => QUEUED,
+        }
+    }
+}
+
+/// A best-effort queue record (see [`QUEUED`]).
+fn encode_queued(publish: &StoredPublish) -> Vec<u8> {
+    let sink = &publish.sink.as_bytes()[..publish.sink.len().min(255)];
+    let destination = &publish.destination.as_bytes()[..publish.destination.len().min(65_535)];
+    let record = encode(
+        &publish.source,
+        &publish.envelope,
+        OffsetDateTime::now_utc(),
+    );
+    let mut out = Vec::with_capacity(3 + sink.len() + destination.len() + record.len());
+    #[allow(clippy::cast_possible_truncation)] // Both bounded by the slices above.
+    {
+        out.push(sink.len() as u8);
+        out.extend_from_slice(sink);
+        out.extend_from_slice(&(destination.len() as u16).to_be_bytes());
+    }
+    out.extend_from_slice(destination);
+    out.extend_from_slice(&record);
+    out
+}
+
+/// Reads a best-effort queue record back.
+fn decode_queued(key: u64, record: &[u8]) -> std::result::Result<StoredPublish, String> {
+    let short = || "record too short".to_owned();
+    let (&len, rest) = record.split_first().ok_or_else(short)?;
+    let (sink, rest) = rest.split_at_checked(usize::from(len)).ok_or_else(short)?;
+    let (len, rest) = rest.split_first_chunk::<2>().ok_or_else(short)?;
+    let (destination, rest) = rest
+        .split_at_checked(usize::from(u16::from_be_bytes(*len)))
+        .ok_or_else(short)?;
+    let spooled = decode(key, rest)?;
+    Ok(StoredPublish {
+        sink: String::from_utf8_lossy(sink).into_owned(),
+        destination: String::from_utf8_lossy(destination).into_owned(),
+        source: spooled.source,
+        envelope: spooled.envelope,
+    })
 }
 
 /// One spooled event, read back.
@@ -138,6 +202,8 @@ pub(crate) struct Spool {
     bytes: AtomicU64,
     /// Records held.
     events: AtomicU64,
+    /// Each durable best-effort record's size, by key (for the byte count on removal).
+    queued: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
     /// Appends are refused beyond this many bytes.
     max_bytes: u64,
     /// Wakes the forwarder when something was spooled.
@@ -157,8 +223,10 @@ impl Spool {
         let fail = |e: redb::Error| storage("cannot read", &path, e);
         let txn = db.begin_write().map_err(|e| fail(e.into()))?;
         txn.open_table(EVENTS).map_err(|e| fail(e.into()))?;
+        txn.open_table(QUEUED).map_err(|e| fail(e.into()))?;
         txn.commit().map_err(|e| fail(e.into()))?;
         let (mut bytes, mut events, mut last) = (0u64, 0u64, 0u64);
+        let mut queued = std::collections::HashMap::new();
         {
             let read = db.begin_read().map_err(|e| fail(e.into()))?;
             let table = read.open_table(EVENTS).map_err(|e| fail(e.into()))?;
@@ -166,7 +234,14 @@ impl Spool {
                 let (key, value) = item.map_err(|e| fail(e.into()))?;
                 bytes += value.value().len() as u64;
                 events += 1;
-                last = key.value();
+                last = last.max(key.value());
+            }
+            let table = read.open_table(QUEUED).map_err(|e| fail(e.into()))?;
+            for item in table.iter().map_err(|e| fail(e.into()))? {
+                let (key, value) = item.map_err(|e| fail(e.into()))?;
+                bytes += value.value().len() as u64;
+                queued.insert(key.value(), value.value().len() as u64);
+                last = last.max(key.value());
             }
         }
         let db = Arc::new(db);
@@ -187,6 +262,7 @@ impl Spool {
             next_key: AtomicU64::new(last + 1),
             bytes: AtomicU64::new(bytes),
             events: AtomicU64::new(events),
+            queued: std::sync::Mutex::new(queued),
             max_bytes,
             wake: Notify::new(),
         }))
@@ -206,8 +282,17 @@ impl Spool {
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let (done, committed) = oneshot::channel();
-        self.send(Op::Append { key, record, done }, committed)
-            .await?;
+        let table = Table::Events;
+        self.send(
+            Op::Append {
+                table,
+                key,
+                record,
+                done,
+            },
+            committed,
+        )
+        .await?;
         self.bytes.fetch_add(size, Ordering::Relaxed);
         self.events.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
@@ -257,7 +342,16 @@ impl Spool {
         }
         let keys = done.iter().map(|s| s.key).collect();
         let (tx, committed) = oneshot::channel();
-        self.send(Op::Remove { keys, done: tx }, committed).await?;
+        let table = Table::Events;
+        self.send(
+            Op::Remove {
+                table,
+                keys,
+                done: tx,
+            },
+            committed,
+        )
+        .await?;
         let bytes: u64 = done.iter().map(|s| s.bytes).sum();
         let _ = self
             .bytes
@@ -303,6 +397,91 @@ impl Spool {
     }
 }
 
+/// The durable best-effort queues (`delivery.best_effort.durable`) share the spool's database,
+/// writer and byte limit: a queued publish is fsynced before its event counts as handled.
+impl LaneStore for Spool {
+    fn append<'a>(
+        &'a self,
+        publish: &'a StoredPublish,
+    ) -> BoxFuture<'a, std::result::Result<Option<u64>, String>> {
+        Box::pin(async move {
+            let record = encode_queued(publish);
+            let size = record.len() as u64;
+            if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
+                return Ok(None);
+            }
+            let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+            let (done, committed) = oneshot::channel();
+            let op = Op::Append {
+                table: Table::Queued,
+                key,
+                record,
+                done,
+            };
+            self.send(op, committed).await.map_err(|e| e.to_string())?;
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+            self.queued
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key, size);
+            Ok(Some(key))
+        })
+    }
+
+    fn remove(&self, keys: Vec<u64>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (done, committed) = oneshot::channel();
+            let freed: u64 = {
+                let mut queued = self
+                    .queued
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                keys.iter().filter_map(|k| queued.remove(k)).sum()
+            };
+            let op = Op::Remove {
+                table: Table::Queued,
+                keys,
+                done,
+            };
+            if let Err(error) = self.send(op, committed).await {
+                // They stay stored and are published again after a restart: duplicates only.
+                tracing::warn!(error = %error, "Removing published best-effort events from the spool failed.");
+            }
+            let _ = self
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(freed))
+                });
+        })
+    }
+
+    fn load(&self, sink: &str) -> Vec<(u64, StoredPublish)> {
+        let text = |e: redb::Error| e.to_string();
+        let read = || -> std::result::Result<Vec<(u64, StoredPublish)>, String> {
+            let read = self.db.begin_read().map_err(|e| text(e.into()))?;
+            let table = read.open_table(QUEUED).map_err(|e| text(e.into()))?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(|e| text(e.into()))? {
+                let (key, value) = item.map_err(|e| text(e.into()))?;
+                match decode_queued(key.value(), value.value()) {
+                    Ok(publish) if publish.sink == sink => out.push((key.value(), publish)),
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(
+                        key = key.value(),
+                        error,
+                        "Unreadable best-effort record in the spool; it is kept, not published."
+                    ),
+                }
+            }
+            Ok(out)
+        };
+        read().unwrap_or_else(|error| {
+            tracing::error!(path = %self.path.display(), error, "Reading the best-effort queues from the spool failed.");
+            Vec::new()
+        })
+    }
+}
+
 impl Drop for Spool {
     fn drop(&mut self) {
         drop(self.ops.take());
@@ -337,15 +516,22 @@ fn apply(db: &Database, batch: &[Op]) -> std::result::Result<(), String> {
     let text = |e: redb::Error| e.to_string();
     let txn = db.begin_write().map_err(|e| text(e.into()))?;
     {
-        let mut table = txn.open_table(EVENTS).map_err(|e| text(e.into()))?;
         for op in batch {
             match op {
-                Op::Append { key, record, .. } => {
+                Op::Append {
+                    table, key, record, ..
+                } => {
+                    let mut table = txn
+                        .open_table(table.definition())
+                        .map_err(|e| text(e.into()))?;
                     table
                         .insert(*key, record.as_slice())
                         .map_err(|e| text(e.into()))?;
                 }
-                Op::Remove { keys, .. } => {
+                Op::Remove { table, keys, .. } => {
+                    let mut table = txn
+                        .open_table(table.definition())
+                        .map_err(|e| text(e.into()))?;
                     for key in keys {
                         table.remove(*key).map_err(|e| text(e.into()))?;
                     }
@@ -399,6 +585,57 @@ mod tests {
         let back = decode(5, &legacy).expect("a record without flags decodes");
         assert!(back.envelope.event_time_known);
         assert_eq!(back.envelope.id, env.id);
+    }
+
+    #[tokio::test]
+    async fn best_effort_queues_survive_a_reopen_per_sink_and_count_in_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let publish = |sink: &str, n: u32| StoredPublish {
+            sink: sink.to_owned(),
+            destination: format!("vod.{n}"),
+            source: "app".to_owned(),
+            envelope: Arc::new(envelope(n)),
+        };
+        let keys = {
+            let spool = Spool::open(dir.path(), 1024 * 1024).expect("opens");
+            let a = LaneStore::append(spool.as_ref(), &publish("mirror", 1))
+                .await
+                .expect("stored");
+            let b = LaneStore::append(spool.as_ref(), &publish("mirror", 2))
+                .await
+                .expect("stored");
+            let c = LaneStore::append(spool.as_ref(), &publish("other", 3))
+                .await
+                .expect("stored");
+            assert!(spool.bytes() > 0, "the queues count in the spool's bytes");
+            assert_eq!(spool.events(), 0, "they are not spooled callbacks");
+            [a, b, c].map(|k| k.expect("room"))
+        };
+        let spool = Spool::open(dir.path(), 1024 * 1024).expect("reopens");
+        let mirror = LaneStore::load(spool.as_ref(), "mirror");
+        assert_eq!(
+            mirror
+                .iter()
+                .map(|(k, p)| (*k, p.destination.as_str()))
+                .collect::<Vec<_>>(),
+            [(keys[0], "vod.1"), (keys[1], "vod.2")]
+        );
+        assert_eq!(mirror[0].1.envelope.id, envelope(1).id);
+        LaneStore::remove(spool.as_ref(), vec![keys[0], keys[1]]).await;
+        assert!(LaneStore::load(spool.as_ref(), "mirror").is_empty());
+        assert_eq!(LaneStore::load(spool.as_ref(), "other").len(), 1);
+        // A spool appends after the highest key of either table.
+        let next = LaneStore::append(spool.as_ref(), &publish("other", 4))
+            .await
+            .expect("stored");
+        assert!(next > Some(keys[2]));
+        // Full: the store says so instead of failing.
+        let tiny = tempfile::tempdir().expect("tempdir");
+        let small = Spool::open(tiny.path(), 10).expect("opens");
+        assert_eq!(
+            LaneStore::append(small.as_ref(), &publish("m", 5)).await,
+            Ok(None)
+        );
     }
 
     #[tokio::test]

@@ -263,8 +263,13 @@ impl Settings {
         } else {
             "then dropped and counted"
         };
+        let kept = if self.best_effort_durable {
+            "in the spool (fsynced before VOD is answered; kept across a crash)"
+        } else {
+            "in memory (lost on a crash)"
+        };
         format!(
-            "{} (never hold VOD's answer); up to {} events queued in memory per sink ({full}; lost on a crash), {} publishes at once, {} ms each, breaker opens after {} failures for {} s to {} s",
+            "{} (never hold VOD's answer); up to {} events queued per sink, {kept} ({full}), {} publishes at once, {} ms each, breaker opens after {} failures for {} s to {} s",
             sinks.join(", "),
             b.queue_capacity,
             b.concurrency,

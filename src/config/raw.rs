@@ -132,6 +132,11 @@ pub struct BestEffortConfig {
     pub breaker_open_secs: u64,
     /// The longest open period, in seconds (at least `breaker_open_secs`, at most 3,600).
     pub breaker_open_max_secs: u64,
+    /// Keep the queues in the push spool's database (needs `spool.path`) instead of memory:
+    /// each queued event is fsynced before VOD is answered for it (group commit, as a spooled
+    /// callback), so a crash loses nothing of it and the next start publishes what is left. The
+    /// spool's `max_bytes` then bounds the queues too.
+    pub durable: bool,
 }
 
 impl Default for BestEffortConfig {
@@ -144,6 +149,7 @@ impl Default for BestEffortConfig {
             breaker_failures: settings.breaker_failures,
             breaker_open_secs: settings.breaker_open.as_secs(),
             breaker_open_max_secs: settings.breaker_open_max.as_secs(),
+            durable: false,
         }
     }
 }

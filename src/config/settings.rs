@@ -56,6 +56,8 @@ pub struct Settings {
     pub shared_record: Option<super::SharedRecordSettings>,
     /// How best-effort targets queue, publish and break (`[delivery.best_effort]`).
     pub best_effort: BestEffortSettings,
+    /// Whether the best-effort queues live in the spool (`delivery.best_effort.durable`).
+    pub best_effort_durable: bool,
     /// The push spool, when configured.
     pub spool: Option<SpoolSettings>,
 }
@@ -296,6 +298,13 @@ impl Settings {
         }
         let shared_record = super::record::shared_record(&config.delivery)?;
         let best_effort = best_effort(&config.delivery.best_effort)?;
+        if config.delivery.best_effort.durable && spool.is_none() {
+            return Err(Error::Config(
+                "delivery.best_effort.durable needs the spool: set spool.path (push sources \
+                 that should not spool say `spool = false`)"
+                    .into(),
+            ));
+        }
         if let Some(otlp) = &config.telemetry.otlp {
             validate_otlp(otlp)?;
         }
@@ -310,6 +319,7 @@ impl Settings {
             sink_record_capacity: config.delivery.sink_record_capacity,
             shared_record,
             best_effort,
+            best_effort_durable: config.delivery.best_effort.durable,
             spool,
         })
     }

@@ -216,3 +216,33 @@ async fn a_full_queue_goes_to_the_dead_letter_when_there_is_one() {
     );
     app.stop().await.expect("clean stop");
 }
+
+#[test]
+fn best_effort_settings_are_checked() {
+    use vodbridge::config::{Config, Settings};
+    let refused = |extra: &str| {
+        let config = Config::from_toml(&format!("{CONFIG}\n{extra}")).expect("parses");
+        Settings::from_config(config)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        refused("durable = true").contains("delivery.best_effort.durable needs the spool"),
+        "{}",
+        refused("durable = true")
+    );
+    assert!(refused("queue_capacity = 0").contains("queue_capacity must be 1 to 10000000"));
+    assert!(refused("concurrency = 5000").contains("concurrency must be 1 to 1024"));
+    assert!(
+        refused("[dead_letter]\nsink = \"mirror\"\nrequired = false")
+            .contains("dead_letter: `required = false` is not allowed")
+    );
+    let ok = Config::from_toml(&format!(
+        "{CONFIG}\ndurable = true\n[spool]\npath = \"/tmp/vodbridge-best-effort-spool\"\n"
+    ))
+    .expect("parses");
+    let settings = Settings::from_config(ok).expect("valid with a spool");
+    assert!(settings.best_effort_durable);
+    assert_eq!(settings.best_effort.breaker_failures, 3);
+}

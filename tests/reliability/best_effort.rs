@@ -10,6 +10,9 @@
 //! - Queue small (1,000): the bridge starts ready with RabbitMQ silent (`/readyz` names it),
 //!   every event is confirmed, and the events RabbitMQ never got are exactly the drops counted
 //!   as `queue_full`.
+//! - Durable queue (`durable = true`, in the spool): with RabbitMQ silent every event is confirmed
+//!   and waits in the spool; the bridge is SIGKILLed, RabbitMQ heals, a second bridge on the
+//!   same spool publishes every one of them.
 
 use std::{
     collections::HashMap,
@@ -309,4 +312,53 @@ async fn a_small_queue_drops_exactly_what_it_counts() {
         "every event RabbitMQ lacks is a counted drop"
     );
     assert!(got >= CAPACITY, "the queue delivered what it held: {got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_durable_queue_loses_nothing_to_a_sigkill() {
+    const EVENTS: usize = 3_000;
+    let brokers = Brokers::start().await;
+    let emu = emulator(Duration::from_millis(LIFETIME_MS)).await;
+    let spool = tempfile::tempdir().expect("spool dir");
+    let config = format!(
+        "{}durable = true\n[spool]\npath = {:?}\n",
+        brokers.config(&emu, 100_000),
+        spool.path().display().to_string()
+    );
+    brokers.rabbit_proxy.silence();
+    let mut first = bridge(&config, 35);
+    wait_ready(&first, Duration::from_secs(30)).await;
+    let keys = enqueue(&emu, "bed", 0..EVENTS);
+    drain_rate(&emu, &keys, Duration::from_secs(90)).await;
+    let depth = sample(&first, "vodbridge_best_effort_queue_depth{sink=\"rabbit\"}").await;
+    // Every event is confirmed to VOD and waits for RabbitMQ only in the spool: killed now, an
+    // in-memory queue would lose all of them.
+    first.kill();
+    brokers.rabbit_proxy.heal();
+    let mut second = bridge(&config, 35);
+    wait_ready(&second, Duration::from_secs(30)).await;
+    drained(&second, Duration::from_secs(120)).await;
+    let stats = emu.emulator.stats();
+    assert!(
+        second.terminate(Duration::from_secs(45)),
+        "SIGTERM exits in time"
+    );
+    let rabbit = rabbit_held(&brokers.rabbit, "events").await;
+    let missing = rabbit.missing(keys.values()).len();
+    report(
+        "best_effort_durable_sigkill",
+        json!({ "events": EVENTS, "confirmed": acknowledged(&emu, &keys).len(),
+                "queued_at_kill": depth, "rabbit_held": rabbit.unique().len(),
+                "rabbit_missing": missing, "rabbit_duplicates": rabbit.duplicates(),
+                "redeliveries": stats.redeliveries }),
+    );
+    assert_eq!(
+        depth as usize, EVENTS,
+        "everything waited for RabbitMQ at the kill"
+    );
+    assert_eq!(
+        missing, 0,
+        "the spool kept every queued event across the SIGKILL"
+    );
+    assert_eq!(stats.redeliveries, 0);
 }

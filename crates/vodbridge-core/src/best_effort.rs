@@ -12,8 +12,8 @@
 //! destination when one is configured, or drops it and counts the drop.
 //!
 //! What this can lose is the price of not holding the provider: the queue lives in memory, so a
-//! crash loses what it held, and a full queue without a dead letter drops. Every drop is counted
-//! by [`DropReason`].
+//! crash loses what it held (unless a [`LaneStore`] keeps it durably), and a full queue without a
+//! dead letter drops. Every drop is counted by [`DropReason`].
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -29,6 +29,7 @@ use failsafe::{
     failure_policy::{consecutive_failures, ConsecutiveFailures},
     Instrument, StateMachine,
 };
+use futures_util::future::BoxFuture;
 use tokio::{sync::Notify, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -145,6 +146,40 @@ impl BreakerState {
     }
 }
 
+/// Where best-effort queues are kept durably (the application's push spool): a queued publish
+/// is stored before the event counts as handled and removed once it is done with, so a crash
+/// loses nothing of it; what a previous run left is queued again at start.
+pub trait LaneStore: Send + Sync + 'static {
+    /// Stores one queued publish durably (fsynced); its key, `Ok(None)` when the store is full.
+    ///
+    /// # Errors
+    ///
+    /// The storage's failure, as text: the event is then not handled, and comes back.
+    fn append<'a>(
+        &'a self,
+        publish: &'a StoredPublish,
+    ) -> BoxFuture<'a, Result<Option<u64>, String>>;
+
+    /// Removes publishes that are done with (acknowledged, dead-lettered or dropped).
+    fn remove(&self, keys: Vec<u64>) -> BoxFuture<'_, ()>;
+
+    /// What a previous run left for `sink`, oldest first.
+    fn load(&self, sink: &str) -> Vec<(u64, StoredPublish)>;
+}
+
+/// One queued publish as a [`LaneStore`] keeps it.
+#[derive(Debug, Clone)]
+pub struct StoredPublish {
+    /// The best-effort sink.
+    pub sink: String,
+    /// The rendered destination.
+    pub destination: String,
+    /// The source's name.
+    pub source: String,
+    /// The event.
+    pub envelope: Arc<Envelope>,
+}
+
 /// What the application learns of the lanes' work, for its metrics and logs (the pipeline knows
 /// no metrics). Called from the lanes' workers and from `deliver` (a full queue).
 pub trait LaneObserver: Send + Sync + 'static {
@@ -187,6 +222,8 @@ struct Item {
     destination: String,
     /// The source's name, for the route context of a dead letter and metric labels.
     source: Arc<str>,
+    /// Its key in the [`LaneStore`], when the queue is durable.
+    stored: Option<u64>,
 }
 
 /// The queue and the keys it holds (queued and in flight), under one lock.
@@ -256,6 +293,8 @@ pub(crate) struct Lane {
     observer: Arc<OnceLock<Arc<dyn LaneObserver>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
     queued_total: AtomicU64,
+    /// Where the queue is kept durably, if it is.
+    store: Option<Arc<dyn LaneStore>>,
 }
 
 impl Lane {
@@ -264,6 +303,7 @@ impl Lane {
         sink: Arc<dyn Sink>,
         on_wire: Arc<AtomicUsize>,
         settings: BestEffortSettings,
+        store: Option<Arc<dyn LaneStore>>,
     ) -> Self {
         let state = Arc::new(AtomicU8::new(0));
         let observer = Arc::new(OnceLock::new());
@@ -292,6 +332,39 @@ impl Lane {
             observer,
             worker: Mutex::default(),
             queued_total: AtomicU64::new(0),
+            store,
+        }
+    }
+
+    /// Queues again what the store kept from a previous run (beyond the capacity too: nothing
+    /// stored is thrown away); returns how many.
+    pub(crate) fn restore(&self) -> usize {
+        let Some(store) = &self.store else {
+            return 0;
+        };
+        let stored = store.load(self.sink.name());
+        let mut queue = self.lock();
+        for (key, publish) in &stored {
+            if queue
+                .keys
+                .insert((publish.envelope.id.clone(), publish.destination.clone()))
+            {
+                queue.items.push_back(Item {
+                    envelope: Arc::clone(&publish.envelope),
+                    destination: publish.destination.clone(),
+                    source: Arc::from(publish.source.as_str()),
+                    stored: Some(*key),
+                });
+            }
+        }
+        stored.len()
+    }
+
+    /// Starts the worker when the queue holds something (restored events).
+    pub(crate) fn resume(self: &Arc<Self>, context: impl FnOnce() -> Arc<LaneContext>) {
+        if !self.lock().items.is_empty() {
+            self.start(context);
+            self.wake.notify_one();
         }
     }
 
@@ -312,8 +385,9 @@ impl Lane {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues one publish; starts the worker (with `context`) on the first one.
-    pub(crate) fn offer(
+    /// Queues one publish (stored first when the queue is durable); starts the worker (with
+    /// `context`) on the first one.
+    pub(crate) async fn offer(
         self: &Arc<Self>,
         envelope: &Arc<Envelope>,
         destination: &str,
@@ -323,22 +397,48 @@ impl Lane {
         if self.closing.is_cancelled() {
             return Queued::Full;
         }
+        let key = (envelope.id.clone(), destination.to_owned());
         {
             let mut queue = self.lock();
-            let key = (envelope.id.clone(), destination.to_owned());
             if queue.keys.contains(&key) {
                 return Queued::AlreadyQueued;
             }
             if queue.keys.len() >= self.settings.queue_capacity {
                 return Queued::Full;
             }
-            queue.keys.insert(key);
-            queue.items.push_back(Item {
-                envelope: Arc::clone(envelope),
-                destination: destination.to_owned(),
-                source: Arc::from(source),
-            });
+            // Reserved while it is stored: a redelivery meanwhile is `AlreadyQueued`.
+            queue.keys.insert(key.clone());
         }
+        let stored = match &self.store {
+            None => None,
+            Some(store) => {
+                let publish = StoredPublish {
+                    sink: self.sink.name().to_owned(),
+                    destination: destination.to_owned(),
+                    source: source.to_owned(),
+                    envelope: Arc::clone(envelope),
+                };
+                let answer = store.append(&publish).await;
+                match answer {
+                    Ok(Some(stored)) => Some(stored),
+                    Ok(None) => {
+                        self.lock().keys.remove(&key);
+                        return Queued::Full;
+                    }
+                    Err(error) => {
+                        self.lock().keys.remove(&key);
+                        tracing::warn!(sink = self.sink.name(), error, "Storing a best-effort publish failed; the event is not handled and comes back.");
+                        return Queued::NotStored;
+                    }
+                }
+            }
+        };
+        self.lock().items.push_back(Item {
+            envelope: Arc::clone(envelope),
+            destination: destination.to_owned(),
+            source: Arc::from(source),
+            stored,
+        });
         self.queued_total.fetch_add(1, Ordering::Relaxed);
         self.start(context);
         self.wake.notify_one();
@@ -423,17 +523,24 @@ impl Lane {
         )
         .await;
         let done: HashSet<usize> = result.done.into_iter().collect();
-        let mut queue = self.lock();
         let mut failed = false;
-        for (index, item) in batch.into_iter().enumerate().rev() {
-            if done.contains(&index) {
-                queue
-                    .keys
-                    .remove(&(item.envelope.id.clone(), item.destination));
-            } else {
-                failed = true;
-                queue.items.push_front(item);
+        let mut stored = Vec::new();
+        {
+            let mut queue = self.lock();
+            for (index, item) in batch.into_iter().enumerate().rev() {
+                if done.contains(&index) {
+                    stored.extend(item.stored);
+                    queue
+                        .keys
+                        .remove(&(item.envelope.id.clone(), item.destination));
+                } else {
+                    failed = true;
+                    queue.items.push_front(item);
+                }
             }
+        }
+        if let (Some(store), false) = (&self.store, stored.is_empty()) {
+            store.remove(stored).await;
         }
         failed
     }
@@ -535,8 +642,8 @@ impl Lane {
     }
 
     /// Stops taking events and drains what is queued within `within` (nothing more is tried
-    /// while the breaker is open); what is left is counted as dropped on shutdown. Returns how
-    /// many were left.
+    /// while the breaker is open); what is left is counted as dropped on shutdown, unless the
+    /// queue is durable (it stays stored for the next start). Returns how many were dropped.
     pub(crate) async fn close(&self, within: Duration) -> u64 {
         self.closing.cancel();
         let worker = self
@@ -557,6 +664,14 @@ impl Lane {
             queue.keys.clear();
             left
         };
+        if left > 0 && self.store.is_some() {
+            tracing::info!(
+                sink = self.sink.name(),
+                events = left,
+                "A best-effort sink's queue is kept in the spool; the next start publishes it."
+            );
+            return 0;
+        }
         if left > 0 {
             tracing::warn!(
                 sink = self.sink.name(),

@@ -49,7 +49,10 @@ mod stall;
 mod trace;
 
 pub use background::Background;
-pub use best_effort::{BestEffortSettings, BreakerState, DropReason, LaneObserver, LaneStatus};
+pub use best_effort::{
+    BestEffortSettings, BreakerState, DropReason, LaneObserver, LaneStatus, LaneStore,
+    StoredPublish,
+};
 pub use binding::{DeadLetterInfo, HeaderStyle};
 pub use envelope::{Envelope, EventId, Ingress, SPEC_VERSION};
 pub use error::{Error, Result};

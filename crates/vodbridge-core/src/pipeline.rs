@@ -14,7 +14,9 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::{
-    best_effort::{BestEffortSettings, DropReason, Lane, LaneContext, LaneObserver, LaneStatus},
+    best_effort::{
+        BestEffortSettings, DropReason, Lane, LaneContext, LaneObserver, LaneStatus, LaneStore,
+    },
     binding::DeadLetterInfo,
     envelope::Envelope,
     error::{Error, Result},
@@ -122,12 +124,12 @@ impl Pipeline {
             observer: None,
             lane_context: OnceLock::new(),
         };
-        pipeline.build_lanes(&BestEffortSettings::default());
+        pipeline.build_lanes(&BestEffortSettings::default(), None);
         Ok(pipeline)
     }
 
     /// One lane per sink that some route names as a best-effort target.
-    fn build_lanes(&mut self, settings: &BestEffortSettings) {
+    fn build_lanes(&mut self, settings: &BestEffortSettings, store: Option<&Arc<dyn LaneStore>>) {
         let mut lanes = HashMap::new();
         for route in self.routes.routes() {
             let RouteAction::Publish(targets) = &route.action else {
@@ -140,6 +142,7 @@ impl Pipeline {
                             Arc::clone(sink),
                             Arc::clone(on_wire),
                             settings.clone(),
+                            store.cloned(),
                         ))
                     });
                 }
@@ -157,9 +160,33 @@ impl Pipeline {
         settings: &BestEffortSettings,
         observer: Option<Arc<dyn LaneObserver>>,
     ) -> Self {
-        self.build_lanes(settings);
+        self.build_lanes(settings, None);
         self.observer = observer;
         self
+    }
+
+    /// Keeps every best-effort queue durably in `store` (see [`LaneStore`]): each queued event
+    /// is stored before it counts as handled, so a crash loses nothing of it, and what a
+    /// previous run left is queued again now (published once [`Pipeline::resume`] is called).
+    /// Call it after [`Pipeline::with_best_effort`]. Returns the pipeline and how many stored
+    /// events were queued again.
+    #[must_use]
+    pub fn with_best_effort_store(
+        mut self,
+        settings: &BestEffortSettings,
+        store: Arc<dyn LaneStore>,
+    ) -> (Self, usize) {
+        self.build_lanes(settings, Some(&store));
+        let restored = self.lanes.values().map(|lane| lane.restore()).sum();
+        (self, restored)
+    }
+
+    /// Starts publishing what the best-effort queues hold from a previous run (a durable
+    /// store); queues that are empty start with their first event.
+    pub fn resume(&self) {
+        for lane in self.lanes.values() {
+            lane.resume(|| self.lane_context());
+        }
     }
 
     /// Whether `sink` must acknowledge before an event it is routed to is handled: it is a
@@ -398,7 +425,7 @@ impl Pipeline {
             .then(|| self.lanes.get(&target.sink))
             .flatten()
         {
-            return self.offer(lane, sink, message, context);
+            return self.offer(lane, sink, message, context).await;
         }
         let attempt = publish(sink, &on_wire, message, deadline, false, self.unroutable).await;
         if attempt.result.is_ok() {
@@ -418,19 +445,21 @@ impl Pipeline {
     /// Offers a best-effort target's publish to its sink's queue. A full queue sends the event
     /// to the dead letter when one is configured (the attempt is a `queue_full` rejection, so
     /// the merged outcome dead-letters it), else drops it for that sink and counts the drop.
-    fn offer(
+    async fn offer(
         &self,
         lane: &Arc<Lane>,
         sink: Arc<dyn Sink>,
         message: Message,
         context: RouteContext<'_>,
     ) -> SinkAttempt {
-        let queued = lane.offer(
-            &message.envelope,
-            &message.destination,
-            context.source,
-            || self.lane_context(),
-        );
+        let queued = lane
+            .offer(
+                &message.envelope,
+                &message.destination,
+                context.source,
+                || self.lane_context(),
+            )
+            .await;
         let result = match queued {
             Queued::Full if self.dead_letter.is_some() => Err(SinkError::rejected(
                 FailureReason::QueueFull,
@@ -446,6 +475,13 @@ impl Pipeline {
                 }
                 Ok(())
             }
+            Queued::NotStored => Err(SinkError::retryable(
+                FailureReason::Unavailable,
+                format!(
+                    "the best-effort queue of {} could not store the event",
+                    sink.name()
+                ),
+            )),
             Queued::Queued | Queued::AlreadyQueued => Ok(()),
         };
         SinkAttempt {
@@ -1500,5 +1536,84 @@ mod tests {
         );
         let dropped = counting.dropped.lock().expect("lock").clone();
         assert_eq!(dropped, [("b".to_owned(), DropReason::Shutdown, 6)]);
+    }
+
+    /// A store in memory, standing in for the push spool.
+    #[derive(Default)]
+    struct MemoryStore {
+        next: AtomicUsize,
+        held: Mutex<std::collections::BTreeMap<u64, crate::StoredPublish>>,
+    }
+
+    impl crate::LaneStore for MemoryStore {
+        fn append<'a>(
+            &'a self,
+            publish: &'a crate::StoredPublish,
+        ) -> futures_util::future::BoxFuture<'a, std::result::Result<Option<u64>, String>> {
+            Box::pin(async move {
+                let key = self.next.fetch_add(1, Ordering::Relaxed) as u64;
+                self.held.lock().expect("lock").insert(key, publish.clone());
+                Ok(Some(key))
+            })
+        }
+        fn remove(&self, keys: Vec<u64>) -> futures_util::future::BoxFuture<'_, ()> {
+            Box::pin(async move {
+                let mut held = self.held.lock().expect("lock");
+                for key in keys {
+                    held.remove(&key);
+                }
+            })
+        }
+        fn load(&self, sink: &str) -> Vec<(u64, crate::StoredPublish)> {
+            let held = self.held.lock().expect("lock");
+            held.iter()
+                .filter(|(_, p)| p.sink == sink)
+                .map(|(k, p)| (*k, p.clone()))
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_durable_queue_survives_a_restart_and_is_emptied_by_the_acks() {
+        let store = Arc::new(MemoryStore::default());
+        let settings = BestEffortSettings {
+            breaker_failures: 1,
+            ..BestEffortSettings::default()
+        };
+        let (b, _down) = switchable("b");
+        let (p, counting) = with_best_effort(Scripted::new("a", || Ok(())), b, None, &settings);
+        let (p, restored) = p.with_best_effort_store(&settings, Arc::clone(&store) as _);
+        assert_eq!(restored, 0);
+        for n in 0..5 {
+            let report = p.deliver(numbered(n), ctx(), soon()).await;
+            assert_eq!(report.outcome, Outcome::Delivered);
+        }
+        assert_eq!(
+            store.held.lock().expect("lock").len(),
+            5,
+            "stored before handled"
+        );
+        p.close(Duration::from_secs(1)).await;
+        assert!(
+            counting.dropped.lock().expect("lock").is_empty(),
+            "a durable queue drops nothing at shutdown"
+        );
+
+        // The next start: the sink answers, the stored events reach it, the store empties.
+        let b = Scripted::new("b", || Ok(()));
+        let (p, counting) =
+            with_best_effort(Scripted::new("a", || Ok(())), b.clone(), None, &settings);
+        let (p, restored) = p.with_best_effort_store(&settings, Arc::clone(&store) as _);
+        assert_eq!(restored, 5);
+        p.resume();
+        until("the restored events acknowledged", || {
+            counting.acked.load(Ordering::Relaxed) == 5
+        })
+        .await;
+        until("an empty store", || {
+            store.held.lock().expect("lock").is_empty()
+        })
+        .await;
+        assert_eq!(b.seen().len(), 5);
     }
 }

@@ -47,6 +47,9 @@ pub enum Queued {
     AlreadyQueued,
     /// The queue is full: the event is dead-lettered or dropped.
     Full,
+    /// The queue is durable and storing the event failed: the event is not handled (it comes
+    /// back from the provider).
+    NotStored,
 }
 
 /// One publish attempt, for metrics and logs.
