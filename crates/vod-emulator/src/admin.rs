@@ -199,3 +199,26 @@ pub(crate) async fn set_limits(State(shared): State<Arc<Shared>>, body: Bytes) -
 pub(crate) async fn get_limits(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.limits()).into_response()
 }
+
+/// `PUT /emulator/sub-apps`: lists (or replaces) one sub-application, a `SubAppIdInfo`.
+pub(crate) async fn put_sub_app(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<vodbridge_tencent::sub_apps::SubAppIdInfo>(&body) {
+        Ok(info) => {
+            crate::lock(&shared.sub_apps).insert(info.clone());
+            Json(info).into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}
+
+/// `DELETE /emulator/sub-apps/{id}`: takes one off the list (404 when it was not listed).
+pub(crate) async fn delete_sub_app(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(sub_app_id): axum::extract::Path<u64>,
+) -> Response {
+    if crate::lock(&shared.sub_apps).remove(sub_app_id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}

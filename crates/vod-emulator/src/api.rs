@@ -1,6 +1,6 @@
 //! The Tencent Cloud API 3.0 endpoint at `POST /`: TC3 verification, fault injection, and the
-//! actions `PullEvents`, `ConfirmEvents`, `DescribeEventsState`, `DescribeEventConfig` and
-//! `ModifyEventConfig`.
+//! actions `PullEvents`, `ConfirmEvents`, `DescribeEventsState`, `DescribeEventConfig`,
+//! `ModifyEventConfig` and `DescribeSubAppIds`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -98,6 +98,17 @@ async fn call(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u
                 &change,
             );
             Ok(br#"{"Response":{"#.to_vec())
+        }
+        "DescribeSubAppIds" => {
+            let page = crate::lock(&shared.sub_apps).describe(&params)?;
+            let mut out = serde_json::to_vec(&page)
+                .map_err(|e| Error::api("InternalError", e.to_string()))?;
+            // `{…}` → `{"Response":{…,` for the caller to close with the RequestId.
+            out.pop();
+            let mut body = br#"{"Response":"#.to_vec();
+            body.extend_from_slice(&out);
+            body.push(b',');
+            Ok(body)
         }
         "DescribeEventsState" => {
             let count = shared.queue().count_to_pull_lagging(

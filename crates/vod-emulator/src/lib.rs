@@ -17,6 +17,8 @@
 //!   normal callback (5 s timeout, two retries on timeout, optional `Sign`/`T`).
 //! - `GET /emulator/ledger`, `GET /emulator/stats`: what happened to every event.
 //! - `PUT /emulator/faults`: error rate, latency, an overall throttle.
+//! - `PUT /emulator/sub-apps` (a `SubAppIdInfo`), `DELETE /emulator/sub-apps/{id}`: the
+//!   account's sub-applications, answered by `DescribeSubAppIds` (paged, 200 at most).
 //! - `PUT /emulator/limits`: VOD's request limits per action and SecretId
 //!   ([`Limits`]; on by default: `PullEvents` and `ConfirmEvents` 100/s, `DescribeEventsState`
 //!   20/s), answered `RequestLimitExceeded` beyond them.
@@ -33,6 +35,7 @@ mod event_config;
 pub mod generate;
 mod limits;
 pub mod queue;
+mod sub_apps;
 
 use std::{
     net::SocketAddr,
@@ -56,6 +59,8 @@ pub use event_config::{Emitted, EventConfigPolicy};
 use generate::Generator;
 pub use limits::Limits;
 use queue::{LedgerEntry, Queue, Stats};
+pub use sub_apps::sub_app;
+pub use vodbridge_tencent::sub_apps::{SubAppIdInfo, SubAppStatus};
 
 /// How the emulator behaves.
 #[derive(Debug, Clone)]
@@ -142,6 +147,8 @@ pub(crate) struct Shared {
     limiters: Mutex<limits::Limiters>,
     /// Each sub-application's event configuration.
     pub(crate) event_configs: Mutex<event_config::Configs>,
+    /// The account's sub-applications (`DescribeSubAppIds`).
+    pub(crate) sub_apps: Mutex<sub_apps::Registry>,
     requests: AtomicU64,
     /// Client of push mode.
     pub(crate) http: reqwest::Client,
@@ -263,6 +270,7 @@ impl Emulator {
                 throttle_window: Mutex::new((Instant::now(), 0)),
                 limiters: Mutex::new(limiters),
                 event_configs: Mutex::new(event_config::Configs::default()),
+                sub_apps: Mutex::new(sub_apps::Registry::default()),
                 requests: AtomicU64::new(0),
                 http: reqwest::Client::new(),
             }),
@@ -284,6 +292,11 @@ impl Emulator {
             .route(
                 "/emulator/limits",
                 put(admin::set_limits).get(admin::get_limits),
+            )
+            .route("/emulator/sub-apps", put(admin::put_sub_app))
+            .route(
+                "/emulator/sub-apps/{sub_app_id}",
+                axum::routing::delete(admin::delete_sub_app),
             )
             .with_state(Arc::clone(&self.shared))
     }
@@ -374,6 +387,22 @@ impl Emulator {
         let keys = jobs.iter().map(|(key, _)| *key).collect();
         delivery::push_at_rate(&self.shared, url, jobs, rate, None);
         keys
+    }
+
+    /// Lists a sub-application in `DescribeSubAppIds` (or replaces it); its queue and event
+    /// configuration exist whether it is listed or not, as every id's do.
+    pub fn add_sub_app(&self, info: SubAppIdInfo) {
+        lock(&self.shared.sub_apps).insert(info);
+    }
+
+    /// Takes a sub-application off the list; true when it was listed.
+    pub fn remove_sub_app(&self, sub_app_id: u64) -> bool {
+        lock(&self.shared.sub_apps).remove(sub_app_id)
+    }
+
+    /// Sets a listed sub-application's `Status` (`Off` disables it); false when not listed.
+    pub fn set_sub_app_status(&self, sub_app_id: u64, status: SubAppStatus) -> bool {
+        lock(&self.shared.sub_apps).set_status(sub_app_id, status)
     }
 
     /// Replaces the injected faults.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Calls per second allowed per SecretId, by action (0: unlimited).
 ///
 /// VOD's defaults (vod-api.md §3, §4, §5.5): `PullEvents` 100/s, `ConfirmEvents` 100/s,
-/// `DescribeEventsState` 20/s, `ModifyEventConfig` 20/s (`DescribeEventConfig`: 20/s by the
+/// `DescribeEventsState` 20/s, `DescribeSubAppIds` 100/s, `ModifyEventConfig` 20/s (`DescribeEventConfig`: 20/s by the
 /// English doc, 100/s by the Go SDK; 20 here, the stricter). The docs do not say what the limit is counted over; like other
 /// Tencent Cloud API quotas it is taken to be the account's (here: the SecretId's) budget,
 /// shared by every process that uses it.
@@ -24,6 +24,8 @@ pub struct Limits {
     pub describe_events_state: u32,
     /// `DescribeEventConfig` and `ModifyEventConfig` calls per second, each (VOD: 20).
     pub event_config: u32,
+    /// `DescribeSubAppIds` calls per second (VOD: 100).
+    pub describe_sub_app_ids: u32,
 }
 
 impl Default for Limits {
@@ -39,6 +41,7 @@ impl Limits {
         confirm_events: 100,
         describe_events_state: 20,
         event_config: 20,
+        describe_sub_app_ids: 100,
     };
 
     /// No limits at all (for benchmarks of the bridge's own cost).
@@ -47,6 +50,7 @@ impl Limits {
         confirm_events: 0,
         describe_events_state: 0,
         event_config: 0,
+        describe_sub_app_ids: 0,
     };
 }
 
@@ -59,6 +63,7 @@ pub(crate) struct Limiters {
     describe: Option<DefaultKeyedRateLimiter<String>>,
     describe_config: Option<DefaultKeyedRateLimiter<String>>,
     modify_config: Option<DefaultKeyedRateLimiter<String>>,
+    sub_app_ids: Option<DefaultKeyedRateLimiter<String>>,
 }
 
 fn limiter(per_second: u32) -> Option<DefaultKeyedRateLimiter<String>> {
@@ -74,6 +79,7 @@ impl Limiters {
             describe: limiter(limits.describe_events_state),
             describe_config: limiter(limits.event_config),
             modify_config: limiter(limits.event_config),
+            sub_app_ids: limiter(limits.describe_sub_app_ids),
         }
     }
 
@@ -89,6 +95,7 @@ impl Limiters {
             "DescribeEventsState" => &self.describe,
             "DescribeEventConfig" => &self.describe_config,
             "ModifyEventConfig" => &self.modify_config,
+            "DescribeSubAppIds" => &self.sub_app_ids,
             _ => return true,
         };
         limiter.as_ref().is_none_or(|l| {
@@ -109,6 +116,7 @@ mod tests {
             confirm_events: 3,
             describe_events_state: 0,
             event_config: 1,
+            describe_sub_app_ids: 0,
         });
         let pulls = (0..20)
             .filter(|_| limiters.admit("PullEvents", "A"))

@@ -114,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
             confirm_events: cli.confirm_events_rps,
             describe_events_state: cli.describe_events_state_rps,
             event_config: Limits::VOD.event_config,
+            describe_sub_app_ids: Limits::VOD.describe_sub_app_ids,
         }
     };
     if cli.vod_event_config {

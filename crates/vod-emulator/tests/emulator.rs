@@ -389,3 +389,55 @@ async fn push_mode_posts_like_vod_with_sign_and_t() {
         .iter()
         .all(|e| e.mode == "push" && e.delivered == 1));
 }
+
+/// `DescribeSubAppIds` through the client: every page read (450 sub-apps are three calls), a
+/// change made over the admin API seen on the next listing, and the limit refused above 200.
+#[tokio::test]
+async fn sub_apps_are_listed_page_by_page_and_follow_changes() {
+    let emu = start(Duration::from_secs(30)).await;
+    for i in 0..450 {
+        emu.emulator.add_sub_app(vod_emulator::sub_app(
+            1_500_000_000 + i,
+            &format!("tenant-{i}"),
+        ));
+    }
+    let vod = client(&emu, KEY, None);
+    let all = vod.all_sub_app_ids().await.expect("lists");
+    assert_eq!(all.len(), 450);
+    assert_eq!(all[449].sub_app_id, 1_500_000_449);
+    assert!(all.iter().all(|s| s.status.is_on()));
+
+    // Over HTTP, as a test of another process would: one disabled, one removed, one added.
+    let http = reqwest::Client::new();
+    let mut off = vod_emulator::sub_app(1_500_000_007, "tenant-7");
+    off.status = vod_emulator::SubAppStatus::Off;
+    let put = http
+        .put(format!("{}/emulator/sub-apps", emu.endpoint()))
+        .json(&off)
+        .send()
+        .await
+        .expect("answers");
+    assert!(put.status().is_success());
+    let deleted = http
+        .delete(format!("{}/emulator/sub-apps/1500000008", emu.endpoint()))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(deleted.status().as_u16(), 204);
+    emu.emulator
+        .add_sub_app(vod_emulator::sub_app(1_600_000_000, "late"));
+    let all = vod.all_sub_app_ids().await.expect("lists");
+    assert_eq!(all.len(), 450);
+    let find = |id| all.iter().find(|s| s.sub_app_id == id).map(|s| s.status);
+    assert_eq!(find(1_500_000_007), Some(vod_emulator::SubAppStatus::Off));
+    assert_eq!(find(1_500_000_008), None);
+    assert_eq!(find(1_600_000_000), Some(vod_emulator::SubAppStatus::On));
+
+    let too_many = vod
+        .describe_sub_app_ids(&vodbridge_tencent::sub_apps::DescribeSubAppIds {
+            limit: Some(201),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(api_code(too_many), "InvalidParameterValue.Limit");
+}

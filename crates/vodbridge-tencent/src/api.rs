@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use crate::{
     error::{Error, Result},
     event_config::{EventConfig, ModifyEventConfig},
+    sub_apps::{self, DescribeSubAppIds, SubAppIdInfo, SubAppIdsPage},
     tc3::{Credentials, SignRequest},
 };
 
@@ -254,6 +255,59 @@ impl VodClient {
             .call("ModifyEventConfig", body, self.config.call_timeout)
             .await?;
         parse_answer(&answer).map(|_| ())
+    }
+
+    /// `DescribeSubAppIds`: one page of the account's sub-applications (the client's own
+    /// `SubAppId` plays no part).
+    ///
+    /// # Errors
+    ///
+    /// As [`VodClient::pull_events`].
+    pub async fn describe_sub_app_ids(&self, request: &DescribeSubAppIds) -> Result<SubAppIdsPage> {
+        let body = serde_json::to_vec(request)?;
+        let answer = self
+            .call("DescribeSubAppIds", body, self.config.call_timeout)
+            .await?;
+        parse_answer(&answer)?;
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "Response")]
+            response: SubAppIdsPage,
+        }
+        serde_json::from_slice::<Answer>(&answer)
+            .map(|a| a.response)
+            .map_err(|e| Error::transport(format!("not a DescribeSubAppIds answer: {e}"), e))
+    }
+
+    /// Every sub-application of the account, page after page ([`sub_apps::PAGE_LIMIT`] a call),
+    /// until `TotalCount` is reached or a page comes back empty; each id once.
+    ///
+    /// # Errors
+    ///
+    /// As [`VodClient::pull_events`], for any page.
+    pub async fn all_sub_app_ids(&self) -> Result<Vec<SubAppIdInfo>> {
+        let mut out: Vec<SubAppIdInfo> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut offset = 0;
+        loop {
+            let page = self
+                .describe_sub_app_ids(&DescribeSubAppIds {
+                    offset: Some(offset),
+                    limit: Some(sub_apps::PAGE_LIMIT),
+                    ..DescribeSubAppIds::default()
+                })
+                .await?;
+            let got = page.sub_apps.len() as u64;
+            out.extend(
+                page.sub_apps
+                    .into_iter()
+                    .filter(|s| seen.insert(s.sub_app_id)),
+            );
+            offset += got;
+            if got == 0 || offset >= page.total_count {
+                return Ok(out);
+            }
+        }
     }
 
     async fn call(&self, action: &str, body: Vec<u8>, timeout: Duration) -> Result<Bytes> {

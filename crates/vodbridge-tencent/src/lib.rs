@@ -40,6 +40,7 @@ mod event;
 pub mod event_config;
 pub mod governor;
 mod model;
+pub mod sub_apps;
 mod tape;
 pub mod tc3;
 
