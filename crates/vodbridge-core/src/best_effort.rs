@@ -242,6 +242,28 @@ pub(crate) struct LaneContext {
     pub(crate) unroutable: UnroutableRetry,
 }
 
+/// A queue key reserved by [`Lane::offer`]: removed on drop unless [`Reservation::keep`] was
+/// called.
+struct Reservation<'a> {
+    lane: &'a Lane,
+    key: Option<(EventId, String)>,
+}
+
+impl Reservation<'_> {
+    /// The event is queued: its key stays.
+    fn keep(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.lane.lock().keys.remove(&key);
+        }
+    }
+}
+
 /// Keeps the breaker's state where the gauges read it, and tells the observer.
 struct BreakerGauge {
     state: Arc<AtomicU8>,
@@ -409,6 +431,13 @@ impl Lane {
             // Reserved while it is stored: a redelivery meanwhile is `AlreadyQueued`.
             queue.keys.insert(key.clone());
         }
+        // Released unless the event is queued, also when this future is dropped while the store
+        // writes (a caller that hung up): a reservation left behind would make every later
+        // delivery of the event `AlreadyQueued` and never publish it.
+        let reservation = Reservation {
+            lane: self,
+            key: Some(key),
+        };
         let stored = match &self.store {
             None => None,
             Some(store) => {
@@ -418,21 +447,21 @@ impl Lane {
                     source: source.to_owned(),
                     envelope: Arc::clone(envelope),
                 };
-                let answer = store.append(&publish).await;
-                match answer {
+                match store.append(&publish).await {
                     Ok(Some(stored)) => Some(stored),
-                    Ok(None) => {
-                        self.lock().keys.remove(&key);
-                        return Queued::Full;
-                    }
+                    Ok(None) => return Queued::Full,
                     Err(error) => {
-                        self.lock().keys.remove(&key);
-                        tracing::warn!(sink = self.sink.name(), error, "Storing a best-effort publish failed; the event is not handled and comes back.");
+                        tracing::warn!(
+                            sink = self.sink.name(),
+                            error,
+                            "Storing a best-effort publish failed; the event is not handled and comes back."
+                        );
                         return Queued::NotStored;
                     }
                 }
             }
         };
+        reservation.keep();
         self.lock().items.push_back(Item {
             envelope: Arc::clone(envelope),
             destination: destination.to_owned(),

@@ -1616,4 +1616,53 @@ mod tests {
         .await;
         assert_eq!(b.seen().len(), 5);
     }
+
+    /// A store whose first write never finishes.
+    #[derive(Default)]
+    struct StuckOnce {
+        stuck: std::sync::atomic::AtomicBool,
+        inner: MemoryStore,
+    }
+
+    impl crate::LaneStore for StuckOnce {
+        fn append<'a>(
+            &'a self,
+            publish: &'a crate::StoredPublish,
+        ) -> futures_util::future::BoxFuture<'a, std::result::Result<Option<u64>, String>> {
+            if !self.stuck.swap(true, Ordering::Relaxed) {
+                return Box::pin(std::future::pending());
+            }
+            self.inner.append(publish)
+        }
+        fn remove(&self, keys: Vec<u64>) -> futures_util::future::BoxFuture<'_, ()> {
+            self.inner.remove(keys)
+        }
+        fn load(&self, sink: &str) -> Vec<(u64, crate::StoredPublish)> {
+            self.inner.load(sink)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_dropped_while_its_event_is_stored_leaves_no_reservation() {
+        let settings = BestEffortSettings::default();
+        let b = Scripted::new("b", || Ok(()));
+        let (p, counting) = with_best_effort(Scripted::new("a", || Ok(())), b, None, &settings);
+        let store = Arc::new(StuckOnce::default());
+        let (p, _) = p.with_best_effort_store(&settings, Arc::clone(&store) as _);
+        let hung_up = tokio::time::timeout(
+            Duration::from_millis(100),
+            p.deliver(numbered(1), ctx(), soon()),
+        )
+        .await;
+        assert!(hung_up.is_err(), "the first store write never ends");
+        assert_eq!(p.best_effort().next().map(|s| s.depth), Some(0));
+        // The event comes back: it is queued (not "already queued") and published.
+        let report = p.deliver(numbered(1), ctx(), soon()).await;
+        let queued = report.attempts.iter().find(|a| a.sink.name() == "b");
+        assert_eq!(queued.and_then(|a| a.best_effort), Some(Queued::Queued));
+        until("the event acknowledged", || {
+            counting.acked.load(Ordering::Relaxed) == 1
+        })
+        .await;
+    }
 }
