@@ -249,10 +249,8 @@ fn pipeline(
     );
     if let (true, Some(spool)) = (settings.best_effort_durable, spool) {
         let restored;
-        (pipeline, restored) = pipeline.with_best_effort_store(
-            &settings.best_effort,
-            Arc::clone(spool) as Arc<dyn LaneStore>,
-        );
+        (pipeline, restored) =
+            pipeline.with_best_effort_store(Arc::clone(spool) as Arc<dyn LaneStore>);
         if restored > 0 {
             tracing::info!(
                 events = restored,

@@ -81,14 +81,7 @@ async fn call(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u
         "DescribeEventConfig" => {
             let stored =
                 crate::lock(&shared.event_configs).get(sub_app_id, shared.config.event_config);
-            let mut out = serde_json::to_vec(&stored.config)
-                .map_err(|e| Error::api("InternalError", e.to_string()))?;
-            // `{…}` → `{"Response":{…,` for the caller to close with the RequestId.
-            out.pop();
-            let mut body = br#"{"Response":"#.to_vec();
-            body.extend_from_slice(&out);
-            body.push(b',');
-            Ok(body)
+            open_response(&stored.config)
         }
         "ModifyEventConfig" => {
             let change = crate::event_config::parse_modify(&params)?;
@@ -101,14 +94,7 @@ async fn call(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u
         }
         "DescribeSubAppIds" => {
             let page = crate::lock(&shared.sub_apps).describe(&params)?;
-            let mut out = serde_json::to_vec(&page)
-                .map_err(|e| Error::api("InternalError", e.to_string()))?;
-            // `{…}` → `{"Response":{…,` for the caller to close with the RequestId.
-            out.pop();
-            let mut body = br#"{"Response":"#.to_vec();
-            body.extend_from_slice(&out);
-            body.push(b',');
-            Ok(body)
+            open_response(&page)
         }
         "DescribeEventsState" => {
             let count = shared.queue().count_to_pull_lagging(
@@ -124,6 +110,20 @@ async fn call(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u
             format!("action {other} does not exist"),
         )),
     }
+}
+
+/// An answer's members as the start of a successful body: `{…}` becomes `{"Response":{…,`
+/// for [`handle`] to close with the RequestId.
+fn open_response(members: &impl serde::Serialize) -> Result<Vec<u8>> {
+    let mut out =
+        serde_json::to_vec(members).map_err(|e| Error::api("InternalError", e.to_string()))?;
+    out.pop();
+    let mut body = br#"{"Response":"#.to_vec();
+    body.extend_from_slice(&out);
+    if body.last() != Some(&b'{') {
+        body.push(b',');
+    }
+    Ok(body)
 }
 
 async fn pull(shared: &Shared, sub_app_id: u64) -> Vec<u8> {

@@ -19,7 +19,7 @@ use std::{
     collections::{HashSet, VecDeque},
     sync::{
         atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -233,12 +233,11 @@ struct Queue {
     keys: HashSet<(EventId, String)>,
 }
 
-/// What a lane's worker needs of the pipeline: its records, the dead letter, the observer.
+/// What a lane's worker needs of the pipeline: its records and the dead letter.
 pub(crate) struct LaneContext {
     pub(crate) record: Arc<SinkRecord>,
     pub(crate) shared: Option<Arc<dyn SharedRecord>>,
     pub(crate) dead_letter: Option<(Arc<dyn Sink>, Arc<AtomicUsize>, Target)>,
-    pub(crate) observer: Option<Arc<dyn LaneObserver>>,
     pub(crate) unroutable: UnroutableRetry,
 }
 
@@ -268,14 +267,14 @@ impl Drop for Reservation<'_> {
 struct BreakerGauge {
     state: Arc<AtomicU8>,
     sink: String,
-    observer: Arc<OnceLock<Arc<dyn LaneObserver>>>,
+    observer: Option<Arc<dyn LaneObserver>>,
 }
 
 impl BreakerGauge {
     fn set(&self, state: BreakerState) {
         let before = self.state.swap(state.as_gauge() as u8, Ordering::Relaxed);
         if before != state.as_gauge() as u8 {
-            if let Some(observer) = self.observer.get() {
+            if let Some(observer) = &self.observer {
                 observer.breaker(&self.sink, state);
             }
         }
@@ -312,7 +311,8 @@ pub(crate) struct Lane {
     closing: CancellationToken,
     breaker: Breaker,
     breaker_state: Arc<AtomicU8>,
-    observer: Arc<OnceLock<Arc<dyn LaneObserver>>>,
+    /// Told what the lane does (metrics).
+    observer: Option<Arc<dyn LaneObserver>>,
     worker: Mutex<Option<JoinHandle<()>>>,
     queued_total: AtomicU64,
     /// Where the queue is kept durably, if it is.
@@ -326,9 +326,9 @@ impl Lane {
         on_wire: Arc<AtomicUsize>,
         settings: BestEffortSettings,
         store: Option<Arc<dyn LaneStore>>,
+        observer: Option<Arc<dyn LaneObserver>>,
     ) -> Self {
         let state = Arc::new(AtomicU8::new(0));
-        let observer = Arc::new(OnceLock::new());
         let open = settings.breaker_open.max(Duration::from_secs(1));
         let policy = consecutive_failures(
             settings.breaker_failures.max(1),
@@ -339,7 +339,7 @@ impl Lane {
             BreakerGauge {
                 state: Arc::clone(&state),
                 sink: sink.name().to_owned(),
-                observer: Arc::clone(&observer),
+                observer: observer.clone(),
             },
         );
         Self {
@@ -388,6 +388,11 @@ impl Lane {
             self.start(context);
             self.wake.notify_one();
         }
+    }
+
+    /// Events the queue may hold.
+    pub(crate) const fn capacity(&self) -> usize {
+        self.settings.queue_capacity
     }
 
     /// The lane's state now.
@@ -480,11 +485,7 @@ impl Lane {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if worker.is_none() {
-            let context = context();
-            if let Some(observer) = &context.observer {
-                let _ = self.observer.set(Arc::clone(observer));
-            }
-            *worker = Some(tokio::spawn(Arc::clone(self).run(context)));
+            *worker = Some(tokio::spawn(Arc::clone(self).run(context())));
         }
     }
 
@@ -592,7 +593,7 @@ impl Lane {
             context.unroutable,
         )
         .await;
-        if let Some(observer) = &context.observer {
+        if let Some(observer) = &self.observer {
             observer.attempted(&item.source, &item.envelope, &attempt);
         }
         match &attempt.result {
@@ -632,7 +633,7 @@ impl Lane {
                         detail = %detail,
                         "A best-effort sink rejected an event permanently and no dead letter took it; dropped."
                     );
-                    if let Some(observer) = &context.observer {
+                    if let Some(observer) = &self.observer {
                         observer.dropped(self.sink.name(), DropReason::Rejected, 1);
                     }
                 }
@@ -661,7 +662,7 @@ impl Lane {
         };
         let deadline = Instant::now() + self.settings.publish_timeout;
         let attempt = publish(Arc::clone(sink), on_wire, message, deadline, true, once).await;
-        if let Some(observer) = &context.observer {
+        if let Some(observer) = &self.observer {
             observer.attempted(&item.source, &item.envelope, &attempt);
             if attempt.result.is_ok() {
                 observer.dead_lettered(reason);
@@ -707,7 +708,7 @@ impl Lane {
                 events = left,
                 "A best-effort sink's queue was not drained before shutdown; those events are lost for it."
             );
-            if let Some(observer) = self.observer.get() {
+            if let Some(observer) = &self.observer {
                 observer.dropped(self.sink.name(), DropReason::Shutdown, left);
             }
         }

@@ -50,6 +50,10 @@ pub struct Pipeline {
     unroutable: UnroutableRetry,
     /// The queue of each sink that some route names as a best-effort target.
     lanes: HashMap<String, Arc<Lane>>,
+    /// How the lanes queue, publish and break.
+    best_effort: BestEffortSettings,
+    /// Where the lanes keep their queues durably, if they do.
+    lane_store: Option<Arc<dyn LaneStore>>,
     /// Told what the lanes do (metrics).
     observer: Option<Arc<dyn LaneObserver>>,
     /// What the lanes' workers share, made when the first one starts (after every `with_*`).
@@ -121,15 +125,17 @@ impl Pipeline {
             dead_letter,
             unroutable: UnroutableRetry::default(),
             lanes: HashMap::new(),
+            best_effort: BestEffortSettings::default(),
+            lane_store: None,
             observer: None,
             lane_context: OnceLock::new(),
         };
-        pipeline.build_lanes(&BestEffortSettings::default(), None);
+        pipeline.build_lanes();
         Ok(pipeline)
     }
 
     /// One lane per sink that some route names as a best-effort target.
-    fn build_lanes(&mut self, settings: &BestEffortSettings, store: Option<&Arc<dyn LaneStore>>) {
+    fn build_lanes(&mut self) {
         let mut lanes = HashMap::new();
         for route in self.routes.routes() {
             let RouteAction::Publish(targets) = &route.action else {
@@ -141,8 +147,9 @@ impl Pipeline {
                         Arc::new(Lane::new(
                             Arc::clone(sink),
                             Arc::clone(on_wire),
-                            settings.clone(),
-                            store.cloned(),
+                            self.best_effort.clone(),
+                            self.lane_store.clone(),
+                            self.observer.clone(),
                         ))
                     });
                 }
@@ -160,23 +167,20 @@ impl Pipeline {
         settings: &BestEffortSettings,
         observer: Option<Arc<dyn LaneObserver>>,
     ) -> Self {
-        self.build_lanes(settings, None);
+        self.best_effort = settings.clone();
         self.observer = observer;
+        self.build_lanes();
         self
     }
 
     /// Keeps every best-effort queue durably in `store` (see [`LaneStore`]): each queued event
     /// is stored before it counts as handled, so a crash loses nothing of it, and what a
     /// previous run left is queued again now (published once [`Pipeline::resume`] is called).
-    /// Call it after [`Pipeline::with_best_effort`]. Returns the pipeline and how many stored
-    /// events were queued again.
+    /// Returns the pipeline and how many stored events were queued again.
     #[must_use]
-    pub fn with_best_effort_store(
-        mut self,
-        settings: &BestEffortSettings,
-        store: Arc<dyn LaneStore>,
-    ) -> (Self, usize) {
-        self.build_lanes(settings, Some(&store));
+    pub fn with_best_effort_store(mut self, store: Arc<dyn LaneStore>) -> (Self, usize) {
+        self.lane_store = Some(store);
+        self.build_lanes();
         let restored = self.lanes.values().map(|lane| lane.restore()).sum();
         (self, restored)
     }
@@ -230,7 +234,6 @@ impl Pipeline {
                         (Arc::clone(sink), Arc::clone(on_wire), target.clone())
                     })
                 }),
-                observer: self.observer.clone(),
                 unroutable: self.unroutable,
             })
         }))
@@ -466,7 +469,7 @@ impl Pipeline {
                 format!(
                     "the best-effort queue of {} is full ({} events)",
                     sink.name(),
-                    lane.status().capacity
+                    lane.capacity()
                 ),
             )),
             Queued::Full => {
@@ -1582,7 +1585,7 @@ mod tests {
         };
         let (b, _down) = switchable("b");
         let (p, counting) = with_best_effort(Scripted::new("a", || Ok(())), b, None, &settings);
-        let (p, restored) = p.with_best_effort_store(&settings, Arc::clone(&store) as _);
+        let (p, restored) = p.with_best_effort_store(Arc::clone(&store) as _);
         assert_eq!(restored, 0);
         for n in 0..5 {
             let report = p.deliver(numbered(n), ctx(), soon()).await;
@@ -1603,7 +1606,7 @@ mod tests {
         let b = Scripted::new("b", || Ok(()));
         let (p, counting) =
             with_best_effort(Scripted::new("a", || Ok(())), b.clone(), None, &settings);
-        let (p, restored) = p.with_best_effort_store(&settings, Arc::clone(&store) as _);
+        let (p, restored) = p.with_best_effort_store(Arc::clone(&store) as _);
         assert_eq!(restored, 5);
         p.resume();
         until("the restored events acknowledged", || {
@@ -1648,7 +1651,7 @@ mod tests {
         let b = Scripted::new("b", || Ok(()));
         let (p, counting) = with_best_effort(Scripted::new("a", || Ok(())), b, None, &settings);
         let store = Arc::new(StuckOnce::default());
-        let (p, _) = p.with_best_effort_store(&settings, Arc::clone(&store) as _);
+        let (p, _) = p.with_best_effort_store(Arc::clone(&store) as _);
         let hung_up = tokio::time::timeout(
             Duration::from_millis(100),
             p.deliver(numbered(1), ctx(), soon()),

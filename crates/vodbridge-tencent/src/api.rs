@@ -230,15 +230,7 @@ impl VodClient {
                 self.config.call_timeout,
             )
             .await?;
-        parse_answer(&answer)?;
-        #[derive(Deserialize)]
-        struct Answer {
-            #[serde(rename = "Response")]
-            response: EventConfig,
-        }
-        serde_json::from_slice::<Answer>(&answer)
-            .map(|a| a.response)
-            .map_err(|e| Error::transport(format!("not a DescribeEventConfig answer: {e}"), e))
+        typed_answer("DescribeEventConfig", &answer)
     }
 
     /// `ModifyEventConfig` for the configured sub-application (the request's own `SubAppId`
@@ -268,15 +260,7 @@ impl VodClient {
         let answer = self
             .call("DescribeSubAppIds", body, self.config.call_timeout)
             .await?;
-        parse_answer(&answer)?;
-        #[derive(Deserialize)]
-        struct Answer {
-            #[serde(rename = "Response")]
-            response: SubAppIdsPage,
-        }
-        serde_json::from_slice::<Answer>(&answer)
-            .map(|a| a.response)
-            .map_err(|e| Error::transport(format!("not a DescribeSubAppIds answer: {e}"), e))
+        typed_answer("DescribeSubAppIds", &answer)
     }
 
     /// Every sub-application of the account, page after page ([`sub_apps::PAGE_LIMIT`] a call),
@@ -368,6 +352,19 @@ struct ConfirmBody<'a> {
     event_handles: &'a [&'a str],
     #[serde(rename = "SubAppId", skip_serializing_if = "Option::is_none")]
     sub_app_id: Option<u64>,
+}
+
+/// An answer's `Response` as `T`, once [`parse_answer`] found no API error in it.
+fn typed_answer<T: serde::de::DeserializeOwned>(action: &str, answer: &Bytes) -> Result<T> {
+    parse_answer(answer)?;
+    #[derive(Deserialize)]
+    struct Answer<T> {
+        #[serde(rename = "Response")]
+        response: T,
+    }
+    serde_json::from_slice::<Answer<T>>(answer)
+        .map(|a| a.response)
+        .map_err(|e| Error::transport(format!("not a {action} answer: {e}"), e))
 }
 
 fn parse_answer(answer: &Bytes) -> Result<Envelope<'_>> {
