@@ -15,11 +15,14 @@ use vodbridge_core::{Background, LaneObserver, LaneStore, Pipeline, SharedRecord
 use vodbridge_tencent::governor::Governor;
 
 use crate::{
-    config::{Settings, SourceKind},
+    config::{GovernorScope, Settings, SourceKind},
     error::{Error, Result},
     record::StoreRecord,
     server, sinks,
-    sources::{forward, pull::PullSource},
+    sources::{
+        forward,
+        pull::{PullSource, SubAppSet},
+    },
     spool::Spool,
     state::AppState,
     telemetry::Metrics,
@@ -37,6 +40,8 @@ pub struct App {
     state: Arc<AppState>,
     /// The pull sources, whose loops `run_until` starts.
     pull_sources: Vec<Arc<PullSource>>,
+    /// The pull sources with `sub_app_ids`, whose registries `run_until` starts.
+    sub_app_sets: Vec<Arc<SubAppSet>>,
     /// Time allowed for in-flight work after the shutdown signal.
     drain_timeout: Duration,
     /// The sinks' background tasks (connection supervisors, probes): each sink stops its own
@@ -73,14 +78,20 @@ impl App {
             .transpose()?;
         let (pipeline, shared_record) =
             pipeline(&settings, overrides, &sink_tasks, &metrics, spool.as_ref())?;
-        let (pull_sources, governors) = pull_sources(&settings)?;
+        let PullSources {
+            sources: pull_sources,
+            sets: sub_app_sets,
+            governors,
+        } = pull_sources(&settings)?;
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind { addr, source })?;
+        // A source with sub_app_ids checks each of its sub-applications itself.
         let vod_checks = settings
             .sources
             .values()
+            .filter(|s| !sub_app_sets.iter().any(|set| set.name == s.name))
             .filter_map(|s| s.vod.clone().map(|check| (s.name.clone(), check)))
             .map(|(name, check)| SourceCheck::new(&name, check).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
@@ -96,7 +107,13 @@ impl App {
             pull_auth: pull_sources
                 .iter()
                 .map(|s| (s.name.clone(), Arc::clone(&s.auth_failed)))
+                .chain(
+                    sub_app_sets
+                        .iter()
+                        .map(|s| (s.name.clone(), s.auth_failed())),
+                )
                 .collect(),
+            sub_app_sets: sub_app_sets.clone(),
             governors,
             spool,
             vod_checks,
@@ -106,6 +123,7 @@ impl App {
             listener,
             state,
             pull_sources,
+            sub_app_sets,
             drain_timeout,
             sink_tasks,
         })
@@ -146,6 +164,9 @@ impl App {
         for source in &self.pull_sources {
             source.spawn(&self.state, &stop, &loops, &confirmers);
         }
+        for set in &self.sub_app_sets {
+            set.spawn(&self.state, &stop, &loops, &confirmers);
+        }
         self.state.pipeline.resume();
         if !self.state.vod_checks.is_empty() {
             loops.spawn(vod_check::run_checks(
@@ -167,7 +188,7 @@ impl App {
         let router = self.router();
         let serve = server::serve(self.listener, router, Arc::clone(&self.state), stop.clone());
         let mut serve = std::pin::pin!(serve);
-        tracing::info!(local_addr = %addr, version = env!("CARGO_PKG_VERSION"), pull_sources = self.pull_sources.len(), "Listening.");
+        tracing::info!(local_addr = %addr, version = env!("CARGO_PKG_VERSION"), pull_sources = self.pull_sources.len() + self.sub_app_sets.len(), "Listening.");
 
         tokio::select! {
             result = &mut serve => return result.map_err(Error::Serve),
@@ -261,26 +282,48 @@ fn pipeline(
     Ok((pipeline, shared_record))
 }
 
-/// The pull sources of a bridge.
-type PullSources = Vec<Arc<PullSource>>;
+/// The pull sources of a bridge and their VOD accounts' governors.
+struct PullSources {
+    /// Sources of one sub-application (or the default application).
+    sources: Vec<Arc<PullSource>>,
+    /// Sources with `sub_app_ids`.
+    sets: Vec<Arc<SubAppSet>>,
+    /// One per VOD account (per sub-application with `governor_scope = "sub_app"`).
+    governors: Vec<Arc<Governor>>,
+}
 
 /// The pull sources, each with its VOD account's request governor (one per account: its API
-/// budget is shared by every source using it).
-fn pull_sources(settings: &Settings) -> Result<(PullSources, Vec<Arc<Governor>>)> {
-    let mut pull_sources = Vec::new();
-    // One governor per VOD account: its API budget is shared by every source using it.
+/// budget is shared by every source using it; with `governor_scope = "sub_app"`, one per
+/// account and sub-application).
+fn pull_sources(settings: &Settings) -> Result<PullSources> {
+    let mut built = PullSources {
+        sources: Vec::new(),
+        sets: Vec::new(),
+        governors: Vec::new(),
+    };
     let mut governors: BTreeMap<String, Arc<Governor>> = BTreeMap::new();
     for source in settings.sources.values() {
         if let SourceKind::Pull(pull) = &source.kind {
-            let governor = governors
-                .entry(pull.account.key.clone())
-                .or_insert_with(|| {
-                    Arc::new(Governor::new(
-                        pull.account.label.clone(),
-                        pull.account.budget,
-                    ))
-                });
-            pull_sources.push(Arc::new(PullSource::new(
+            let key = match (pull.governor_scope, pull.client.sub_app_id) {
+                (GovernorScope::SubApp, Some(id)) => format!("{}/{id}", pull.account.key),
+                _ => pull.account.key.clone(),
+            };
+            let governor = governors.entry(key).or_insert_with(|| {
+                Arc::new(Governor::new(
+                    pull.account.label.clone(),
+                    pull.account.budget,
+                ))
+            });
+            if pull.sub_apps.is_some() {
+                built.sets.push(Arc::new(SubAppSet::new(
+                    &source.name,
+                    (**pull).clone(),
+                    source.vod.clone(),
+                    Arc::clone(governor),
+                )?));
+                continue;
+            }
+            built.sources.push(Arc::new(PullSource::new(
                 &source.name,
                 source.normalizer.clone(),
                 (**pull).clone(),
@@ -288,7 +331,8 @@ fn pull_sources(settings: &Settings) -> Result<(PullSources, Vec<Arc<Governor>>)
             )?));
         }
     }
-    Ok((pull_sources, governors.into_values().collect()))
+    built.governors = governors.into_values().collect();
+    Ok(built)
 }
 
 /// The least time sinks get to close (flush, release connections) after the drain, even when

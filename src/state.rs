@@ -14,6 +14,7 @@ use vodbridge_tencent::governor::Governor;
 use crate::{
     config::{ServerConfig, Source},
     record::StoreRecord,
+    sources::pull::SubAppSet,
     spool::Spool,
     telemetry::Metrics,
     vod_check::SourceCheck,
@@ -45,6 +46,9 @@ pub(crate) struct AppState {
     pub(crate) vod_checks: Vec<Arc<SourceCheck>>,
     /// The shared delivery record, when configured (its state shows on `/readyz`).
     pub(crate) shared_record: Option<Arc<StoreRecord>>,
+    /// The pull sources with `sub_app_ids` (their listing and each sub-application's mode show
+    /// on `/readyz`).
+    pub(crate) sub_app_sets: Vec<Arc<SubAppSet>>,
 }
 
 impl AppState {
@@ -63,6 +67,9 @@ impl AppState {
             .and_then(|r| r.down_because())
             .into_iter()
             .collect();
+        for set in &self.sub_app_sets {
+            lines.extend(set.degraded_because());
+        }
         for lane in self.pipeline.best_effort() {
             let sink = self.pipeline.sinks().find(|s| s.name() == lane.sink);
             let down = sink.filter(|s| !s.is_healthy()).map(|s| {
@@ -118,6 +125,11 @@ impl AppState {
             .vod_checks
             .iter()
             .filter_map(|c| c.not_ready_because())
+            .chain(
+                self.sub_app_sets
+                    .iter()
+                    .filter_map(|s| s.not_ready_because()),
+            )
             .collect();
         (!config.is_empty()).then(|| config.join("; "))
     }

@@ -147,8 +147,28 @@ metric_families! {
     vod_backlog: gauge("vod_backlog", "Events waiting in VOD's reliable-callback queue (DescribeEventsState, approximate, about 3 minutes behind).", &["source"]);
     /// `vodbridge_vod_config_mismatch{source, what}`: 1 while VOD's event configuration of the
     /// source's sub-application differs from what the source needs (`what`: `mode`,
-    /// `notification_url`, an event switch, or `check_failed` when it cannot be read).
-    vod_config_mismatch: gauge("vod_config_mismatch", "1 while VOD's event configuration (mode, NotificationUrl, event switches) differs from what the source needs.", &["source", "what"]);
+    /// `notification_url`, an event switch, or `check_failed` when it cannot be read); for a
+    /// source with `sub_app_ids`, the number of its sub-applications that differ so.
+    vod_config_mismatch: gauge("vod_config_mismatch", "VOD's event configuration (mode, NotificationUrl, event switches) differs from what the source needs: 1, or the number of sub-applications that differ for a source with sub_app_ids.", &["source", "what"]);
+    /// `vodbridge_sub_app_pulled_total{source, sub_app}`: events pulled per sub-application
+    /// (`sub_app` is the id for the first `sub_app_metric_labels` found, then `other`).
+    sub_app_pulled: counter("sub_app_pulled_total", "Events pulled, per sub-application (sub_app=\"other\" beyond sub_app_metric_labels).", &["source", "sub_app"]);
+    /// `vodbridge_sub_app_confirmed_total{source, sub_app}`: events confirmed per
+    /// sub-application.
+    sub_app_confirmed: counter("sub_app_confirmed_total", "Events confirmed to VOD, per sub-application (sub_app=\"other\" beyond sub_app_metric_labels).", &["source", "sub_app"]);
+    /// `vodbridge_sub_app_pull_full_total{source, sub_app}`: full answers per sub-application
+    /// (the sub-application has a backlog).
+    sub_app_pull_full: counter("sub_app_pull_full_total", "PullEvents answers that came back full, per sub-application (sub_app=\"other\" beyond sub_app_metric_labels).", &["source", "sub_app"]);
+    /// `vodbridge_sub_app_backlog{source, sub_app}`: VOD's count of waiting events per
+    /// sub-application (`other` sums the unlabelled ones).
+    sub_app_backlog: gauge("sub_app_backlog", "Events waiting in VOD's queue per sub-application (DescribeEventsState, about 3 minutes behind; sub_app=\"other\" sums those beyond sub_app_metric_labels).", &["source", "sub_app"]);
+    /// `vodbridge_sub_apps{source, state}`: sub-applications of a source with `sub_app_ids`:
+    /// `pulled`, `excluded` (by `exclude_sub_app_ids` or not in the list), `not_on` (VOD lists
+    /// them with a status other than On).
+    sub_apps: gauge("sub_apps", "Sub-applications of a source with sub_app_ids, by state: pulled, excluded, not_on.", &["source", "state"]);
+    /// `vodbridge_sub_app_listings_total{source, result}`: `DescribeSubAppIds` listings, `ok` or
+    /// `failed` (the sub-applications already pulled are kept on a failure).
+    sub_app_listings: counter("sub_app_listings_total", "DescribeSubAppIds listings of a source with sub_app_ids = \"all\", by result (ok, failed).", &["source", "result"]);
     /// `vodbridge_in_flight{ingress}`: events between receipt and outcome.
     in_flight: gauge("in_flight", "Events received and not yet answered.", &["ingress"]);
     /// `vodbridge_dead_lettered_total{reason}`.

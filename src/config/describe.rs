@@ -48,6 +48,9 @@ impl Settings {
                         pull_rps = pull.account.budget.pull_per_sec,
                         confirm_rps = pull.account.budget.confirm_per_sec,
                     );
+                    if let Some(sub_apps) = &pull.sub_apps {
+                        describe_sub_apps(out, sub_apps, pull.governor_scope);
+                    }
                 }
                 SourceKind::Push(push) => {
                     let _ = writeln!(
@@ -328,4 +331,40 @@ fn describe_target(target: &Target) -> String {
     } else {
         format!("{}:{} ({kind})", target.sink, target.destination.as_str())
     }
+}
+
+/// The line of a pull source with `sub_app_ids`: which, how often listed, how paced.
+fn describe_sub_apps(
+    out: &mut String,
+    sub_apps: &super::SubAppSelection,
+    scope: super::GovernorScope,
+) {
+    use std::fmt::Write;
+    let which = sub_apps.listed.as_ref().map_or_else(
+        || {
+            format!(
+                "all sub-applications of the account whose status is On (DescribeSubAppIds every {:?})",
+                sub_apps.refresh
+            )
+        },
+        |listed| {
+            let ids: Vec<String> = listed.iter().map(ToString::to_string).collect();
+            format!("sub-applications {}", ids.join(", "))
+        },
+    );
+    let excluded: Vec<String> = sub_apps.excluded.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        out,
+        "    sub_app_ids: {which}{}; budget {}; quiet sub-applications long-poll once per 5 s (at most half the PullEvents rate in all), busy ones share the rest; {} sub_app metric labels, then \"other\"",
+        if excluded.is_empty() {
+            String::new()
+        } else {
+            format!(", except {}", excluded.join(", "))
+        },
+        match scope {
+            super::GovernorScope::Account => "shared by all of them (governor_scope = \"account\")",
+            super::GovernorScope::SubApp => "whole for each (governor_scope = \"sub_app\")",
+        },
+        sub_apps.metric_labels,
+    );
 }

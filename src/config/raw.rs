@@ -349,9 +349,29 @@ pub struct PullSourceConfig {
     pub access: VodAccessConfig,
     /// The VOD sub-application to pull (required for accounts opened since 2023-12-25).
     pub sub_app_id: Option<u64>,
+    /// Many sub-applications from this one source: `"all"` (every sub-application of the
+    /// account whose status is On, found with `DescribeSubAppIds` and refreshed every
+    /// `sub_app_refresh_secs`) or a list of ids. Not with `sub_app_id`.
+    pub sub_app_ids: Option<SubAppIds>,
+    /// Sub-applications `sub_app_ids` leaves out.
+    pub exclude_sub_app_ids: Vec<u64>,
+    /// With `sub_app_ids = "all"`: seconds between two `DescribeSubAppIds` listings (a new
+    /// sub-application is pulled, a removed or disabled one stopped, within this time).
+    pub sub_app_refresh_secs: u64,
+    /// With `sub_app_ids`: sub-applications that get their own `sub_app` label on the
+    /// per-sub-application metrics, in the order they are found; the others share
+    /// `sub_app="other"`.
+    pub sub_app_metric_labels: usize,
+    /// Whose `PullEvents` / `ConfirmEvents` budget a sub-application spends: `account` (the
+    /// default: every sub-application of the account shares one governor, the safe reading of
+    /// VOD's limits) or `sub_app` (each sub-application gets the whole budget).
+    pub governor_scope: GovernorScope,
     /// CloudEvents `source`; default `/tencentcloud/vod/{sub_app_id}` (or `/tencentcloud/vod/{name}`).
+    /// With `sub_app_ids`, `{sub_app_id}` in it is replaced by each event's sub-application.
     pub cloudevents_source: Option<String>,
-    /// Concurrent pull loops (each holds at most 16 events).
+    /// Concurrent pull loops (each holds at most 16 events). With `sub_app_ids`, per
+    /// sub-application: a quiet one runs only its first loop, a busy one (its last answer was
+    /// full) all of them.
     pub loops: usize,
     /// How long a pulled event's handle can be confirmed (VOD: 30 s; lower it for an emulator).
     pub handle_lifetime_ms: u64,
@@ -390,6 +410,11 @@ impl Default for PullSourceConfig {
         Self {
             access: VodAccessConfig::default(),
             sub_app_id: None,
+            sub_app_ids: None,
+            exclude_sub_app_ids: Vec::new(),
+            sub_app_refresh_secs: 60,
+            sub_app_metric_labels: 500,
+            governor_scope: GovernorScope::Account,
             cloudevents_source: None,
             loops: 2,
             handle_lifetime_ms: 30_000,
@@ -411,6 +436,9 @@ impl fmt::Debug for PullSourceConfig {
         f.debug_struct("PullSourceConfig")
             .field("access", &self.access)
             .field("sub_app_id", &self.sub_app_id)
+            .field("sub_app_ids", &self.sub_app_ids)
+            .field("exclude_sub_app_ids", &self.exclude_sub_app_ids)
+            .field("governor_scope", &self.governor_scope)
             .field("loops", &self.loops)
             .field("api_account", &self.api_account)
             .field("pull_requests_per_sec", &self.pull_requests_per_sec)
@@ -504,6 +532,29 @@ fn default_event_switches() -> Vec<EventSwitch> {
         EventSwitch::UploadMediaComplete,
         EventSwitch::DeleteMediaComplete,
     ]
+}
+
+/// The sub-applications of a pull source with `sub_app_ids`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum SubAppIds {
+    /// `"all"` (validation refuses any other word): every sub-application of the account
+    /// whose status is On.
+    All(String),
+    /// These sub-applications.
+    List(Vec<u64>),
+}
+
+/// Whose API budget one sub-application's calls spend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GovernorScope {
+    /// One governor per VOD account, shared by all its sub-applications (VOD does not say
+    /// that its limits are per sub-application, so this is the safe default).
+    #[default]
+    Account,
+    /// One governor per sub-application, each with the whole configured budget.
+    SubApp,
 }
 
 /// What a mismatch of VOD's event configuration does.

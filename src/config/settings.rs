@@ -3,7 +3,7 @@
 //! so `check-config` and `run` refuse exactly the same files.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fmt,
     path::{Path, PathBuf},
     time::Duration,
@@ -25,10 +25,10 @@ use vodbridge_tencent::{
 };
 
 use super::raw::{
-    BestEffortConfig, Config, DeliveryConfig, OtlpConfig, PullSourceConfig, PushSourceConfig,
-    RouteConfig, ServerConfig, SinkConfig, SinkFailureAnswer, SourceConfig, SpoolConfig,
-    StdoutSinkConfig, TargetConfig, TelemetryConfig, VodAccessConfig, VodCheckConfig,
-    VodCheckPolicy,
+    BestEffortConfig, Config, DeliveryConfig, GovernorScope, OtlpConfig, PullSourceConfig,
+    PushSourceConfig, RouteConfig, ServerConfig, SinkConfig, SinkFailureAnswer, SourceConfig,
+    SpoolConfig, StdoutSinkConfig, SubAppIds, TargetConfig, TelemetryConfig, VodAccessConfig,
+    VodCheckConfig, VodCheckPolicy,
 };
 use crate::error::{Error, Result};
 
@@ -150,6 +150,46 @@ pub struct PullSettings {
     pub account: ApiAccount,
     /// Longest wait for a fuller confirm batch.
     pub confirm_linger: Duration,
+    /// Many sub-applications (`sub_app_ids`), when set.
+    pub sub_apps: Option<SubAppSelection>,
+    /// Whose budget each sub-application spends.
+    pub governor_scope: GovernorScope,
+}
+
+/// The sub-applications a pull source with `sub_app_ids` covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubAppSelection {
+    /// `None`: every sub-application of the account whose status is On (`"all"`).
+    pub listed: Option<BTreeSet<u64>>,
+    /// Left out, whatever `listed` says.
+    pub excluded: BTreeSet<u64>,
+    /// Time between two `DescribeSubAppIds` listings (with `"all"`).
+    pub refresh: Duration,
+    /// Sub-applications that get their own metric label.
+    pub metric_labels: usize,
+    /// The CloudEvents `source` template (`{sub_app_id}` replaced), if configured.
+    pub cloudevents_source: Option<String>,
+}
+
+impl SubAppSelection {
+    /// The CloudEvents `source` of `sub_app_id`'s events.
+    #[must_use]
+    pub fn cloudevents_source(&self, sub_app_id: u64, source_name: &str) -> String {
+        self.cloudevents_source.as_ref().map_or_else(
+            || Normalizer::default_source(Some(sub_app_id), source_name),
+            |template| template.replace("{sub_app_id}", &sub_app_id.to_string()),
+        )
+    }
+
+    /// Whether `sub_app_id` is pulled when VOD lists it as On (or, with a list, at all).
+    #[must_use]
+    pub fn covers(&self, sub_app_id: u64) -> bool {
+        !self.excluded.contains(&sub_app_id)
+            && self
+                .listed
+                .as_ref()
+                .is_none_or(|listed| listed.contains(&sub_app_id))
+    }
 }
 
 /// A VOD account's API budget, shared by the pull sources that use it.
@@ -792,6 +832,7 @@ fn build_pull_source(name: &str, pull: &PullSourceConfig) -> Result<Source> {
         )));
     }
     let account = pull_account(&key, name, pull, &secret_id)?;
+    let sub_apps = sub_app_selection(&key, pull)?;
     let cloudevents_source = pull
         .cloudevents_source
         .clone()
@@ -809,8 +850,67 @@ fn build_pull_source(name: &str, pull: &PullSourceConfig) -> Result<Source> {
             max_backoff: Duration::from_millis(pull.max_backoff_ms),
             account,
             confirm_linger: Duration::from_millis(pull.confirm_linger_ms),
+            sub_apps,
+            governor_scope: pull.governor_scope,
         })),
     })
+}
+
+/// A pull source's `sub_app_ids`, `exclude_sub_app_ids` and their settings, checked.
+fn sub_app_selection(key: &str, pull: &PullSourceConfig) -> Result<Option<SubAppSelection>> {
+    let Some(ids) = &pull.sub_app_ids else {
+        if !pull.exclude_sub_app_ids.is_empty() {
+            return Err(Error::Config(format!(
+                "{key}.exclude_sub_app_ids needs sub_app_ids (\"all\" or a list)"
+            )));
+        }
+        return Ok(None);
+    };
+    if pull.sub_app_id.is_some() {
+        return Err(Error::Config(format!(
+            "{key}: sub_app_id and sub_app_ids cannot both be set (one sub-application, or many)"
+        )));
+    }
+    let listed = match ids {
+        SubAppIds::All(word) if word == "all" => None,
+        SubAppIds::All(word) => {
+            return Err(Error::Config(format!(
+                "{key}.sub_app_ids must be \"all\" or a list of sub-application ids, not {word:?}"
+            )))
+        }
+        SubAppIds::List(list) if list.is_empty() => {
+            return Err(Error::Config(format!(
+                "{key}.sub_app_ids is an empty list: name at least one sub-application, or \"all\""
+            )))
+        }
+        SubAppIds::List(list) => Some(list.iter().copied().collect::<BTreeSet<u64>>()),
+    };
+    if !(10..=86_400).contains(&pull.sub_app_refresh_secs) {
+        return Err(Error::Config(format!(
+            "{key}.sub_app_refresh_secs must be 10 to 86400"
+        )));
+    }
+    if !(1..=10_000).contains(&pull.sub_app_metric_labels) {
+        return Err(Error::Config(format!(
+            "{key}.sub_app_metric_labels must be 1 to 10000"
+        )));
+    }
+    let excluded: BTreeSet<u64> = pull.exclude_sub_app_ids.iter().copied().collect();
+    if listed
+        .as_ref()
+        .is_some_and(|listed| listed.iter().all(|id| excluded.contains(id)))
+    {
+        return Err(Error::Config(format!(
+            "{key}.exclude_sub_app_ids leaves none of sub_app_ids to pull"
+        )));
+    }
+    Ok(Some(SubAppSelection {
+        listed,
+        excluded,
+        refresh: Duration::from_secs(pull.sub_app_refresh_secs),
+        metric_labels: pull.sub_app_metric_labels,
+        cloudevents_source: pull.cloudevents_source.clone(),
+    }))
 }
 
 /// The VOD account a pull source spends the budget of (see `api_account`), and that budget.

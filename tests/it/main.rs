@@ -16,5 +16,6 @@ mod pull;
 mod push;
 mod redrive;
 mod shared_record;
+mod sub_apps;
 mod tracing;
 mod vod_config;

@@ -151,7 +151,11 @@ async fn pull(shared: &Shared, sub_app_id: u64) -> Vec<u8> {
             () = tokio::time::sleep_until(wake) => {}
         }
     };
-    shared.queue().stats.pulls += 1;
+    {
+        let stats = &mut shared.queue().stats;
+        stats.pulls += 1;
+        *stats.pulls_by_sub_app.entry(sub_app_id).or_default() += 1;
+    }
     let mut out = Vec::with_capacity(64 + events.iter().map(Bytes::len).sum::<usize>());
     out.extend_from_slice(br#"{"Response":{"EventSet":["#);
     for (i, event) in events.iter().enumerate() {

@@ -70,6 +70,8 @@ pub struct Stats {
     pub redeliveries: u64,
     /// `PullEvents` calls answered.
     pub pulls: u64,
+    /// `PullEvents` calls answered, per sub-application (0: the default application).
+    pub pulls_by_sub_app: std::collections::BTreeMap<u64, u64>,
     /// Push: events answered with a status other than 200 (VOD does not send them again).
     pub push_not_acknowledged: u64,
     /// Push: events whose every attempt timed out or failed (VOD gave up on them).

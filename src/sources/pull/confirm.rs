@@ -27,6 +27,8 @@ pub(super) struct Confirmer {
     linger: Duration,
     /// `vodbridge_confirmed_total{source}`.
     confirmed: prometheus::IntCounter,
+    /// `vodbridge_sub_app_confirmed_total{source, sub_app}`, for one sub-application of many.
+    sub_app_confirmed: Option<prometheus::IntCounter>,
     /// `vodbridge_confirm_batch_size{source}`.
     batch_size: prometheus::Histogram,
     /// `vodbridge_confirm_failures_total`, per reason.
@@ -38,13 +40,15 @@ pub(super) struct Confirmer {
 impl Confirmer {
     /// The confirmer of `source`.
     pub(super) fn new(source: &PullSource, metrics: &crate::telemetry::Metrics) -> Self {
-        Self::over(
+        let mut confirmer = Self::over(
             &source.name,
             Arc::clone(&source.queue),
             Arc::clone(&source.governor),
             source.settings.confirm_linger,
             metrics,
-        )
+        );
+        confirmer.sub_app_confirmed = source.member.as_ref().map(|m| m.confirmed.clone());
+        confirmer
     }
 
     /// A confirmer named `name` (its metric label) confirming to `queue`, paced by `governor`,
@@ -65,6 +69,7 @@ impl Confirmer {
             governor,
             linger,
             confirmed: metrics.confirmed.with_label_values(&[name]),
+            sub_app_confirmed: None,
             batch_size: metrics.confirm_batch_size.with_label_values(&[name]),
             failures: metrics.confirm_failures.clone(),
         }
@@ -152,6 +157,9 @@ async fn confirm_batch(confirmer: &Confirmer, mut batch: Vec<Pulled>) {
         let error = match result {
             Ok(()) => {
                 confirmer.confirmed.inc_by(batch.len() as u64);
+                if let Some(counter) = &confirmer.sub_app_confirmed {
+                    counter.inc_by(batch.len() as u64);
+                }
                 #[allow(clippy::cast_precision_loss)] // At most 16.
                 confirmer.batch_size.observe(batch.len() as f64);
                 return;

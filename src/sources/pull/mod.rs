@@ -5,10 +5,12 @@
 mod backlog;
 mod batch;
 mod confirm;
+mod pacing;
 mod puller;
 mod queue;
 mod recent;
 mod source;
+mod sub_apps;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +25,7 @@ use confirm::{run_confirmer, Confirmer};
 use puller::run_puller;
 use queue::Confirms;
 pub(crate) use source::PullSource;
+pub(crate) use sub_apps::SubAppSet;
 
 impl PullSource {
     /// Starts the source's pull loops and backlog probe under `loops`, and its confirmers under
@@ -46,16 +49,20 @@ impl PullSource {
                 index,
             ));
         }
-        loops.spawn(run_backlog_probe(
-            Arc::clone(self),
-            Arc::clone(state),
-            stop.clone(),
-        ));
+        // One sub-application of many: its source's probe covers it.
+        if self.member.is_none() {
+            loops.spawn(run_backlog_probe(
+                Arc::clone(self),
+                Arc::clone(state),
+                stop.clone(),
+            ));
+        }
         // Confirmers end once every loop of their source dropped its sender.
         drop(confirms);
         // Two confirmers per loop: a confirm round trip must never be what limits pulling.
         let confirmer = Arc::new(Confirmer::new(self, &state.metrics));
-        for _ in 0..(self.loops() * 2).max(4) {
+        let least = if self.member.is_some() { 2 } else { 4 };
+        for _ in 0..(self.loops() * 2).max(least) {
             confirmers.spawn(run_confirmer(Arc::clone(&confirmer), Arc::clone(&queue)));
         }
     }

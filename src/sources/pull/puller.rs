@@ -68,6 +68,13 @@ pub(super) async fn run_puller(
             }
             continue;
         }
+        // One sub-application among many waits for its turn (quiet: one long poll per
+        // interval, first loop only; busy: every loop).
+        if let Some(member) = &source.member {
+            if !member.pacing.turn(index, &cancel).await {
+                break;
+            }
+        }
         let permit = tokio::select! {
             permit = Arc::clone(&batch_permits).acquire_owned() => permit,
             () = cancel.cancelled() => break,
@@ -87,6 +94,15 @@ pub(super) async fn run_puller(
                 source.auth_failed.store(false, Ordering::Relaxed);
                 backoff.reset();
                 count_pull(&source.name, &state, events.len());
+                if let Some(member) = &source.member {
+                    member
+                        .pacing
+                        .answered(index, events.len(), pulled_at, &member.quiet);
+                    member.pulled.inc_by(events.len() as u64);
+                    if events.len() >= MAX_PULL_EVENTS {
+                        member.full.inc();
+                    }
+                }
                 if !events.is_empty() {
                     // Each event's governor slot, settled when its lease ends.
                     let slots = Slot::take(&source.governor, events.len());
@@ -161,13 +177,13 @@ async fn after_failed_pull(
     match class {
         ErrorClass::Auth => {
             source.auth_failed.store(true, Ordering::Relaxed);
-            tracing::error!(source = name, error = %error, "VOD rejects the credentials; fix them, pulling is paused.");
+            tracing::error!(source = name, sub_app_id = source.sub_app_id(), error = %error, "VOD rejects the credentials; fix them, pulling is paused.");
         }
         ErrorClass::Fatal | ErrorClass::ClockSkew => {
-            tracing::error!(source = name, error = %error, class = class.as_str(), "PullEvents failed.");
+            tracing::error!(source = name, sub_app_id = source.sub_app_id(), error = %error, class = class.as_str(), "PullEvents failed.");
         }
         _ => {
-            tracing::warn!(source = name, error = %error, retry_in_ms = delay.as_millis() as u64, "PullEvents failed; retrying.")
+            tracing::warn!(source = name, sub_app_id = source.sub_app_id(), error = %error, retry_in_ms = delay.as_millis() as u64, "PullEvents failed; retrying.")
         }
     }
     metrics

@@ -6,14 +6,14 @@ use std::collections::{HashSet, VecDeque};
 use vodbridge_core::EventId;
 
 /// A bounded FIFO record of recently acknowledged ids.
-pub(super) struct RecentIds {
+pub(crate) struct RecentIds {
     capacity: usize,
     order: VecDeque<EventId>,
     set: HashSet<EventId>,
 }
 
 impl RecentIds {
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
             order: VecDeque::new(),
