@@ -1,7 +1,7 @@
 //! VOD's reliable-callback queue: at most 16 events a pull, a fresh handle per hand-out, a
 //! visibility timeout, strict confirmation, retention, and a ledger of every event.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -95,11 +95,41 @@ pub struct Stats {
     pub dropped_by_config: u64,
 }
 
+/// One sub-application's unconfirmed events, indexed so that a pull costs O(log n) however
+/// deep the backlog (a pull of a quiet sub-application must not scan another's 16,000
+/// events): the keys visible now in queue order, and the handed-out ones by when they show again.
+#[derive(Debug, Default)]
+struct SubQueue {
+    visible: BTreeSet<u64>,
+    hidden: BTreeSet<(Instant, u64)>,
+}
+
+impl SubQueue {
+    /// Moves the handed-out events whose handles expired by `now` back to the visible ones.
+    fn reveal(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.hidden.first() {
+            if at > now {
+                break;
+            }
+            self.hidden.pop_first();
+            self.visible.insert(key);
+        }
+    }
+
+    /// Forgets `key`, visible until `visible_at`.
+    fn remove(&mut self, key: u64, visible_at: Instant) {
+        self.visible.remove(&key);
+        self.hidden.remove(&(visible_at, key));
+    }
+}
+
 /// The queue of every sub-application and the ledger.
 #[derive(Debug)]
 pub struct Queue {
     /// Unconfirmed pull-mode events by key.
     active: BTreeMap<u64, Entry>,
+    /// The same events, per sub-application.
+    by_sub_app: HashMap<u64, SubQueue>,
     /// Every event ever seen, by key.
     ledger: BTreeMap<u64, LedgerEntry>,
     /// Handle → key of the current hand-outs.
@@ -122,6 +152,7 @@ impl Queue {
     pub fn new(visibility: Duration, retention: Duration) -> Self {
         Self {
             active: BTreeMap::new(),
+            by_sub_app: HashMap::new(),
             ledger: BTreeMap::new(),
             handles: BTreeMap::new(),
             next_key: 1,
@@ -136,6 +167,11 @@ impl Queue {
     /// Adds a pull-mode event; returns its key.
     pub fn enqueue(&mut self, sub_app_id: u64, event_type: &str, body: Bytes, now: Instant) -> u64 {
         let key = self.record(sub_app_id, event_type, "pull");
+        self.by_sub_app
+            .entry(sub_app_id)
+            .or_default()
+            .visible
+            .insert(key);
         self.active.insert(
             key,
             Entry {
@@ -212,13 +248,15 @@ impl Queue {
     /// as the JSON of one `EventSet` element.
     pub fn pull(&mut self, sub_app_id: u64, now: Instant) -> Vec<Bytes> {
         self.expire(now);
-        let ready: Vec<u64> = self
-            .active
-            .iter()
-            .filter(|(_, e)| e.visible_at <= now && e.sub_app_id == sub_app_id)
-            .map(|(key, _)| *key)
-            .take(MAX_PULL)
-            .collect();
+        let Some(queue) = self.by_sub_app.get_mut(&sub_app_id) else {
+            return Vec::new();
+        };
+        queue.reveal(now);
+        let ready: Vec<u64> = queue.visible.iter().take(MAX_PULL).copied().collect();
+        for key in &ready {
+            queue.visible.remove(key);
+            queue.hidden.insert((now + self.visibility, *key));
+        }
         let mut out = Vec::with_capacity(ready.len());
         for key in ready {
             let handle = format!("{:08x}{:016x}", key, self.next_handle);
@@ -247,11 +285,12 @@ impl Queue {
     /// When the next event of `sub_app_id` becomes visible, if any is waiting.
     #[must_use]
     pub fn next_visible(&self, sub_app_id: u64) -> Option<Instant> {
-        self.active
-            .iter()
-            .filter(|(_, e)| e.sub_app_id == sub_app_id)
-            .map(|(_, e)| e.visible_at)
-            .min()
+        let queue = self.by_sub_app.get(&sub_app_id)?;
+        if !queue.visible.is_empty() {
+            // Visible already: the next pull takes it.
+            return Some(Instant::now());
+        }
+        queue.hidden.first().map(|(at, _)| *at)
     }
 
     /// Confirms handles. Strict: if any handle is unknown, superseded or expired, nothing is
@@ -278,7 +317,10 @@ impl Queue {
         let mut count = 0;
         for handle in handles {
             if let Some(key) = self.handles.remove(handle) {
-                if self.active.remove(&key).is_some() {
+                if let Some(entry) = self.active.remove(&key) {
+                    if let Some(queue) = self.by_sub_app.get_mut(&entry.sub_app_id) {
+                        queue.remove(key, entry.visible_at);
+                    }
                     count += 1;
                     self.stats.confirmed += 1;
                     if let Some(ledger) = self.ledger.get_mut(&key) {
@@ -294,11 +336,9 @@ impl Queue {
     /// Events of `sub_app_id` waiting to be pulled (visible now).
     #[must_use]
     pub fn count_to_pull(&self, sub_app_id: u64, now: Instant) -> u64 {
-        let count = self
-            .active
-            .iter()
-            .filter(|(_, e)| e.visible_at <= now && e.sub_app_id == sub_app_id)
-            .count();
+        let count = self.by_sub_app.get(&sub_app_id).map_or(0, |queue| {
+            queue.visible.len() + queue.hidden.range(..(now, u64::MAX)).count()
+        });
         u64::try_from(count).unwrap_or(u64::MAX)
     }
 
@@ -348,6 +388,9 @@ impl Queue {
             .collect();
         for key in expired {
             if let Some(entry) = self.active.remove(&key) {
+                if let Some(queue) = self.by_sub_app.get_mut(&entry.sub_app_id) {
+                    queue.remove(key, entry.visible_at);
+                }
                 if let Some((handle, _)) = entry.handle {
                     self.handles.remove(&handle);
                 }
