@@ -24,5 +24,6 @@ mod push_outage;
 mod refusals;
 mod shutdown;
 mod spool;
+mod sub_apps;
 mod support;
 mod vod_faults;
