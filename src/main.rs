@@ -135,6 +135,10 @@ enum VodCommand {
         /// Only this source.
         #[arg(long)]
         source: Option<String>,
+        /// With --source naming a source with sub_app_ids: only this sub-application
+        /// (repeatable; default: every sub-application the source pulls).
+        #[arg(long = "sub-app-id", value_name = "ID")]
+        sub_app_ids: Vec<u64>,
         /// Print the changes, change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -228,12 +232,14 @@ fn vod(command: VodCommand) -> anyhow::Result<()> {
         VodCommand::Configure {
             config,
             source,
+            sub_app_ids,
             dry_run,
         } => {
             let settings = Settings::from_config(Config::load(config.as_deref())?)?;
             let done = runtime.block_on(vodbridge::tools::vod::configure(
                 &settings,
                 source.as_deref(),
+                &sub_app_ids,
                 dry_run,
             ))?;
             print!("{}", done.report);

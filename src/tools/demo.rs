@@ -62,7 +62,7 @@ pub async fn run(
     let settings = Settings::from_config(config)?;
     // What an operator does with a new sub-application: put it in PULL mode and turn on the
     // switches the source needs, as `vodbridge vod configure` does.
-    let configured = crate::tools::vod::configure(&settings, None, false).await?;
+    let configured = crate::tools::vod::configure(&settings, None, &[], false).await?;
     eprint!("{}", configured.report);
     let app = App::build(settings).await?;
     let progress = app.progress();

@@ -2,7 +2,9 @@
 //! mode, `NotificationUrl`, event switches) beside what the bridge expects, and setting it
 //! with `ModifyEventConfig`.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, num::NonZeroU32};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use vodbridge_tencent::{
     api::VodClient,
@@ -12,8 +14,9 @@ use vodbridge_tencent::{
 };
 
 use crate::{
-    config::{Settings, SourceKind, VodCheck},
+    config::{Settings, SourceKind, SubAppSelection, VodCheck},
     error::{Error, Result},
+    sources::pull::{list_sub_apps, Listing},
 };
 
 /// What `status` found.
@@ -78,6 +81,12 @@ pub async fn status(settings: &Settings) -> Result<Status> {
     let mut status = Status::default();
     for source in settings.sources.values() {
         let name = source.name.as_str();
+        if let (SourceKind::Pull(pull), Some(check)) = (&source.kind, &source.vod) {
+            if let Some(selection) = &pull.sub_apps {
+                set_status(&mut status, name, selection, check).await?;
+                continue;
+            }
+        }
         let Some(check) = &source.vod else {
             let _ = writeln!(
                 status.report,
@@ -204,8 +213,19 @@ fn describe_change(change: &ModifyEventConfig, actual: &EventConfig) -> String {
 pub async fn configure(
     settings: &Settings,
     only: Option<&str>,
+    chosen: &[u64],
     dry_run: bool,
 ) -> Result<Configured> {
+    if !chosen.is_empty() {
+        let is_set = only
+            .and_then(|name| settings.sources.get(name))
+            .is_some_and(|s| matches!(&s.kind, SourceKind::Pull(p) if p.sub_apps.is_some()));
+        if !is_set {
+            return Err(Error::Config(
+                "--sub-app-id chooses sub-applications of one source with sub_app_ids: name it with --source".into(),
+            ));
+        }
+    }
     if let Some(name) = only {
         match settings.sources.get(name) {
             None => return Err(Error::Config(format!("no source {name:?} in the configuration"))),
@@ -226,6 +246,19 @@ pub async fn configure(
         let Some(check) = &source.vod else {
             continue;
         };
+        if let SourceKind::Pull(pull) = &source.kind {
+            if let Some(selection) = &pull.sub_apps {
+                let set = SetRequest {
+                    name,
+                    selection,
+                    check,
+                    chosen,
+                    dry_run,
+                };
+                set_configure(&mut done, &set).await?;
+                continue;
+            }
+        }
         let client = VodClient::new(check.client.clone())
             .map_err(|e| Error::Config(format!("sources.{name}: {e}")))?;
         let actual = paced(|| client.describe_event_config())
@@ -282,4 +315,210 @@ fn vod_error(source: &str, call: &'static str) -> impl FnOnce(vodbridge_tencent:
         call,
         source: error,
     }
+}
+
+/// `DescribeEventConfig` and `ModifyEventConfig` calls per second, each, for a source with
+/// `sub_app_ids`: VOD allows 20 of each per account, and running bridges check their
+/// sub-applications' mode at 5 per second.
+const SET_CALLS_PER_SEC: u32 = 15;
+
+/// A limiter of [`SET_CALLS_PER_SEC`].
+fn set_pacer() -> DefaultDirectRateLimiter {
+    RateLimiter::direct(Quota::per_second(
+        NonZeroU32::new(SET_CALLS_PER_SEC).unwrap_or(NonZeroU32::MIN),
+    ))
+}
+
+/// The sub-applications of source `name`, and a client for each one it pulls.
+async fn set_members(
+    name: &str,
+    selection: &SubAppSelection,
+    check: &VodCheck,
+) -> Result<(Listing, Vec<(u64, VodClient)>)> {
+    let lister = VodClient::new(check.client.clone())
+        .map_err(|e| Error::Config(format!("sources.{name}: {e}")))?;
+    let listing = paced(|| list_sub_apps(&lister, selection))
+        .await
+        .map_err(vod_error(name, "DescribeSubAppIds"))?;
+    let mut clients = Vec::with_capacity(listing.pulled.len());
+    for &id in &listing.pulled {
+        let mut config = check.client.clone();
+        config.sub_app_id = Some(id);
+        let client =
+            VodClient::new(config).map_err(|e| Error::Config(format!("sources.{name}: {e}")))?;
+        clients.push((id, client));
+    }
+    Ok((listing, clients))
+}
+
+/// `101 (news)`, or `101` when VOD gave no name.
+fn member_name(listing: &Listing, id: u64) -> String {
+    match listing.names.get(&id).filter(|n| !n.is_empty()) {
+        Some(name) => format!("{id} ({name})"),
+        None => id.to_string(),
+    }
+}
+
+/// `status` of a source with `sub_app_ids`: one line per sub-application (its mode, then `ok`
+/// or what differs), then the ones it does not pull and why.
+async fn set_status(
+    status: &mut Status,
+    name: &str,
+    selection: &SubAppSelection,
+    check: &VodCheck,
+) -> Result<()> {
+    let which = if selection.listed.is_some() {
+        "a list"
+    } else {
+        "\"all\""
+    };
+    let (listing, clients) = match set_members(name, selection, check).await {
+        Ok(found) => found,
+        Err(error) => {
+            status.mismatches += 1;
+            let _ = writeln!(
+                status.report,
+                "{name} (pull, sub_app_ids {which}, {})\n  {error}",
+                check.client.endpoint
+            );
+            return Ok(());
+        }
+    };
+    let _ = writeln!(
+        status.report,
+        "{name} (pull, sub_app_ids {which}, {}): {} pulled, {} excluded, {} not On",
+        check.client.endpoint,
+        listing.pulled.len(),
+        listing.excluded.len(),
+        listing.not_on.len()
+    );
+    let pacer = set_pacer();
+    for (id, client) in &clients {
+        let shown_id = member_name(&listing, *id);
+        let actual = match paced(|| async {
+            pacer.until_ready().await;
+            client.describe_event_config().await
+        })
+        .await
+        {
+            Ok(actual) => actual,
+            Err(error) => {
+                status.mismatches += 1;
+                let _ = writeln!(
+                    status.report,
+                    "  {shown_id:<28}DescribeEventConfig failed: {error}"
+                );
+                continue;
+            }
+        };
+        let found = compare(&check.wanted(), &actual);
+        status.mismatches += found.len();
+        let verdict = if found.is_empty() {
+            "ok".to_owned()
+        } else {
+            let parts: Vec<String> = found
+                .iter()
+                .map(|m| format!("{} {} (expected {})", m.what, m.actual, m.expected))
+                .collect();
+            format!("MISMATCH: {}", parts.join("; "))
+        };
+        let _ = writeln!(
+            status.report,
+            "  {shown_id:<28}mode {:<6}{verdict}",
+            shown(actual.mode)
+        );
+    }
+    for id in &listing.excluded {
+        let _ = writeln!(
+            status.report,
+            "  {:<28}not pulled: excluded by the configuration",
+            member_name(&listing, *id)
+        );
+    }
+    for (id, state) in &listing.not_on {
+        let _ = writeln!(
+            status.report,
+            "  {:<28}not pulled: status {}",
+            member_name(&listing, *id),
+            state.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// What `configure` does to a source with `sub_app_ids`.
+struct SetRequest<'a> {
+    name: &'a str,
+    selection: &'a SubAppSelection,
+    check: &'a VodCheck,
+    /// Only these sub-applications (empty: every one the source pulls).
+    chosen: &'a [u64],
+    dry_run: bool,
+}
+
+/// `configure` of a source with `sub_app_ids`: each pulled (or chosen) sub-application that
+/// differs is set, paced at [`SET_CALLS_PER_SEC`] per action.
+async fn set_configure(done: &mut Configured, set: &SetRequest<'_>) -> Result<()> {
+    let name = set.name;
+    let (listing, clients) = set_members(name, set.selection, set.check).await?;
+    if let Some(unknown) = set.chosen.iter().find(|id| !listing.pulled.contains(id)) {
+        return Err(Error::Config(format!(
+            "--sub-app-id {unknown} is not a sub-application source {name} pulls (it pulls {})",
+            listing
+                .pulled
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let (describe, modify) = (set_pacer(), set_pacer());
+    for (id, client) in &clients {
+        if !set.chosen.is_empty() && !set.chosen.contains(id) {
+            continue;
+        }
+        let label = format!("{name}/{id}");
+        let actual = paced(|| async {
+            describe.until_ready().await;
+            client.describe_event_config().await
+        })
+        .await
+        .map_err(vod_error(&label, "DescribeEventConfig"))?;
+        let change = desired_change(&set.check.wanted(), &actual);
+        let header = format!("{name} sub_app_id {}", member_name(&listing, *id));
+        if change.is_empty() {
+            let _ = writeln!(done.report, "{header}: as expected, nothing to change");
+            continue;
+        }
+        done.changed += 1;
+        let _ = writeln!(
+            done.report,
+            "{header}: {}",
+            describe_change(&change, &actual)
+        );
+        if set.dry_run {
+            continue;
+        }
+        paced(|| async {
+            modify.until_ready().await;
+            client.modify_event_config(&change).await
+        })
+        .await
+        .map_err(vod_error(&label, "ModifyEventConfig"))?;
+        let after = paced(|| async {
+            describe.until_ready().await;
+            client.describe_event_config().await
+        })
+        .await
+        .map_err(vod_error(&label, "DescribeEventConfig"))?;
+        let left = compare(&set.check.wanted(), &after);
+        if !left.is_empty() {
+            return Err(Error::VodStillDiffers {
+                source_name: label,
+                differences: left.iter().map(|m| m.what).collect::<Vec<_>>().join(", "),
+            });
+        }
+        let _ = writeln!(done.report, "  done");
+    }
+    Ok(())
 }

@@ -380,3 +380,125 @@ async fn a_misconfigured_sub_application_is_reported_then_configured() {
     );
     app.stop().await.expect("clean stop");
 }
+
+/// A source with `sub_app_ids = "all"`: `vod status` gives one line per sub-application (its
+/// mode and what differs) and says which are not pulled and why; `vod configure --dry-run`
+/// lists each change and makes none; `--sub-app-id` sets only the chosen one; all of it paced
+/// within VOD's 20 calls/s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sub_application_of_a_source_is_reported_and_configured() {
+    let emu = enforced_emulator().await;
+    for (id, name) in [
+        (401, "news"),
+        (402, "sports"),
+        (403, "kids"),
+        (404, "archived"),
+        (405, "internal"),
+    ] {
+        emu.emulator.add_sub_app(vod_emulator::sub_app(id, name));
+    }
+    emu.emulator
+        .set_sub_app_status(404, vod_emulator::SubAppStatus::Off);
+    emu.emulator.modify_event_config(
+        401,
+        &ModifyEventConfig {
+            mode: Some(Mode::Pull),
+            upload_media_complete_event_switch: Some(Switch::On),
+            delete_media_complete_event_switch: Some(Switch::On),
+            ..ModifyEventConfig::default()
+        },
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vodbridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[sources.tenants]\nmode = \"pull\"\nendpoint = \"{}\"\nsecret_id = \"{ID}\"\n\
+             secret_key = \"{KEY}\"\nsub_app_ids = \"all\"\nexclude_sub_app_ids = [405]\n",
+            emu.endpoint()
+        ),
+    )
+    .expect("config written");
+
+    let status = cli(&["vod", "status"], &path);
+    let report = text(&status);
+    assert!(!status.status.success(), "{report}");
+    for line in [
+        "tenants (pull, sub_app_ids \"all\", ",
+        "): 3 pulled, 1 excluded, 1 not On",
+        "401 (news)                  mode PULL  ok",
+        "402 (sports)                mode PUSH  MISMATCH: mode PUSH (expected PULL); upload_media_complete OFF (expected ON); delete_media_complete OFF (expected ON)",
+        "403 (kids)                  mode PUSH  MISMATCH: mode PUSH (expected PULL)",
+        "404 (archived)              not pulled: status Off",
+        "405 (internal)              not pulled: excluded by the configuration",
+        "6 difference(s) between VOD and the bridge",
+    ] {
+        assert!(report.contains(line), "{line:?} in:\n{report}");
+    }
+
+    let dry = cli(&["vod", "configure", "--dry-run"], &path);
+    let report = text(&dry);
+    assert!(dry.status.success(), "{report}");
+    for line in [
+        "tenants sub_app_id 401 (news): as expected, nothing to change",
+        "tenants sub_app_id 402 (sports): Mode PUSH → PULL; UploadMediaCompleteEventSwitch OFF → ON; DeleteMediaCompleteEventSwitch OFF → ON",
+        "tenants sub_app_id 403 (kids): Mode PUSH → PULL",
+        "(dry run: nothing was changed)",
+    ] {
+        assert!(report.contains(line), "{line:?} in:\n{report}");
+    }
+    assert!(
+        !report.contains("404"),
+        "Off sub-applications are left alone:\n{report}"
+    );
+    assert_eq!(emu.emulator.event_config(402).mode, Some(Mode::Push));
+
+    let unknown = cli(
+        &[
+            "vod",
+            "configure",
+            "--source",
+            "tenants",
+            "--sub-app-id",
+            "404",
+        ],
+        &path,
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown).contains("--sub-app-id 404 is not a sub-application source tenants pulls (it pulls 401, 402, 403)"),
+        "{}",
+        text(&unknown)
+    );
+    let chosen = cli(
+        &[
+            "vod",
+            "configure",
+            "--source",
+            "tenants",
+            "--sub-app-id",
+            "402",
+        ],
+        &path,
+    );
+    let report = text(&chosen);
+    assert!(chosen.status.success(), "{report}");
+    assert!(
+        report.contains("tenants sub_app_id 402 (sports): Mode PUSH → PULL"),
+        "{report}"
+    );
+    assert!(!report.contains("403"), "{report}");
+    assert_eq!(emu.emulator.event_config(402).mode, Some(Mode::Pull));
+    assert_eq!(emu.emulator.event_config(403).mode, Some(Mode::Push));
+
+    let after = text(&cli(&["vod", "status"], &path));
+    assert!(
+        after.contains("402 (sports)                mode PULL  ok"),
+        "{after}"
+    );
+    assert_eq!(
+        emu.emulator.stats().throttled,
+        0,
+        "paced under VOD's 20 calls/s"
+    );
+}

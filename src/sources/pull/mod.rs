@@ -25,7 +25,7 @@ use confirm::{run_confirmer, Confirmer};
 use puller::run_puller;
 use queue::Confirms;
 pub(crate) use source::PullSource;
-pub(crate) use sub_apps::SubAppSet;
+pub(crate) use sub_apps::{list as list_sub_apps, Listing, SubAppSet};
 
 impl PullSource {
     /// Starts the source's pull loops and backlog probe under `loops`, and its confirmers under
