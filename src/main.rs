@@ -51,6 +51,10 @@ enum Command {
         /// Write envelopes to this JSON Lines file instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Sub-applications to generate for (1 to 500); above 1 the bridge pulls them all
+        /// from one source with sub_app_ids = "all", each paced fairly.
+        #[arg(long, default_value_t = 1)]
+        sub_apps: u32,
     },
     /// Print the AsyncAPI 3.0 document of the channels a configuration publishes to.
     Asyncapi {
@@ -161,11 +165,13 @@ fn main() -> ExitCode {
             rate,
             events,
             output,
+            sub_apps,
         } => demo(DemoOptions {
             listen,
             rate,
             events,
             output,
+            sub_apps,
         }),
     };
     match result {

@@ -15,14 +15,16 @@ use vodbridge_tencent::event_config::EventSwitch;
 use crate::{
     config::{
         Config, FileSinkConfig, FsyncPolicy, PullSourceConfig, Settings, SinkConfig, SourceConfig,
-        VodAccessConfig, VodCheckConfig,
+        SubAppIds, VodAccessConfig, VodCheckConfig,
     },
     error::{Error, Result},
     App, Progress,
 };
 
-/// SubAppId of the demo's events.
+/// SubAppId of the demo's events (the first one's, with `--sub-apps`).
 const SUB_APP_ID: u64 = 1_500_000_001;
+/// The most sub-applications `--sub-apps` makes.
+pub const MAX_SUB_APPS: u32 = 500;
 const SECRET_ID: &str = "AKIDVODBRIDGEDEMO";
 const SECRET_KEY: &str = "vodbridge-demo-key";
 
@@ -37,6 +39,9 @@ pub struct DemoOptions {
     pub events: u64,
     /// Write envelopes to this file instead of standard output.
     pub output: Option<PathBuf>,
+    /// Sub-applications to generate for (1 to [`MAX_SUB_APPS`]); above 1, the bridge pulls
+    /// them all from one source with `sub_app_ids = "all"`.
+    pub sub_apps: u32,
 }
 
 /// Runs the demo until `shutdown` resolves or every requested event is confirmed.
@@ -49,10 +54,27 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let mut emulator_config = EmulatorConfig::new(SECRET_ID, SECRET_KEY);
-    emulator_config.long_poll = Duration::from_millis(500);
+    // One sub-application: a short long poll keeps Ctrl-C snappy. Several: VOD's 5 s, as the
+    // bridge paces a quiet sub-application to one long poll per 5 s.
+    emulator_config.long_poll = if options.sub_apps > 1 {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(500)
+    };
     // VOD's own starting point: PUSH mode, every event switch off; `vod configure` sets it up.
     emulator_config.event_config = vod_emulator::EventConfigPolicy::Enforced;
     let emulator = Emulator::new(emulator_config);
+    if !(1..=MAX_SUB_APPS).contains(&options.sub_apps) {
+        return Err(Error::Config(format!(
+            "--sub-apps must be 1 to {MAX_SUB_APPS}"
+        )));
+    }
+    for i in 0..u64::from(options.sub_apps) {
+        emulator.add_sub_app(vod_emulator::sub_app(
+            SUB_APP_ID + i,
+            &format!("demo-{}", i + 1),
+        ));
+    }
     let running = emulator
         .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -68,12 +90,7 @@ pub async fn run(
     let progress = app.progress();
     let done = CancellationToken::new();
 
-    let generator = tokio::spawn(generate(
-        emulator.clone(),
-        done.clone(),
-        options.rate,
-        options.events,
-    ));
+    let generator = tokio::spawn(generate(emulator.clone(), done.clone(), options.clone()));
     let reporter = tokio::spawn(report(
         emulator.clone(),
         progress,
@@ -118,7 +135,9 @@ fn demo_config(options: &DemoOptions, endpoint: String) -> Config {
                 secret_key: Some(SECRET_KEY.to_owned().into()),
                 ..VodAccessConfig::default()
             },
-            sub_app_id: Some(SUB_APP_ID),
+            // One sub-application, or every one the emulator lists.
+            sub_app_id: (options.sub_apps <= 1).then_some(SUB_APP_ID),
+            sub_app_ids: (options.sub_apps > 1).then(|| SubAppIds::All("all".to_owned())),
             // The demo generates every event type, so it needs every switch on.
             check: VodCheckConfig {
                 event_switches: EventSwitch::ALL.to_vec(),
@@ -141,20 +160,23 @@ fn demo_config(options: &DemoOptions, endpoint: String) -> Config {
     config
 }
 
-/// Generates `rate` events a second (in bursts every 100 ms) of every type, until `limit` (0:
-/// none) or `done`.
-async fn generate(emulator: Emulator, done: CancellationToken, rate: u32, limit: u64) {
+/// Generates `rate` events a second (in bursts every 100 ms) of every type, each burst for
+/// the next sub-application in turn, until `events` (0: none) or `done`.
+async fn generate(emulator: Emulator, done: CancellationToken, options: DemoOptions) {
     let types = parse_types("all");
-    let rate = u64::from(rate.max(1));
+    let (rate, limit) = (u64::from(options.rate.max(1)), options.events);
     let mut made = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while !done.is_cancelled() && (limit == 0 || made < limit) {
+    for turn in 0_u64.. {
+        if done.is_cancelled() || (limit != 0 && made >= limit) {
+            break;
+        }
         tick.tick().await;
         let burst = (rate / 10)
             .max(1)
             .min(if limit == 0 { u64::MAX } else { limit - made });
         emulator.generate(
-            SUB_APP_ID,
+            SUB_APP_ID + turn % u64::from(options.sub_apps.max(1)),
             usize::try_from(burst).unwrap_or(usize::MAX),
             &types,
         );

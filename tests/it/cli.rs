@@ -213,6 +213,52 @@ fn demo_pulls_from_the_built_in_emulator_and_prints_envelopes() {
 }
 
 #[test]
+fn demo_generates_for_several_sub_apps_pulled_by_one_source() {
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate",
+            "400",
+            "--events",
+            "200",
+            "--sub-apps",
+            "5",
+        ])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("200 generated, 200 confirmed"), "{stderr}");
+    for id in 1_500_000_001_u64..=1_500_000_005 {
+        assert!(
+            stderr.contains(&format!(
+                "demo sub_app_id {id} (demo-{}): Mode PUSH → PULL",
+                id - 1_500_000_000
+            )),
+            "{stderr}"
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut by_sub_app = std::collections::BTreeMap::<u64, usize>::new();
+    for line in stdout.lines() {
+        let envelope = Envelope::from_structured_json(line.as_bytes()).expect("an envelope");
+        let id = envelope.sub_app_id.expect("a sub-application");
+        assert_eq!(envelope.source, format!("/tencentcloud/vod/{id}"));
+        *by_sub_app.entry(id).or_default() += 1;
+    }
+    assert_eq!(by_sub_app.len(), 5, "{by_sub_app:?}");
+    assert!(by_sub_app.values().all(|n| *n >= 40), "{by_sub_app:?}");
+    let refused = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--sub-apps", "0"])
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--sub-apps must be 1 to 500"));
+}
+
+#[test]
 fn check_config_shows_pull_sources_with_the_key_redacted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("pull.toml");
