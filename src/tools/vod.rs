@@ -342,11 +342,7 @@ async fn set_members(
         .map_err(vod_error(name, "DescribeSubAppIds"))?;
     let mut clients = Vec::with_capacity(listing.pulled.len());
     for &id in &listing.pulled {
-        let mut config = check.client.clone();
-        config.sub_app_id = Some(id);
-        let client =
-            VodClient::new(config).map_err(|e| Error::Config(format!("sources.{name}: {e}")))?;
-        clients.push((id, client));
+        clients.push((id, lister.for_sub_app(id)));
     }
     Ok((listing, clients))
 }

@@ -325,3 +325,49 @@ secret_key = "k"
         "{described}"
     );
 }
+
+/// Until a first `DescribeSubAppIds` listing succeeds the source pulls nothing, and `/readyz`
+/// says why; the listing is tried again (backing off) and the bridge turns ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_is_not_ready_until_the_sub_apps_are_listed() {
+    let emu = crate::helpers::emulator(ID, KEY, Duration::from_secs(10)).await;
+    emu.emulator.add_sub_app(sub_app(301, "one"));
+    emu.emulator.set_faults(vod_emulator::Faults {
+        error_rate: 1.0,
+        ..vod_emulator::Faults::default()
+    });
+    let sink = Scripted::new("s", Behaviour::Ack);
+    let toml = format!(
+        "{}\n[sinks.s]\ntype = \"stdout\"\n",
+        source(&emu, "sub_app_ids = \"all\"")
+    );
+    let app = TestApp::start(settings(&toml), vec![sink.clone()]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(
+            "source tenants: cannot list the account's sub-applications (DescribeSubAppIds)"
+        ),
+        "{body}"
+    );
+    emu.emulator.set_faults(vod_emulator::Faults::default());
+    emu.emulator.enqueue(301, &upload(301, 0));
+    app.wait_ready(Duration::from_secs(15)).await;
+    wait_for(
+        "the sub-application pulled",
+        Duration::from_secs(10),
+        || sink.acked_count() == 1,
+    )
+    .await;
+    let (_, metrics) = app.get("/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            r#"vodbridge_sub_app_listings_total{result="failed",source="tenants"}"#
+        )
+        .is_some_and(|failed| failed >= 1.0),
+        "{metrics}"
+    );
+    app.stop().await.expect("stops");
+}

@@ -133,6 +133,15 @@ impl VodClient {
         })
     }
 
+    /// The same account's client for `sub_app_id`, sharing this one's connection pool (a source
+    /// with many sub-applications opens one pool, not one per sub-application).
+    #[must_use]
+    pub fn for_sub_app(&self, sub_app_id: u64) -> Self {
+        let mut client = self.clone();
+        client.config.sub_app_id = Some(sub_app_id);
+        client
+    }
+
     /// The configured sub-application.
     #[must_use]
     pub const fn sub_app_id(&self) -> Option<u64> {

@@ -81,16 +81,16 @@ impl PullSource {
         settings: PullSettings,
         governor: Arc<Governor>,
     ) -> crate::Result<Self> {
+        let client = VodClient::new(settings.client.clone())
+            .map_err(|e| crate::Error::Config(format!("sources.{name}.endpoint: {e}")))?;
         let shared = Shared::new(settings.dedupe_capacity);
-        Self::with(name, normalizer, settings, governor, &shared, None)
+        Ok(Self::with(
+            name, normalizer, settings, governor, &shared, None, client,
+        ))
     }
 
-    /// A source sharing `shared` with others; `member` when it is one sub-application of a
-    /// source with `sub_app_ids` (`settings.client` then names it).
-    ///
-    /// # Errors
-    ///
-    /// As [`PullSource::new`].
+    /// A source calling VOD with `client` (made for `settings.client`), sharing `shared` with
+    /// others; `member` when it is one sub-application of a source with `sub_app_ids`.
     pub(crate) fn with(
         name: &str,
         normalizer: Normalizer,
@@ -98,10 +98,9 @@ impl PullSource {
         governor: Arc<Governor>,
         shared: &Shared,
         member: Option<Member>,
-    ) -> crate::Result<Self> {
-        let client = VodClient::new(settings.client.clone())
-            .map_err(|e| crate::Error::Config(format!("sources.{name}.endpoint: {e}")))?;
-        Ok(Self {
+        client: VodClient,
+    ) -> Self {
+        Self {
             name: name.to_owned(),
             normalizer,
             queue: Arc::new(client.clone()),
@@ -111,7 +110,7 @@ impl PullSource {
             settings,
             auth_failed: Arc::clone(&shared.auth_failed),
             member,
-        })
+        }
     }
 
     /// The sub-application it pulls (none: the default application).

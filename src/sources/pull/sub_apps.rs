@@ -302,17 +302,11 @@ impl SubAppSet {
             if units.contains_key(&id) {
                 continue;
             }
-            match self.unit(id, metrics, run.stop.child_token()) {
-                Ok(unit) => {
-                    tracing::info!(source = %self.name, sub_app_id = id, name = listing.names.get(&id).map_or("", String::as_str), "Pulling a sub-application.");
-                    unit.source
-                        .spawn(&run.state, &unit.stop, &run.loops, &run.confirmers);
-                    units.insert(id, unit);
-                }
-                Err(error) => {
-                    tracing::error!(source = %self.name, sub_app_id = id, error = %error, "Cannot pull this sub-application.");
-                }
-            }
+            let unit = self.unit(id, metrics, run.stop.child_token());
+            tracing::info!(source = %self.name, sub_app_id = id, name = listing.names.get(&id).map_or("", String::as_str), "Pulling a sub-application.");
+            unit.source
+                .spawn(&run.state, &unit.stop, &run.loops, &run.confirmers);
+            units.insert(id, unit);
         }
         self.quiet.set_members(units.len());
         for (state, count) in [
@@ -328,12 +322,7 @@ impl SubAppSet {
     }
 
     /// Builds sub-application `id`'s source.
-    fn unit(
-        &self,
-        id: u64,
-        metrics: &crate::telemetry::Metrics,
-        stop: CancellationToken,
-    ) -> crate::Result<Unit> {
+    fn unit(&self, id: u64, metrics: &crate::telemetry::Metrics, stop: CancellationToken) -> Unit {
         let label = locked(&self.labels).label(id);
         let mut settings = self.settings.clone();
         settings.client.sub_app_id = Some(id);
@@ -358,6 +347,7 @@ impl SubAppSet {
             Some(id),
             Ingress::Pull,
         );
+        let client = self.lister.for_sub_app(id);
         let source = PullSource::with(
             &self.name,
             normalizer,
@@ -365,12 +355,13 @@ impl SubAppSet {
             governor,
             &self.shared,
             Some(member),
-        )?;
-        Ok(Unit {
+            client,
+        );
+        Unit {
             source: Arc::new(source),
             stop,
             label,
-        })
+        }
     }
 
     /// A snapshot of the running sub-applications: id, client, label.
