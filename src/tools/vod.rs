@@ -102,65 +102,72 @@ pub async fn status(settings: &Settings) -> Result<Status> {
             sub_app(check),
             check.client.endpoint
         );
-        let client = VodClient::new(check.client.clone())
-            .map_err(|e| Error::Config(format!("sources.{name}: {e}")))?;
-        let actual = match paced(|| client.describe_event_config()).await {
-            Ok(actual) => actual,
-            Err(error) => {
-                status.mismatches += 1;
-                let _ = writeln!(status.report, "  DescribeEventConfig failed: {error}");
-                continue;
-            }
-        };
-        let found = compare(&check.wanted(), &actual);
-        status.mismatches += found.len();
-        let missing = actual.missing();
-        if !missing.is_empty() {
-            let _ = writeln!(
-                status.report,
-                "  warning: VOD's answer left out {}; not checked",
-                missing.join(", ")
-            );
-        }
-        let mark = |what: &str| {
-            found.iter().find(|m| m.what == what).map_or_else(
-                || "ok".to_owned(),
-                |m| format!("MISMATCH, expected {}", m.expected),
-            )
-        };
-        let _ = writeln!(
-            status.report,
-            "  {:<24}{:<10}{}",
-            "mode",
-            shown(actual.mode),
-            mark("mode")
-        );
-        let url = shown_url(actual.notification_url());
-        let url_note = match (check.mode, &check.notification_url) {
-            (Mode::Pull, _) => "not used in PULL mode".to_owned(),
-            (Mode::Push, None) => "not checked: server.public_base_url is not set".to_owned(),
-            (Mode::Push, Some(_)) => mark("notification_url"),
-        };
-        let _ = writeln!(
-            status.report,
-            "  {:<24}{url}  {url_note}",
-            "notification_url"
-        );
-        for switch in EventSwitch::ALL {
-            let note = if check.switches.contains(&switch) {
-                mark(switch.name())
-            } else {
-                "not needed".to_owned()
-            };
-            let _ = writeln!(
-                status.report,
-                "  {:<24}{:<10}{note}",
-                switch.name(),
-                shown(actual.switch(switch))
-            );
-        }
+        source_status(&mut status, name, check).await?;
     }
     Ok(status)
+}
+
+/// `status` of one sub-application's source: its mode, URL and switches, each beside what the
+/// source expects.
+async fn source_status(status: &mut Status, name: &str, check: &VodCheck) -> Result<()> {
+    let client = VodClient::new(check.client.clone())
+        .map_err(|e| Error::Config(format!("sources.{name}: {e}")))?;
+    let actual = match paced(|| client.describe_event_config()).await {
+        Ok(actual) => actual,
+        Err(error) => {
+            status.mismatches += 1;
+            let _ = writeln!(status.report, "  DescribeEventConfig failed: {error}");
+            return Ok(());
+        }
+    };
+    let found = compare(&check.wanted(), &actual);
+    status.mismatches += found.len();
+    let missing = actual.missing();
+    if !missing.is_empty() {
+        let _ = writeln!(
+            status.report,
+            "  warning: VOD's answer left out {}; not checked",
+            missing.join(", ")
+        );
+    }
+    let mark = |what: &str| {
+        found.iter().find(|m| m.what == what).map_or_else(
+            || "ok".to_owned(),
+            |m| format!("MISMATCH, expected {}", m.expected),
+        )
+    };
+    let _ = writeln!(
+        status.report,
+        "  {:<24}{:<10}{}",
+        "mode",
+        shown(actual.mode),
+        mark("mode")
+    );
+    let url = shown_url(actual.notification_url());
+    let url_note = match (check.mode, &check.notification_url) {
+        (Mode::Pull, _) => "not used in PULL mode".to_owned(),
+        (Mode::Push, None) => "not checked: server.public_base_url is not set".to_owned(),
+        (Mode::Push, Some(_)) => mark("notification_url"),
+    };
+    let _ = writeln!(
+        status.report,
+        "  {:<24}{url}  {url_note}",
+        "notification_url"
+    );
+    for switch in EventSwitch::ALL {
+        let note = if check.switches.contains(&switch) {
+            mark(switch.name())
+        } else {
+            "not needed".to_owned()
+        };
+        let _ = writeln!(
+            status.report,
+            "  {:<24}{:<10}{note}",
+            switch.name(),
+            shown(actual.switch(switch))
+        );
+    }
+    Ok(())
 }
 
 /// A member of VOD's answer for the report; `(not in the answer)` when VOD left it out.
@@ -259,52 +266,63 @@ pub async fn configure(
                 continue;
             }
         }
-        let client = VodClient::new(check.client.clone())
-            .map_err(|e| Error::Config(format!("sources.{name}: {e}")))?;
-        let actual = paced(|| client.describe_event_config())
-            .await
-            .map_err(vod_error(name, "DescribeEventConfig"))?;
-        let change = desired_change(&check.wanted(), &actual);
-        let header = format!("{name} (sub_app_id {})", sub_app(check));
-        if change.is_empty() {
-            let _ = writeln!(done.report, "{header}: as expected, nothing to change");
-            continue;
-        }
-        done.changed += 1;
-        let _ = writeln!(
-            done.report,
-            "{header}: {}",
-            describe_change(&change, &actual)
-        );
-        if check.mode == Mode::Push && check.notification_url.is_none() {
-            let _ = writeln!(
-                done.report,
-                "  NotificationUrl left as it is: set server.public_base_url to have it set"
-            );
-        }
-        if dry_run {
-            continue;
-        }
-        paced(|| client.modify_event_config(&change))
-            .await
-            .map_err(vod_error(name, "ModifyEventConfig"))?;
-        let after = paced(|| client.describe_event_config())
-            .await
-            .map_err(vod_error(name, "DescribeEventConfig"))?;
-        let left = compare(&check.wanted(), &after);
-        if left.is_empty() {
-            let _ = writeln!(done.report, "  done");
-        } else {
-            return Err(Error::VodStillDiffers {
-                source_name: name.to_owned(),
-                differences: left.iter().map(|m| m.what).collect::<Vec<_>>().join(", "),
-            });
-        }
+        source_configure(&mut done, name, check, dry_run).await?;
     }
     if dry_run {
         let _ = writeln!(done.report, "(dry run: nothing was changed)");
     }
     Ok(done)
+}
+
+/// `configure` of one sub-application's source: the change it needs, printed, then made
+/// (unless `dry_run`) and read back.
+async fn source_configure(
+    done: &mut Configured,
+    name: &str,
+    check: &VodCheck,
+    dry_run: bool,
+) -> Result<()> {
+    let client = VodClient::new(check.client.clone())
+        .map_err(|e| Error::Config(format!("sources.{name}: {e}")))?;
+    let actual = paced(|| client.describe_event_config())
+        .await
+        .map_err(vod_error(name, "DescribeEventConfig"))?;
+    let change = desired_change(&check.wanted(), &actual);
+    let header = format!("{name} (sub_app_id {})", sub_app(check));
+    if change.is_empty() {
+        let _ = writeln!(done.report, "{header}: as expected, nothing to change");
+        return Ok(());
+    }
+    done.changed += 1;
+    let _ = writeln!(
+        done.report,
+        "{header}: {}",
+        describe_change(&change, &actual)
+    );
+    if check.mode == Mode::Push && check.notification_url.is_none() {
+        let _ = writeln!(
+            done.report,
+            "  NotificationUrl left as it is: set server.public_base_url to have it set"
+        );
+    }
+    if dry_run {
+        return Ok(());
+    }
+    paced(|| client.modify_event_config(&change))
+        .await
+        .map_err(vod_error(name, "ModifyEventConfig"))?;
+    let after = paced(|| client.describe_event_config())
+        .await
+        .map_err(vod_error(name, "DescribeEventConfig"))?;
+    let left = compare(&check.wanted(), &after);
+    if !left.is_empty() {
+        return Err(Error::VodStillDiffers {
+            source_name: name.to_owned(),
+            differences: left.iter().map(|m| m.what).collect::<Vec<_>>().join(", "),
+        });
+    }
+    let _ = writeln!(done.report, "  done");
+    Ok(())
 }
 
 /// Wraps a failed call of `source`'s client as [`Error::VodApi`].
@@ -391,38 +409,9 @@ async fn set_status(
     let pacer = set_pacer();
     for (id, client) in &clients {
         let shown_id = member_name(&listing, *id);
-        let actual = match paced(|| async {
-            pacer.until_ready().await;
-            client.describe_event_config().await
-        })
-        .await
-        {
-            Ok(actual) => actual,
-            Err(error) => {
-                status.mismatches += 1;
-                let _ = writeln!(
-                    status.report,
-                    "  {shown_id:<28}DescribeEventConfig failed: {error}"
-                );
-                continue;
-            }
-        };
-        let found = compare(&check.wanted(), &actual);
-        status.mismatches += found.len();
-        let verdict = if found.is_empty() {
-            "ok".to_owned()
-        } else {
-            let parts: Vec<String> = found
-                .iter()
-                .map(|m| format!("{} {} (expected {})", m.what, m.actual, m.expected))
-                .collect();
-            format!("MISMATCH: {}", parts.join("; "))
-        };
-        let _ = writeln!(
-            status.report,
-            "  {shown_id:<28}mode {:<6}{verdict}",
-            shown(actual.mode)
-        );
+        let (line, differences) = member_status(client, check, &pacer).await;
+        status.mismatches += differences;
+        let _ = writeln!(status.report, "  {shown_id:<28}{line}");
     }
     for id in &listing.excluded {
         let _ = writeln!(
@@ -440,6 +429,37 @@ async fn set_status(
         );
     }
     Ok(())
+}
+
+/// One sub-application's status line (after its id) and its number of differences.
+async fn member_status(
+    client: &VodClient,
+    check: &VodCheck,
+    pacer: &DefaultDirectRateLimiter,
+) -> (String, usize) {
+    let actual = match paced(|| async {
+        pacer.until_ready().await;
+        client.describe_event_config().await
+    })
+    .await
+    {
+        Ok(actual) => actual,
+        Err(error) => return (format!("DescribeEventConfig failed: {error}"), 1),
+    };
+    let found = compare(&check.wanted(), &actual);
+    let verdict = if found.is_empty() {
+        "ok".to_owned()
+    } else {
+        let parts: Vec<String> = found
+            .iter()
+            .map(|m| format!("{} {} (expected {})", m.what, m.actual, m.expected))
+            .collect();
+        format!("MISMATCH: {}", parts.join("; "))
+    };
+    (
+        format!("mode {:<6}{verdict}", shown(actual.mode)),
+        found.len(),
+    )
 }
 
 /// What `configure` does to a source with `sub_app_ids`.

@@ -93,16 +93,7 @@ pub(super) async fn run_puller(
             Ok(events) => {
                 source.auth_failed.store(false, Ordering::Relaxed);
                 backoff.reset();
-                count_pull(&source.name, &state, events.len());
-                if let Some(member) = &source.member {
-                    member
-                        .pacing
-                        .answered(index, events.len(), pulled_at, &member.quiet);
-                    member.pulled.inc_by(events.len() as u64);
-                    if events.len() >= MAX_PULL_EVENTS {
-                        member.full.inc();
-                    }
-                }
+                count_pull(&source, &state, events.len(), (index, pulled_at));
                 if !events.is_empty() {
                     // Each event's governor slot, settled when its lease ends.
                     let slots = Slot::take(&source.governor, events.len());
@@ -125,8 +116,25 @@ pub(super) async fn run_puller(
     batches.wait().await;
 }
 
-/// Counts one answered pull of `events` events (`empty` or `ok`, its size, a full answer).
-fn count_pull(name: &str, state: &AppState, events: usize) {
+/// Counts one answered pull of `events` events (`empty` or `ok`, its size, a full answer);
+/// for one sub-application of many, also in its own counters and pacing (the pull of loop
+/// `index` that started at `pulled_at`).
+fn count_pull(
+    source: &PullSource,
+    state: &AppState,
+    events: usize,
+    (index, pulled_at): (usize, Instant),
+) {
+    if let Some(member) = &source.member {
+        member
+            .pacing
+            .answered(index, events, pulled_at, &member.quiet);
+        member.pulled.inc_by(events as u64);
+        if events >= MAX_PULL_EVENTS {
+            member.full.inc();
+        }
+    }
+    let name = source.name.as_str();
     let metrics = &state.metrics;
     let label = if events == 0 { "empty" } else { "ok" };
     metrics
