@@ -324,7 +324,7 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
         std::fs::write(secrets.path().join(file), "Example123\n").expect("write");
     }
     let spool_dir = tempfile::tempdir().expect("tempdir");
-    for case in ["default", "all", "existing-secret", "spool", "keda"] {
+    for case in ["default", "all", "existing-secret", "spool", "keda", "sub-apps"] {
         let config =
             std::fs::read_to_string(out.path().join(format!("{case}.toml"))).expect("config");
         let config = config.replace(
@@ -348,6 +348,16 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
             String::from_utf8_lossy(&check.stdout).contains("spool: "),
             "{case}: the spool is on"
         );
+        if case == "sub-apps" {
+            assert!(
+                String::from_utf8_lossy(&check.stdout).contains(
+                    "sub_app_ids: all sub-applications of the account whose status is On \
+                     (DescribeSubAppIds every 60s), except 1500000099"
+                ),
+                "{}",
+                String::from_utf8_lossy(&check.stdout)
+            );
+        }
     }
 
     let shipped =
