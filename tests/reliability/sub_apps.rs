@@ -260,6 +260,8 @@ async fn fifty_sub_apps_one_backlog_share_the_account_fairly() {
         json!({
             "sub_apps": SUB_APPS,
             "backlog": BACKLOG,
+            "sent": expected,
+            "confirmed": stats.confirmed,
             "quiet_p99_ms": {"baseline": baseline_p99, "with_backlog": during_p99, "two_replicas": two_p99},
             "quiet_max_ms": {"baseline": baseline_max, "with_backlog": during_max, "two_replicas": two_max},
             "quiet_events": {"baseline": baseline.len(), "with_backlog": during.len(), "two_replicas": during_two.len()},
