@@ -833,10 +833,15 @@ fn build_pull_source(name: &str, pull: &PullSourceConfig) -> Result<Source> {
     }
     let account = pull_account(&key, name, pull, &secret_id)?;
     let sub_apps = sub_app_selection(&key, pull)?;
-    let cloudevents_source = pull
-        .cloudevents_source
-        .clone()
-        .unwrap_or_else(|| Normalizer::default_source(pull.sub_app_id, name));
+    // With sub_app_ids each sub-application's events get their own source; the source's own
+    // normalizer only shows the template.
+    let cloudevents_source = pull.cloudevents_source.clone().unwrap_or_else(|| {
+        if sub_apps.is_some() {
+            "/tencentcloud/vod/{sub_app_id}".to_owned()
+        } else {
+            Normalizer::default_source(pull.sub_app_id, name)
+        }
+    });
     Ok(Source {
         name: name.to_owned(),
         normalizer: Normalizer::new(cloudevents_source, pull.sub_app_id, Ingress::Pull),

@@ -324,7 +324,14 @@ fn helm_chart_renders_lints_validates_and_carries_a_valid_config() {
         std::fs::write(secrets.path().join(file), "Example123\n").expect("write");
     }
     let spool_dir = tempfile::tempdir().expect("tempdir");
-    for case in ["default", "all", "existing-secret", "spool", "keda", "sub-apps"] {
+    for case in [
+        "default",
+        "all",
+        "existing-secret",
+        "spool",
+        "keda",
+        "sub-apps",
+    ] {
         let config =
             std::fs::read_to_string(out.path().join(format!("{case}.toml"))).expect("config");
         let config = config.replace(
