@@ -32,6 +32,23 @@ sub_app_refresh_secs = 10
     )
 }
 
+/// The bridge on the source with `extra` keys, publishing to a scripted sink that acknowledges.
+async fn start(emu: &RunningEmulator, extra: &str) -> (TestApp, std::sync::Arc<Scripted>) {
+    let sink = Scripted::new("s", Behaviour::Ack);
+    let toml = format!("{}\n[sinks.s]\ntype = \"stdout\"\n", source(emu, extra));
+    let app = TestApp::start(settings(&toml), vec![sink.clone()]).await;
+    (app, sink)
+}
+
+/// Queues `count` uploads in each of `sub_apps`.
+fn enqueue(emu: &RunningEmulator, sub_apps: &[u64], count: usize) {
+    for &id in sub_apps {
+        for i in 0..count {
+            emu.emulator.enqueue(id, &upload(id, i));
+        }
+    }
+}
+
 fn upload(sub_app_id: u64, i: usize) -> serde_json::Value {
     json!({"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": format!("{sub_app_id}-{i}"), "MediaBasicInfo": {"Name": format!("v{i}")}}})
 }
@@ -78,20 +95,12 @@ async fn all_sub_apps_are_listed_pulled_refreshed_labelled_and_checked() {
             ..ModifyEventConfig::default()
         },
     );
-    for id in [101, 102, 103, 104, 105] {
-        for i in 0..20 {
-            emu.emulator.enqueue(id, &upload(id, i));
-        }
-    }
-    let sink = Scripted::new("s", Behaviour::Ack);
-    let toml = format!(
-        "{}\n[sinks.s]\ntype = \"stdout\"\n",
-        source(
-            &emu,
-            "sub_app_ids = \"all\"\nexclude_sub_app_ids = [105]\nsub_app_metric_labels = 2"
-        )
-    );
-    let app = TestApp::start(settings(&toml), vec![sink.clone()]).await;
+    enqueue(&emu, &[101, 102, 103, 104, 105], 20);
+    let (app, sink) = start(
+        &emu,
+        "sub_app_ids = \"all\"\nexclude_sub_app_ids = [105]\nsub_app_metric_labels = 2",
+    )
+    .await;
     wait_for(
         "the three On sub-applications drained",
         Duration::from_secs(30),
@@ -221,20 +230,8 @@ async fn all_sub_apps_are_listed_pulled_refreshed_labelled_and_checked() {
 async fn a_listed_set_needs_no_listing_and_keeps_a_source_template() {
     let emu = crate::helpers::emulator(ID, KEY, Duration::from_secs(10)).await;
     // Not registered: a configured list does not ask DescribeSubAppIds.
-    for id in [201, 202, 203] {
-        for i in 0..3 {
-            emu.emulator.enqueue(id, &upload(id, i));
-        }
-    }
-    let sink = Scripted::new("s", Behaviour::Ack);
-    let toml = format!(
-        "{}\n[sinks.s]\ntype = \"stdout\"\n",
-        source(
-            &emu,
-            "sub_app_ids = [201, 202, 203]\nexclude_sub_app_ids = [203]\ncloudevents_source = \"/acme/vod/{sub_app_id}\"\ngovernor_scope = \"sub_app\""
-        )
-    );
-    let app = TestApp::start(settings(&toml), vec![sink.clone()]).await;
+    enqueue(&emu, &[201, 202, 203], 3);
+    let (app, sink) = start(&emu, "sub_app_ids = [201, 202, 203]\nexclude_sub_app_ids = [203]\ncloudevents_source = \"/acme/vod/{sub_app_id}\"\ngovernor_scope = \"sub_app\"").await;
     wait_for("201 and 202 drained", Duration::from_secs(20), || {
         sink.acked_count() >= 6
     })
@@ -336,12 +333,7 @@ async fn the_bridge_is_not_ready_until_the_sub_apps_are_listed() {
         error_rate: 1.0,
         ..vod_emulator::Faults::default()
     });
-    let sink = Scripted::new("s", Behaviour::Ack);
-    let toml = format!(
-        "{}\n[sinks.s]\ntype = \"stdout\"\n",
-        source(&emu, "sub_app_ids = \"all\"")
-    );
-    let app = TestApp::start(settings(&toml), vec![sink.clone()]).await;
+    let (app, sink) = start(&emu, "sub_app_ids = \"all\"").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (status, body) = app.get("/readyz").await;
     assert_eq!(status, 503, "{body}");
