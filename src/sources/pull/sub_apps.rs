@@ -240,13 +240,15 @@ impl SubAppSet {
     /// succeeded, and sub-applications in PUSH mode (with `vod_check = "readiness"`): the
     /// others are pulled, and a restart would not change VOD's configuration.
     pub(crate) fn degraded_because(&self) -> Vec<String> {
+        // The units' lock is never taken while holding the health lock (`apply` takes them
+        // the other way round).
+        let pulled = locked(&self.units).len();
         let health = locked(&self.health);
         let mut lines = Vec::new();
         if let (Some(error), true) = (&health.listing_failed, health.listed_once) {
             lines.push(format!(
                 "source {}: DescribeSubAppIds fails ({error}); the {} sub-applications found before are pulled",
-                self.name,
-                locked(&self.units).len()
+                self.name, pulled
             ));
         }
         if self
@@ -500,6 +502,10 @@ async fn run_checks(set: Arc<SubAppSet>, state: Arc<AppState>, cancel: Cancellat
         let now = Instant::now();
         let running = set.snapshot();
         checked.retain(|id, _| running.iter().any(|(r, _, _)| r == id));
+        // What a check in flight reported of a sub-application stopped meanwhile.
+        locked(&set.health)
+            .mismatches
+            .retain(|id, _| running.iter().any(|(r, _, _)| r == id));
         for (id, client, _) in running {
             if checked
                 .get(&id)
@@ -551,6 +557,10 @@ async fn run_checks(set: Arc<SubAppSet>, state: Arc<AppState>, cancel: Cancellat
 
 /// Records sub-application `id`'s differences, logging those that are new.
 fn note_check(set: &SubAppSet, id: u64, found: Vec<Mismatch>) {
+    // Stopped while its check was in flight: nothing to report of it.
+    if !locked(&set.units).contains_key(&id) {
+        return;
+    }
     let previous = locked(&set.health)
         .mismatches
         .insert(id, found.clone())
