@@ -224,16 +224,23 @@ impl SubAppSet {
         }
     }
 
-    /// Why the source makes the bridge unready: no listing has succeeded yet.
+    /// Why the source makes the bridge unready: no listing has succeeded yet (it pulls
+    /// nothing until one does).
     pub(crate) fn not_ready_because(&self) -> Option<String> {
         let health = locked(&self.health);
-        match (&health.listing_failed, health.listed_once) {
-            (Some(error), false) => Some(format!(
+        if health.listed_once {
+            return None;
+        }
+        Some(match &health.listing_failed {
+            Some(error) => format!(
                 "source {}: cannot list the account's sub-applications (DescribeSubAppIds): {error}",
                 self.name
-            )),
-            _ => None,
-        }
+            ),
+            None => format!(
+                "source {}: listing the account's sub-applications (DescribeSubAppIds)",
+                self.name
+            ),
+        })
     }
 
     /// What `/readyz` adds without making the bridge unready: listings that fail after one
