@@ -8,8 +8,6 @@
 #![allow(missing_docs)]
 
 use std::{
-    io::Write,
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -34,27 +32,6 @@ fn memory_kib(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// The bridge binary on `config`, stdout discarded; returns once `/readyz` answers 200.
-async fn start(
-    config: &str,
-    port: u16,
-    client: &reqwest::Client,
-) -> (Child, tempfile::NamedTempFile) {
-    let mut file = tempfile::NamedTempFile::new().expect("tempfile");
-    file.write_all(config.as_bytes()).expect("write config");
-    let binary = std::env::var("MEMORY_BINARY")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vodbridge").to_owned());
-    let child = Command::new(binary)
-        .args(["run", "--config"])
-        .arg(file.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("vodbridge starts");
-    support::wait_ready(client, &format!("http://127.0.0.1:{port}/readyz")).await;
-    (child, file)
 }
 
 /// POSTs every body with `concurrency` clients, retrying until 200; returns events/s.
@@ -103,7 +80,7 @@ async fn scenario(label: &str, sink_toml: &str, bodies: &Arc<Vec<Bytes>>, concur
         .pool_max_idle_per_host(concurrency)
         .build()
         .expect("client");
-    let (mut child, _config) = start(&config, port, &client).await;
+    let (mut child, _config) = support::start_bridge(&config, port, &client).await;
     let pid = child.id();
     // Let start-up settle (connections, first allocations) before the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -8,9 +8,7 @@
 #![allow(missing_docs)]
 
 use std::{
-    io::Write,
     net::SocketAddr,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -78,19 +76,8 @@ async fn run(sub_apps: u64, settle: Duration) -> (u64, f64, f64) {
          [sinks.out]\ntype = \"stdout\"\n",
         emu.endpoint()
     );
-    let mut file = tempfile::NamedTempFile::new().expect("tempfile");
-    file.write_all(config.as_bytes()).expect("write config");
-    let binary = std::env::var("MEMORY_BINARY")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vodbridge").to_owned());
-    let mut child: Child = Command::new(binary)
-        .args(["run", "--config"])
-        .arg(file.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("vodbridge starts");
     let client = reqwest::Client::new();
-    support::wait_ready(&client, &format!("http://127.0.0.1:{port}/readyz")).await;
+    let (mut child, _config) = support::start_bridge(&config, port, &client).await;
     tokio::time::sleep(settle).await;
     let pid = child.id();
     let (_, cpu_before) = usage(pid);

@@ -58,3 +58,25 @@ pub(crate) async fn create_kafka_topics(broker: &vodbridge_testkit::Tansu, topic
     let topics: Vec<(&str, i32)> = topics.iter().map(|t| (*t, 3)).collect();
     broker.create_topics(&topics).await;
 }
+
+/// The bridge binary (`MEMORY_BINARY`, else this build's) on `config`, output discarded;
+/// returns once `/readyz` answers 200.
+pub(crate) async fn start_bridge(
+    config: &str,
+    port: u16,
+    client: &reqwest::Client,
+) -> (std::process::Child, tempfile::NamedTempFile) {
+    let mut file = tempfile::NamedTempFile::new().expect("tempfile");
+    std::io::Write::write_all(&mut file, config.as_bytes()).expect("write config");
+    let binary = std::env::var("MEMORY_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vodbridge").to_owned());
+    let child = std::process::Command::new(binary)
+        .args(["run", "--config"])
+        .arg(file.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("vodbridge starts");
+    wait_ready(client, &format!("http://127.0.0.1:{port}/readyz")).await;
+    (child, file)
+}
