@@ -174,14 +174,16 @@ def main():
     out.append(row(
         f"{f['sub_apps']} sub-applications of one account (sub_app_ids = \"all\"), VOD's limits, "
         f"20 ms, 5 s long poll: a {f['backlog']}-event backlog in one, 10 events/s over the others; "
-        "then a second backlog with two replicas; pull → NATS",
+        "then a second backlog with two replicas, a third during their rolling restart; pull → NATS",
         f["sent"], f["confirmed"], f["nats"]["unique"], f["nats"]["duplicates"],
         f["sent"] - f["nats"]["unique"],
         f"quiet p99 wait {p99['baseline']:.0f} ms alone, {p99['with_backlog']:.0f} ms beside the "
         f"backlog, {p99['two_replicas']:.0f} ms with two replicas; backlog drained at "
         f"{drain['one_replica']:.0f}/s ({share['one_replica']:.2f} of VOD's bound), "
         f"{drain['two_replicas']:.0f}/s by two replicas ({share['two_replicas']:.2f}, "
-        f"{f['throttled_share_two_replicas'] * 100:.1f} % of pulls throttled); "
+        f"{f['throttled_share_two_replicas'] * 100:.1f} % of pulls throttled); a rolling restart "
+        f"of both replicas during a third backlog, every SIGTERM exit 0: "
+        f"{'yes' if all(f['rolling_restart']['sigterm_exit_zero']) else 'NO'}; "
         f"{f['redeliveries']} redeliveries",
     ))
     print("\n".join(out))

@@ -215,15 +215,6 @@ async fn fifty_sub_apps_one_backlog_share_the_account_fairly() {
     let throttled_after = emu.emulator.stats();
     *phase.lock().expect("lock") = "after";
     tokio::time::sleep(Duration::from_secs(8)).await;
-    done.store(true, Ordering::Relaxed);
-    trickling.await.expect("trickle");
-    wait_for(
-        "every trickled event confirmed",
-        Duration::from_secs(30),
-        || emu.emulator.stats().pending == 0,
-    )
-    .await;
-
     let replica_confirms = [
         metric(&first, r#"vodbridge_confirmed_total{source="tenants"}"#)
             .await
@@ -232,6 +223,31 @@ async fn fifty_sub_apps_one_backlog_share_the_account_fairly() {
             .await
             .unwrap_or(0.0),
     ];
+
+    // 4. A rolling restart of both replicas (SIGTERM, a new one, the next) while a third
+    //    backlog drains: each stops its 50 sub-applications, confirming what it pulled.
+    *phase.lock().expect("lock") = "rolling";
+    let rolling_before = emu.emulator.stats();
+    let keys_rolling = backlog(&emu, "rolling");
+    let mut exits = Vec::new();
+    let mut replicas = vec![first, second];
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut old = replicas.remove(0);
+        exits.push(old.terminate(Duration::from_secs(40)));
+        let fresh = bridge(&body, 35);
+        wait_ready(&fresh, Duration::from_secs(30)).await;
+        replicas.push(fresh);
+    }
+    let rolling = drained(&emu, &keys_rolling, rolling_before.confirmed).await;
+    done.store(true, Ordering::Relaxed);
+    trickling.await.expect("trickle");
+    wait_for(
+        "every trickled event confirmed",
+        Duration::from_secs(30),
+        || emu.emulator.stats().pending == 0,
+    )
+    .await;
     let (baseline, baseline_open) = quiet_waits(&emu, &trickled, "baseline");
     let (during, during_open) = quiet_waits(&emu, &trickled, "backlog");
     let (during_two, two_open) = quiet_waits(&emu, &trickled, "two_replicas");
@@ -250,7 +266,7 @@ async fn fifty_sub_apps_one_backlog_share_the_account_fairly() {
                 by
             });
     let held = nats_held(&nats).await;
-    let expected = 2 * BACKLOG + trickled.lock().expect("lock").len();
+    let expected = 3 * BACKLOG + trickled.lock().expect("lock").len();
     // Calls the account's limit refused, of all PullEvents calls, while two replicas drained.
     let answered_two = throttled_after.pulls - throttled_before.pulls;
     let refused_two = throttled_after.throttled_pulls - throttled_before.throttled_pulls;
@@ -274,6 +290,7 @@ async fn fifty_sub_apps_one_backlog_share_the_account_fairly() {
             "pulls_per_sec_two_replicas": answered_two as f64 / two,
             "throttled_share_two_replicas": refused_share,
             "replica_confirms": replica_confirms,
+            "rolling_restart": {"events": BACKLOG, "drain_secs": rolling, "sigterm_exit_zero": exits},
             "redeliveries": stats.redeliveries,
             "nats": {"held": held.0.len(), "unique": held.unique().len(), "duplicates": held.duplicates(), "expected": expected},
         }),
@@ -309,7 +326,11 @@ async fn fifty_sub_apps_one_backlog_share_the_account_fairly() {
         two_p99 <= 2.0 * baseline_p99,
         "quiet p99 with two replicas {two_p99:.0} ms, without {baseline_p99:.0} ms"
     );
-    let (mut first, mut second) = (first, second);
-    assert!(first.terminate(Duration::from_secs(40)));
-    assert!(second.terminate(Duration::from_secs(40)));
+    assert!(
+        exits.iter().all(|exited| *exited),
+        "each SIGTERM drained its sub-applications and exited 0: {exits:?}"
+    );
+    for mut replica in replicas {
+        assert!(replica.terminate(Duration::from_secs(40)));
+    }
 }
